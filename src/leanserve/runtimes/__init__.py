@@ -1,0 +1,61 @@
+"""Engines that run a model file: the interface every engine implements, and how one is chosen.
+
+The rest of leanserve (batcher, registry, optimizer) talks only to :class:`Runtime`; ONNX
+Runtime is the default engine and OpenVINO a second one, imported lazily so that a user without
+it still runs everything else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from ..config import RuntimeOptions
+from ..errors import ConfigError
+
+
+@dataclass(frozen=True, slots=True)
+class EngineTensor:
+    """A tensor as the engine declares it: full shape, batch dimension included, -1 variable."""
+
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+
+
+class Runtime(Protocol):
+    """A loaded model. ``run`` may be called from any one thread at a time."""
+
+    @property
+    def inputs(self) -> tuple[EngineTensor, ...]: ...
+
+    @property
+    def outputs(self) -> tuple[EngineTensor, ...]: ...
+
+    @property
+    def providers(self) -> tuple[str, ...]:
+        """What actually executes the model (e.g. CPUExecutionProvider, openvino:CPU)."""
+        ...
+
+    def run(
+        self, inputs: Mapping[str, np.ndarray], output_names: Sequence[str] | None = None
+    ) -> dict[str, np.ndarray]: ...
+
+    def close(self) -> None: ...
+
+
+def load_runtime(path: Path, platform: str, options: RuntimeOptions) -> Runtime:
+    """Load ``path`` with the engine named by ``platform``."""
+    if platform == "onnxruntime":
+        from .onnx import OnnxRuntime
+
+        return OnnxRuntime(path, options)
+    if platform == "openvino":
+        from .openvino import OpenVinoRuntime
+
+        return OpenVinoRuntime(path, options)
+    raise ConfigError(str(path), "platform", f"unknown platform {platform!r}")

@@ -1,0 +1,120 @@
+"""ONNX Runtime: sessions, execution providers and threads."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from ..config import RuntimeOptions
+from ..errors import ConfigError, InferenceFailed, InvalidInput
+from ..protocol.datatypes import datatype_from_onnx
+from . import EngineTensor
+
+# Preference order when the model does not name providers: the fastest one present wins.
+_PREFERRED_PROVIDERS = (
+    "TensorrtExecutionProvider",
+    "CUDAExecutionProvider",
+    "CPUExecutionProvider",
+)
+
+_GRAPH_LEVELS = {
+    "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+
+
+def available_providers() -> tuple[str, ...]:
+    return tuple(ort.get_available_providers())
+
+
+def choose_providers(requested: Sequence[str], available: Sequence[str]) -> list[str]:
+    """The providers to create a session with: the requested ones (all must exist), else the best present."""
+    if requested:
+        missing = [p for p in requested if p not in available]
+        if missing:
+            raise ConfigError(
+                "runtime.providers",
+                None,
+                f"execution provider(s) {', '.join(missing)} not available here",
+                hint=f"available: {', '.join(available)}",
+            )
+        return list(requested)
+    chosen = [p for p in _PREFERRED_PROVIDERS if p in available]
+    return chosen or ["CPUExecutionProvider"]
+
+
+def session_options(options: RuntimeOptions) -> ort.SessionOptions:
+    so = ort.SessionOptions()
+    so.graph_optimization_level = _GRAPH_LEVELS[options.graph_optimization]
+    if options.intra_op_threads:
+        so.intra_op_num_threads = options.intra_op_threads
+    if options.inter_op_threads:
+        so.inter_op_num_threads = options.inter_op_threads
+    # Spinning workers burn the cores the HTTP front end and the other models need.
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    so.log_severity_level = 3
+    return so
+
+
+def _tensor(arg: ort.NodeArg) -> EngineTensor:
+    shape = tuple(d if isinstance(d, int) and d >= 0 else -1 for d in (arg.shape or ()))
+    return EngineTensor(name=arg.name, datatype=datatype_from_onnx(arg.type), shape=shape)
+
+
+class OnnxRuntime:
+    """One ONNX Runtime inference session."""
+
+    def __init__(self, path: Path, options: RuntimeOptions) -> None:
+        providers = choose_providers(options.providers, available_providers())
+        try:
+            self._session = ort.InferenceSession(str(path), session_options(options), providers=providers)
+        except Exception as e:  # ORT raises its own untyped exceptions for bad files
+            raise ConfigError(str(path), None, f"ONNX Runtime cannot load the model: {e}") from e
+        self._inputs = tuple(_tensor(a) for a in self._session.get_inputs())
+        self._outputs = tuple(_tensor(a) for a in self._session.get_outputs())
+        self._output_names = [t.name for t in self._outputs]
+        self._string_inputs = {t.name for t in self._inputs if t.datatype == "BYTES"}
+
+    @property
+    def inputs(self) -> tuple[EngineTensor, ...]:
+        return self._inputs
+
+    @property
+    def outputs(self) -> tuple[EngineTensor, ...]:
+        return self._outputs
+
+    @property
+    def providers(self) -> tuple[str, ...]:
+        return tuple(self._session.get_providers())
+
+    def run(
+        self, inputs: Mapping[str, np.ndarray], output_names: Sequence[str] | None = None
+    ) -> dict[str, np.ndarray]:
+        names = list(output_names) if output_names else self._output_names
+        feed = dict(inputs)
+        for name in self._string_inputs & feed.keys():
+            # The protocol carries BYTES as bytes objects; ORT string tensors want str.
+            feed[name] = np.vectorize(_to_str, otypes=[object])(feed[name])
+        try:
+            results = self._session.run(names, feed)
+        except (ort.capi.onnxruntime_pybind11_state.InvalidArgument,  # type: ignore[attr-defined]
+                ort.capi.onnxruntime_pybind11_state.InvalidGraph) as e:  # type: ignore[attr-defined]
+            raise InvalidInput(f"the model rejected the inputs: {e}") from e
+        except Exception as e:
+            raise InferenceFailed(f"ONNX Runtime failed: {e}") from e
+        return dict(zip(names, results, strict=True))
+
+    def close(self) -> None:
+        # ORT frees the session with its last reference.
+        del self._session
+
+
+def _to_str(value: object) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    return str(value)
