@@ -1,0 +1,318 @@
+"""Dynamic batching: one queue and one inference thread per model version.
+
+Mechanism and policy are apart. :func:`take_batch` and :func:`flush_delay` are pure and decide
+*which* queued requests run together and *when*; :class:`Batcher` owns the queue, the worker
+thread, timing and statistics.
+
+Latency rules, in order of importance:
+- A lone request on an idle model is never held back (unless ``max_queue_delay_ms`` asks for it).
+  Flushes are scheduled with ``call_soon``, so requests parsed in the same event-loop turn
+  still share a batch without waiting for anything.
+- While the engine is busy, requests pile up; the next batch takes as many as fit.
+- Requests whose non-batch dimensions or datatypes differ are never mixed.
+- A cheap model (measured) runs inline on the event loop when a batch holds a single request:
+  a thread hand-off costs more than the inference itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .config import DynamicBatching
+from .errors import InferenceFailed, LeanserveError, ModelNotReady, Overloaded
+from .runtimes import Runtime
+from .stats import ModelStats
+
+Tensors = dict[str, np.ndarray]
+
+# A single request whose compute is expected under this runs inline on the event loop.
+INLINE_BELOW_SECONDS = 0.0003
+
+
+@dataclass(slots=True)
+class QueuedRequest:
+    inputs: Mapping[str, np.ndarray]
+    rows: int  # batch rows this request carries (1 for a model that does not batch)
+    key: tuple[object, ...]  # requests with different keys never share a batch
+    future: asyncio.Future[Tensors]
+    enqueued: float = field(default_factory=time.perf_counter)
+
+
+def batch_key(inputs: Mapping[str, np.ndarray], batching: bool) -> tuple[object, ...]:
+    """What must be equal for two requests to be concatenated: per-input dtype and non-batch shape."""
+    if not batching:
+        return ()
+    return tuple((name, a.dtype.str, a.shape[1:]) for name, a in sorted(inputs.items()))
+
+
+def take_batch(pending: Sequence[QueuedRequest], max_rows: int) -> list[int]:
+    """Indices of the requests to run next: the oldest, then every compatible one that fits, in order.
+
+    ``max_rows`` 0 means the model does not batch: one request at a time.
+    """
+    if not pending:
+        return []
+    if max_rows <= 0:
+        return [0]
+    head = pending[0]
+    chosen = [0]
+    rows = head.rows
+    for i in range(1, len(pending)):
+        if rows >= max_rows:
+            break
+        r = pending[i]
+        if r.key == head.key and rows + r.rows <= max_rows:
+            chosen.append(i)
+            rows += r.rows
+    return chosen
+
+
+def flush_delay(
+    now: float, oldest_enqueued: float, queued_rows: int, max_rows: int, config: DynamicBatching
+) -> float:
+    """Seconds to keep waiting for companions before flushing (0: flush now)."""
+    if config.max_queue_delay_ms <= 0 or max_rows <= 0:
+        return 0.0
+    target = config.preferred_batch_sizes[-1] if config.preferred_batch_sizes else max_rows
+    if queued_rows >= target:
+        return 0.0
+    return max(0.0, oldest_enqueued + config.max_queue_delay_ms / 1000.0 - now)
+
+
+def split_rows(outputs: Mapping[str, np.ndarray], row_counts: Sequence[int]) -> list[Tensors]:
+    """Cut batched outputs back into one dict per request, each with exactly its own rows."""
+    total = sum(row_counts)
+    for name, array in outputs.items():
+        if array.ndim == 0 or array.shape[0] != total:
+            raise InferenceFailed(
+                f"output {name!r} has shape {list(array.shape)}, expected a first dimension of {total} "
+                "(one row per batched input row)",
+                hint="set max_batch_size = 0 in model.toml if the model does not batch along dimension 0",
+            )
+    parts: list[Tensors] = []
+    start = 0
+    for n in row_counts:
+        parts.append({name: array[start : start + n] for name, array in outputs.items()})
+        start += n
+    return parts
+
+
+@dataclass(slots=True)
+class _Job:
+    batch: list[QueuedRequest]
+    inputs: Tensors
+
+
+@dataclass(slots=True)
+class _Done:
+    batch: list[QueuedRequest]
+    results: list[Tensors | LeanserveError]
+    seconds: float
+
+
+class Batcher:
+    """Queues requests for one model version and runs them on the engine in batches."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        max_batch_size: int,
+        config: DynamicBatching,
+        stats: ModelStats,
+        output_names: Sequence[str] | None = None,
+        inline_below_seconds: float = INLINE_BELOW_SECONDS,
+    ) -> None:
+        self._runtime = runtime
+        self._max_rows = max_batch_size
+        self._config = config
+        self._stats = stats
+        self._output_names = list(output_names) if output_names else None
+        self._inline_below = inline_below_seconds
+        self._pending: deque[QueuedRequest] = deque()
+        self._queued_rows = 0
+        self._busy = False
+        self._flush_handle: asyncio.Handle | None = None
+        self._closed = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        # Estimated seconds for one single-request run; None until measured.
+        self._single_cost: float | None = None
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._idle = asyncio.Event()
+
+    @property
+    def queued(self) -> int:
+        return len(self._pending)
+
+    @property
+    def batching(self) -> bool:
+        return self._max_rows > 0
+
+    def submit(self, inputs: Mapping[str, np.ndarray], rows: int) -> asyncio.Future[Tensors]:
+        """Queue one request; the future resolves to its own outputs (its rows only)."""
+        loop = self._loop or self._bind_loop()
+        future: asyncio.Future[Tensors] = loop.create_future()
+        if self._closed:
+            future.set_exception(ModelNotReady(f"model {self._stats.name!r} is unloading"))
+            return future
+        if len(self._pending) >= self._config.max_queue_size:
+            future.set_exception(
+                Overloaded(
+                    f"model {self._stats.name!r} has {len(self._pending)} requests queued, the most allowed",
+                    hint="retry later, or raise dynamic_batching.max_queue_size",
+                )
+            )
+            return future
+        self._pending.append(QueuedRequest(inputs, rows, batch_key(inputs, self.batching), future))
+        self._queued_rows += rows
+        self._idle.clear()
+        if not self._busy and self._flush_handle is None:
+            self._schedule_flush(loop)
+        return future
+
+    async def drain(self) -> None:
+        """Wait until nothing is queued or running."""
+        if self._pending or self._busy:
+            await self._idle.wait()
+
+    async def close(self) -> None:
+        """Stop accepting, let queued requests finish, stop the worker thread."""
+        self._closed = True
+        await self.drain()
+        if self._thread is not None:
+            self._jobs.put(None)
+            await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
+            self._thread = None
+
+    # ---- mechanism ----------------------------------------------------------------------------
+
+    def _bind_loop(self) -> asyncio.AbstractEventLoop:
+        self._loop = asyncio.get_running_loop()
+        return self._loop
+
+    def _schedule_flush(self, loop: asyncio.AbstractEventLoop) -> None:
+        delay = flush_delay(
+            time.perf_counter(), self._pending[0].enqueued, self._queued_rows, self._max_rows, self._config
+        )
+        if delay > 0:
+            self._flush_handle = loop.call_later(delay, self._flush)
+        else:
+            self._flush_handle = loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_handle = None
+        if self._busy or not self._pending:
+            return
+        if self._closed is False and self._config.max_queue_delay_ms > 0:
+            delay = flush_delay(
+                time.perf_counter(), self._pending[0].enqueued, self._queued_rows, self._max_rows, self._config
+            )
+            if delay > 0:
+                assert self._loop is not None
+                self._flush_handle = self._loop.call_later(delay, self._flush)
+                return
+        batch = self._pop(take_batch(self._pending, self._max_rows))
+        now = time.perf_counter()
+        for r in batch:
+            self._stats.record_queue(now - r.enqueued)
+        self._busy = True
+        try:
+            inputs = self._concatenate(batch)
+        except LeanserveError as e:
+            self._finish(_Done(batch, [e] * len(batch), 0.0))
+            return
+        if len(batch) == 1 and self._single_cost is not None and self._single_cost < self._inline_below:
+            self._finish(self._execute(_Job(batch, inputs)))
+        else:
+            self._ensure_thread()
+            self._jobs.put(_Job(batch, inputs))
+
+    def _pop(self, indices: list[int]) -> list[QueuedRequest]:
+        if indices == list(range(len(indices))):  # the common case: a prefix of the queue
+            batch = [self._pending.popleft() for _ in indices]
+        else:
+            chosen = set(indices)
+            batch = [r for i, r in enumerate(self._pending) if i in chosen]
+            self._pending = deque(r for i, r in enumerate(self._pending) if i not in chosen)
+        self._queued_rows -= sum(r.rows for r in batch)
+        return batch
+
+    def _concatenate(self, batch: list[QueuedRequest]) -> Tensors:
+        if len(batch) == 1:
+            return dict(batch[0].inputs)
+        names = batch[0].inputs.keys()
+        return {name: np.concatenate([r.inputs[name] for r in batch]) for name in names}
+
+    def _ensure_thread(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._work, name=f"leanserve-{self._stats.name}-v{self._stats.version}", daemon=True
+            )
+            self._thread.start()
+
+    def _work(self) -> None:
+        loop = self._loop
+        assert loop is not None
+        while (job := self._jobs.get()) is not None:
+            done = self._execute(job)
+            loop.call_soon_threadsafe(self._finish, done)
+
+    def _execute(self, job: _Job) -> _Done:
+        """Run one batch; on failure of a shared batch, rerun each request alone so only the culprit fails."""
+        start = time.perf_counter()
+        try:
+            outputs = self._runtime.run(job.inputs, self._output_names)
+            results: list[Tensors | LeanserveError]
+            if len(job.batch) == 1 and not self.batching:
+                results = [outputs]
+            else:
+                results = list(split_rows(outputs, [r.rows for r in job.batch]))
+        except LeanserveError as e:
+            if len(job.batch) == 1:
+                results = [e]
+            else:
+                results = [self._execute(_Job([r], dict(r.inputs))).results[0] for r in job.batch]
+        except Exception as e:  # an engine bug must not leave callers hanging
+            results = [InferenceFailed(f"inference failed: {type(e).__name__}: {e}")] * len(job.batch)
+        return _Done(job.batch, results, time.perf_counter() - start)
+
+    def _finish(self, done: _Done) -> None:
+        rows = sum(r.rows for r in done.batch)
+        self._stats.record_batch(rows if self.batching else len(done.batch), done.seconds)
+        if len(done.batch) == 1:
+            previous = self._single_cost
+            self._single_cost = done.seconds if previous is None else 0.8 * previous + 0.2 * done.seconds
+        for request, result in zip(done.batch, done.results, strict=True):
+            if request.future.done():  # the caller went away
+                continue
+            if isinstance(result, LeanserveError):
+                request.future.set_exception(result)
+            else:
+                request.future.set_result(result)
+        self._busy = False
+        if self._pending:
+            assert self._loop is not None
+            if self._flush_handle is None:
+                # Requests that piled up while busy have waited already: flush right away.
+                self._flush_handle = self._loop.call_soon(self._flush)
+        else:
+            self._idle.set()
+
+
+__all__ = [
+    "Batcher",
+    "QueuedRequest",
+    "batch_key",
+    "flush_delay",
+    "split_rows",
+    "take_batch",
+]
+

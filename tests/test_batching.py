@@ -1,0 +1,177 @@
+"""The batcher: pure flush/selection policy, and the mechanism with a real ONNX Runtime model."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pytest
+
+from leanserve.batching import Batcher, QueuedRequest, batch_key, flush_delay, split_rows, take_batch
+from leanserve.config import DynamicBatching
+from leanserve.errors import InferenceFailed, InvalidInput, Overloaded
+from leanserve.runtimes import EngineTensor
+from leanserve.stats import ModelStats
+
+
+def _queued(rows: int, width: int = 4) -> QueuedRequest:
+    inputs = {"x": np.zeros((rows, width), np.float32)}
+    loop = asyncio.new_event_loop()
+    try:
+        return QueuedRequest(inputs, rows, batch_key(inputs, True), loop.create_future())
+    finally:
+        loop.close()
+
+
+def test_take_batch_takes_compatible_requests_in_order_up_to_the_limit() -> None:
+    pending = [_queued(2), _queued(1, width=8), _queued(3), _queued(4), _queued(1)]
+    assert take_batch(pending, max_rows=6) == [0, 2, 4]  # width 8 never joins width 4; 4 rows would overflow
+
+
+def test_take_batch_without_batching_takes_one() -> None:
+    assert take_batch([_queued(1), _queued(1)], max_rows=0) == [0]
+    assert take_batch([], max_rows=8) == []
+
+
+def test_flush_delay_is_zero_by_default_and_waits_for_companions_when_asked() -> None:
+    assert flush_delay(10.0, 10.0, 1, 32, DynamicBatching()) == 0.0
+    cfg = DynamicBatching(max_queue_delay_ms=5)
+    assert flush_delay(10.0, 10.0, 1, 32, cfg) == pytest.approx(0.005)
+    assert flush_delay(10.004, 10.0, 1, 32, cfg) == pytest.approx(0.001)
+    assert flush_delay(10.0, 10.0, 32, 32, cfg) == 0.0  # full: go
+    assert flush_delay(10.0, 10.0, 8, 32, DynamicBatching(5, (4, 8))) == 0.0  # preferred size reached
+
+
+def test_split_rows_gives_each_caller_its_rows_and_refuses_a_wrong_batch_dimension() -> None:
+    out = {"y": np.arange(6).reshape(6, 1)}
+    parts = split_rows(out, [1, 3, 2])
+    assert [p["y"].ravel().tolist() for p in parts] == [[0], [1, 2, 3], [4, 5]]
+    with pytest.raises(InferenceFailed, match="first dimension of 5"):
+        split_rows(out, [2, 3])
+
+
+class RecordingRuntime:
+    """A deterministic engine (row-wise affine map) that records the batch sizes it ran."""
+
+    def __init__(self, delay: float = 0.0, fail_on: float | None = None) -> None:
+        self.batches: list[int] = []
+        self.delay = delay
+        self.fail_on = fail_on
+        self.threads: set[str] = set()
+
+    inputs = (EngineTensor("x", "FP32", (-1, 4)),)
+    outputs = (EngineTensor("y", "FP32", (-1, 4)),)
+    providers = ("test",)
+
+    def run(self, inputs: Mapping[str, np.ndarray], output_names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        x = inputs["x"]
+        self.threads.add(threading.current_thread().name)
+        self.batches.append(x.shape[0])
+        if self.delay:
+            time.sleep(self.delay)
+        if self.fail_on is not None and (x == self.fail_on).any():
+            raise InvalidInput("poisoned row")
+        return {"y": x * 2 + 1}
+
+    def close(self) -> None:
+        pass
+
+
+def _batcher(runtime: RecordingRuntime, max_batch: int = 8, **kw: object) -> Batcher:
+    return Batcher(runtime, max_batch, DynamicBatching(**kw), ModelStats("m", "1"))  # type: ignore[arg-type]
+
+
+async def test_concurrent_requests_are_batched_and_each_gets_exactly_its_rows() -> None:
+    runtime = RecordingRuntime(delay=0.01)
+    batcher = _batcher(runtime, max_batch=8)
+    rng = np.random.default_rng(0)
+    xs = [rng.normal(size=(int(rng.integers(1, 4)), 4)).astype(np.float32) for _ in range(40)]
+    results = await asyncio.gather(*(batcher.submit({"x": x}, x.shape[0]) for x in xs))
+    for x, r in zip(xs, results, strict=True):
+        np.testing.assert_array_equal(r["y"], x * 2 + 1)
+    assert max(runtime.batches) > 1, "requests that piled up while busy were batched"
+    assert max(runtime.batches) <= 8
+    assert sum(runtime.batches) == sum(x.shape[0] for x in xs)
+    await batcher.close()
+
+
+async def test_shapes_that_differ_are_never_mixed() -> None:
+    runtime = RecordingRuntime(delay=0.005)
+    batcher = Batcher(runtime, 8, DynamicBatching(), ModelStats("m", "1"))  # type: ignore[arg-type]
+    a = [np.full((1, 4), i, np.float32) for i in range(5)]
+    b = [np.full((1, 3), i, np.float32) for i in range(5)]
+    futures = [batcher.submit({"x": x}, 1) for pair in zip(a, b, strict=True) for x in pair]
+    results = await asyncio.gather(*futures)
+    for x, r in zip([x for pair in zip(a, b, strict=True) for x in pair], results, strict=True):
+        assert r["y"].shape == x.shape
+        np.testing.assert_array_equal(r["y"], x * 2 + 1)
+    await batcher.close()
+
+
+async def test_a_lone_request_on_an_idle_model_is_not_held_back() -> None:
+    batcher = _batcher(RecordingRuntime(), max_batch=32)
+    start = time.perf_counter()
+    await batcher.submit({"x": np.ones((1, 4), np.float32)}, 1)
+    assert time.perf_counter() - start < 0.5  # generous: no queue delay configured
+    await batcher.close()
+
+
+async def test_queue_delay_gathers_companions() -> None:
+    runtime = RecordingRuntime()
+    batcher = _batcher(runtime, max_batch=32, max_queue_delay_ms=50)
+    first = batcher.submit({"x": np.ones((1, 4), np.float32)}, 1)
+    await asyncio.sleep(0.01)
+    second = batcher.submit({"x": np.ones((1, 4), np.float32)}, 1)
+    await asyncio.gather(first, second)
+    assert runtime.batches == [2]
+    await batcher.close()
+
+
+async def test_a_failing_request_does_not_take_its_batch_companions_down() -> None:
+    runtime = RecordingRuntime(delay=0.01, fail_on=-7.0)
+    batcher = _batcher(runtime, max_batch=8)
+    xs = [np.full((1, 4), float(i), np.float32) for i in range(6)] + [np.full((1, 4), -7.0, np.float32)]
+    results = await asyncio.gather(*(batcher.submit({"x": x}, 1) for x in xs), return_exceptions=True)
+    assert isinstance(results[-1], InvalidInput)
+    for x, r in zip(xs[:-1], results[:-1], strict=True):
+        assert isinstance(r, dict)
+        np.testing.assert_array_equal(r["y"], x * 2 + 1)
+    await batcher.close()
+
+
+async def test_a_full_queue_answers_overloaded() -> None:
+    batcher = _batcher(RecordingRuntime(delay=0.05), max_batch=1, max_queue_size=2)
+    futures = [batcher.submit({"x": np.ones((1, 4), np.float32)}, 1) for _ in range(4)]
+    results = await asyncio.gather(*futures, return_exceptions=True)
+    assert any(isinstance(r, Overloaded) for r in results)
+    assert any(isinstance(r, dict) for r in results)
+    await batcher.close()
+
+
+async def test_cheap_models_run_inline_and_expensive_ones_off_the_loop() -> None:
+    cheap = RecordingRuntime()
+    batcher = _batcher(cheap)
+    for _ in range(5):
+        await batcher.submit({"x": np.ones((1, 4), np.float32)}, 1)
+    assert threading.current_thread().name in cheap.threads  # after the first measured run
+    await batcher.close()
+    slow = RecordingRuntime(delay=0.01)
+    batcher = _batcher(slow)
+    for _ in range(3):
+        await batcher.submit({"x": np.ones((1, 4), np.float32)}, 1)
+    assert threading.current_thread().name not in slow.threads
+    await batcher.close()
+
+
+async def test_stats_count_rows_batches_and_queue_time() -> None:
+    stats = ModelStats("m", "1")
+    batcher = Batcher(RecordingRuntime(delay=0.005), 8, DynamicBatching(), stats)  # type: ignore[arg-type]
+    await asyncio.gather(*(batcher.submit({"x": np.ones((2, 4), np.float32)}, 2) for _ in range(10)))
+    assert stats.inference_count == 20
+    assert 1 <= stats.execution_count < 10
+    assert stats.queue.count == 10
+    assert sum(d.count for d in stats.batch_compute.values()) == stats.execution_count
+    await batcher.close()
