@@ -1,0 +1,112 @@
+"""The server's lifecycle: listen, load the repository, serve, and shut down gracefully."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+from pathlib import Path
+
+from ..protocol import Limits
+from ..registry import ModelRegistry
+from ..router import Router
+from .asgi import build_app
+from .handlers import Handlers
+from .http import ConnectionTracker, HttpProtocol
+
+log = logging.getLogger("leanserve.server")
+
+
+class Server:
+    """A leanserve server for one model repository; usable from Python as from the CLI."""
+
+    def __init__(
+        self,
+        repository: Path,
+        host: str = "127.0.0.1",
+        port: int = 8000,
+        limits: Limits | None = None,
+        shutdown_grace_seconds: float = 30.0,
+    ) -> None:
+        self.repository = Path(repository)
+        self.host = host
+        self.port = port
+        self.limits = limits or Limits()
+        self.shutdown_grace_seconds = shutdown_grace_seconds
+        self.registry = ModelRegistry(self.repository)
+        self.router = Router(self.registry)
+        self.handlers = Handlers(self.registry, self.router, self.limits)
+        self.app = build_app(self.handlers)
+        self._tracker = ConnectionTracker()
+        self._server: asyncio.Server | None = None
+        self._stopped = asyncio.Event()
+
+    @property
+    def bound_port(self) -> int:
+        """The port actually listened on (differs from ``port`` when that was 0)."""
+        assert self._server is not None, "start() first"
+        sock: socket.socket = self._server.sockets[0]
+        port: int = sock.getsockname()[1]
+        return port
+
+    async def start(self) -> None:
+        """Listen at once (liveness answers while models load), then load the repository."""
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: HttpProtocol(self.handlers, self.app, self.limits, self._tracker),
+            self.host,
+            self.port,
+            reuse_address=True,
+            backlog=2048,
+        )
+        log.info("listening on http://%s:%d", self.host, self.bound_port)
+        await self.registry.load_all()
+        ready = sum(1 for m in self.registry.models.values() for v in m.versions.values() if v.ready)
+        log.info("repository %s loaded: %d version(s) ready", self.repository, ready)
+
+    async def stop(self) -> None:
+        """Stop accepting, let in-flight requests finish (up to the grace period), release models."""
+        if self._server is None:
+            return
+        self.handlers.shutting_down = True
+        self._server.close()
+        for connection in list(self._tracker.connections):
+            connection.close()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.shutdown_grace_seconds
+        while self._tracker.busy and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        await self.registry.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._server.wait_closed(), timeout=1.0)
+        self._server = None
+        self._stopped.set()
+
+    async def serve_until_signal(self) -> None:
+        """Run until SIGINT or SIGTERM, then shut down gracefully."""
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await self.start()
+        await stop.wait()
+        log.info("shutting down: finishing in-flight requests")
+        await self.stop()
+
+
+def run_event_loop(main: object) -> None:
+    """Run a coroutine on uvloop when it is installed (it halves the loop's overhead), else asyncio."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)  # type: ignore[arg-type]
+    else:
+        uvloop.run(main)  # type: ignore[arg-type]
+
+
+def serve(repository: Path, host: str = "127.0.0.1", port: int = 8000, limits: Limits | None = None) -> None:
+    """Serve ``repository`` until SIGINT/SIGTERM; returns after a graceful shutdown."""
+    server = Server(repository, host, port, limits)
+    run_event_loop(server.serve_until_signal())

@@ -1,0 +1,105 @@
+"""The whole protocol as a Starlette (ASGI) application.
+
+The fast front end (:mod:`.http`) answers inference and health itself and hands every other
+path here; under uvicorn or Ray Serve this app serves everything. Routes stay thin: they pick
+arguments out of the URL and call :class:`.handlers.Handlers`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from ..errors import InvalidInput
+from ..protocol import encode_error
+from .handlers import Handlers, Reply, error_reply
+
+HEADER_LENGTH = "inference-header-content-length"
+
+
+def to_response(reply: Reply) -> Response:
+    headers = {HEADER_LENGTH: str(reply.header_length)} if reply.header_length is not None else None
+    return Response(reply.body, reply.status, headers=headers, media_type=reply.content_type.decode())
+
+
+def build_app(handlers: Handlers) -> Starlette:
+    def version_of(request: Request) -> str | None:
+        v: str | None = request.path_params.get("version")
+        return v
+
+    async def infer(request: Request) -> Response:
+        body = await request.body()
+        reply = handlers.infer(
+            request.path_params["model"], version_of(request), body, request.headers.get(HEADER_LENGTH)
+        )
+        if isinstance(reply, asyncio.Future):
+            reply = await reply
+        return to_response(reply)
+
+    async def live(request: Request) -> Response:
+        return to_response(handlers.live())
+
+    async def ready(request: Request) -> Response:
+        return to_response(handlers.ready())
+
+    async def server_metadata(request: Request) -> Response:
+        return to_response(handlers.server_metadata())
+
+    async def model_metadata(request: Request) -> Response:
+        return to_response(handlers.model_metadata(request.path_params["model"], version_of(request)))
+
+    async def model_ready(request: Request) -> Response:
+        return to_response(handlers.model_ready(request.path_params["model"], version_of(request)))
+
+    async def model_config(request: Request) -> Response:
+        return to_response(handlers.model_config(request.path_params["model"], version_of(request)))
+
+    async def model_stats(request: Request) -> Response:
+        return to_response(handlers.model_stats(request.path_params.get("model"), version_of(request)))
+
+    async def repository_index(request: Request) -> Response:
+        return to_response(handlers.repository_index())
+
+    async def metrics(request: Request) -> Response:
+        body, content_type = handlers.metrics()
+        return Response(body, 200, media_type=content_type.decode())
+
+    model = "/v2/models/{model}"
+    versioned = "/v2/models/{model}/versions/{version}"
+    routes = [
+        Route("/v2/health/live", live, methods=["GET"]),
+        Route("/v2/health/ready", ready, methods=["GET"]),
+        Route("/v2", server_metadata, methods=["GET"]),
+        Route("/v2/models/stats", model_stats, methods=["GET"]),
+        Route("/v2/repository/index", repository_index, methods=["POST", "GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+    ]
+    for prefix in (model, versioned):
+        routes += [
+            Route(prefix, model_metadata, methods=["GET"]),
+            Route(prefix + "/ready", model_ready, methods=["GET"]),
+            Route(prefix + "/infer", infer, methods=["POST"]),
+            Route(prefix + "/config", model_config, methods=["GET"]),
+            Route(prefix + "/stats", model_stats, methods=["GET"]),
+        ]
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        if exc.status_code == 404:
+            message = f"no such endpoint: {request.method} {request.url.path}"
+        elif exc.status_code == 405:
+            message = f"method {request.method} not allowed on {request.url.path}"
+        else:
+            message = str(exc.detail)
+        return Response(encode_error(message), exc.status_code, media_type="application/json")
+
+    async def invalid(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, InvalidInput)
+        return to_response(error_reply(exc))
+
+    return Starlette(routes=routes, exception_handlers={HTTPException: http_error, InvalidInput: invalid})

@@ -1,0 +1,337 @@
+"""The HTTP/1.1 front end: httptools on asyncio (uvloop when present).
+
+Inference and health are answered here directly, without a framework on the path: measured on
+the 2-core reference machine, uvicorn + Starlette cost 1.5-2.5x per request against this (see
+benchmarks/RESULTS.md). Every other path is handed, as a plain ASGI call, to the Starlette app,
+where clarity matters more than microseconds.
+
+One connection answers its requests strictly in order (HTTP/1.1 pipelining), one at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote
+
+import httptools
+
+from ..errors import InvalidInput, LeanserveError, PayloadTooLarge
+from ..protocol import Limits, encode_error
+from .handlers import Handlers, Reply
+
+log = logging.getLogger("leanserve.http")
+
+_INFER = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?/infer$")
+_REASONS = {
+    100: b"Continue", 200: b"OK", 400: b"Bad Request", 404: b"Not Found", 405: b"Method Not Allowed",
+    413: b"Payload Too Large", 415: b"Unsupported Media Type", 431: b"Request Header Fields Too Large",
+    500: b"Internal Server Error", 503: b"Service Unavailable",
+}
+MAX_HEADER_BYTES = 64 * 1024
+MAX_PIPELINED = 64  # requests parsed ahead on one connection before reading pauses
+
+ASGIApp = Callable[..., Any]
+
+
+@dataclass(slots=True)
+class _Request:
+    method: bytes
+    url: bytes
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+    keep_alive: bool
+    header_length: str | None = None
+
+
+@dataclass(slots=True)
+class ConnectionTracker:
+    """The open connections, so shutdown can close idle ones and wait for busy ones."""
+
+    connections: set[HttpProtocol] = field(default_factory=set)
+
+    @property
+    def busy(self) -> int:
+        return sum(1 for c in self.connections if c.busy)
+
+
+def status_line(status: int) -> bytes:
+    return b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b"Unknown"))
+
+
+class HttpProtocol(asyncio.Protocol):
+    def __init__(self, handlers: Handlers, app: ASGIApp, limits: Limits, tracker: ConnectionTracker) -> None:
+        self._handlers = handlers
+        self._app = app
+        self._limits = limits
+        self._tracker = tracker
+        self._parser = httptools.HttpRequestParser(self)
+        self._transport: asyncio.Transport | None = None
+        self._url = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._header_bytes = 0
+        self._body: list[bytes] = []
+        self._body_size = 0
+        self._header_length: str | None = None
+        self._queue: deque[_Request] = deque()
+        self._active = False
+        self._closing = False  # no more requests: close once the current one is answered
+        self._rejected = False  # an over-limit message: ignore its remaining bytes
+        self._paused = False
+        self._client: tuple[str, int] | None = None
+        self._server: tuple[str, int] | None = None
+
+    @property
+    def busy(self) -> bool:
+        return self._active or bool(self._queue)
+
+    # ---- asyncio.Protocol ----------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        self._client = transport.get_extra_info("peername")
+        self._server = transport.get_extra_info("sockname")
+        self._tracker.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._tracker.connections.discard(self)
+        self._transport = None
+        self._queue.clear()
+
+    def data_received(self, data: bytes) -> None:
+        if self._rejected:
+            return
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail(400, "protocol upgrades are not supported")
+        except httptools.HttpParserError as e:
+            self._fail(400, f"malformed HTTP request: {e}")
+        except LeanserveError as e:
+            self._fail(e.status, str(e))
+
+    def close(self) -> None:
+        """Shutdown: close now when idle, else after the request in progress."""
+        self._closing = True
+        if not self.busy and self._transport is not None:
+            self._transport.close()
+
+    # ---- httptools callbacks ------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._url = b""
+        self._headers = []
+        self._header_bytes = 0
+        self._body = []
+        self._body_size = 0
+        self._header_length = None
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        if len(self._url) > MAX_HEADER_BYTES:
+            raise InvalidInput("request URL too long")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_bytes += len(name) + len(value)
+        if self._header_bytes > MAX_HEADER_BYTES:
+            raise LeanserveError("request headers too large", hint=f"at most {MAX_HEADER_BYTES} bytes")
+        name = name.lower()
+        self._headers.append((name, value))
+        if name == b"inference-header-content-length":
+            self._header_length = value.decode("latin-1")
+
+    def on_headers_complete(self) -> None:
+        length = self._content_length()
+        if length is not None and length > self._limits.max_body_bytes:
+            raise PayloadTooLarge(
+                f"request body of {length} bytes exceeds the limit of {self._limits.max_body_bytes}",
+                hint="send fewer items per request or raise --max-body-bytes",
+            )
+        for name, value in self._headers:
+            if name == b"expect" and value.lower() == b"100-continue" and self._transport is not None:
+                self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def on_body(self, body: bytes) -> None:
+        self._body_size += len(body)
+        if self._body_size > self._limits.max_body_bytes:
+            raise PayloadTooLarge(
+                f"request body exceeds the limit of {self._limits.max_body_bytes} bytes",
+                hint="send fewer items per request or raise --max-body-bytes",
+            )
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
+        request = _Request(
+            self._parser.get_method(), self._url, self._headers, body, self._parser.should_keep_alive(),
+            self._header_length,
+        )
+        self._queue.append(request)
+        if len(self._queue) > MAX_PIPELINED and self._transport is not None and not self._paused:
+            self._transport.pause_reading()
+            self._paused = True
+        if not self._active:
+            self._next()
+
+    # ---- dispatch -----------------------------------------------------------------------------
+
+    def _content_length(self) -> int | None:
+        for name, value in self._headers:
+            if name == b"content-length":
+                try:
+                    return int(value)
+                except ValueError:
+                    raise InvalidInput("Content-Length is not an integer") from None
+        return None
+
+    def _next(self) -> None:
+        while self._queue and not self._active and self._transport is not None:
+            request = self._queue.popleft()
+            if self._paused and len(self._queue) <= MAX_PIPELINED // 2:
+                self._transport.resume_reading()
+                self._paused = False
+            self._active = True
+            self._dispatch(request)
+
+    def _dispatch(self, request: _Request) -> None:
+        path, _, query = request.url.partition(b"?")
+        if request.method == b"POST":
+            match = _INFER.match(path.decode("latin-1"))
+            if match is not None:
+                model, version = match.group(1), match.group(2)
+                if "%" in model or (version and "%" in version):
+                    model, version = unquote(model), version and unquote(version)
+                reply = self._handlers.infer(model, version, request.body, request.header_length)
+                if isinstance(reply, asyncio.Future):
+                    reply.add_done_callback(lambda f: self._send(f.result(), request.keep_alive))
+                else:
+                    self._send(reply, request.keep_alive)
+                return
+        elif request.method == b"GET":
+            if path == b"/v2/health/ready":
+                self._send(self._handlers.ready(), request.keep_alive)
+                return
+            if path == b"/v2/health/live":
+                self._send(self._handlers.live(), request.keep_alive)
+                return
+        asyncio.get_running_loop().create_task(self._asgi(request, path, query))
+
+    def _send(self, reply: Reply, keep_alive: bool) -> None:
+        transport = self._transport
+        self._active = False
+        if transport is None:
+            return
+        keep_alive = keep_alive and not self._closing
+        head = [
+            status_line(reply.status),
+            b"content-type: ", reply.content_type, b"\r\ncontent-length: ", str(len(reply.body)).encode(), b"\r\n",
+        ]
+        if reply.header_length is not None:
+            head += [b"inference-header-content-length: ", str(reply.header_length).encode(), b"\r\n"]
+        if not keep_alive:
+            head.append(b"connection: close\r\n")
+        head.append(b"\r\n")
+        if len(reply.body) < 64 * 1024:
+            head.append(reply.body)
+            transport.write(b"".join(head))
+        else:
+            transport.writelines([b"".join(head), reply.body])
+        if not keep_alive:
+            transport.close()
+            return
+        if self._queue:
+            self._next()
+
+    def _fail(self, status: int, message: str) -> None:
+        """A request that cannot be parsed or is over a limit: answer and close the connection."""
+        self._rejected = True
+        self._queue.clear()
+        self._closing = True
+        if self._transport is not None and not self._active:
+            self._send(Reply(status, encode_error(message)), keep_alive=False)
+
+    # ---- the ASGI bridge ------------------------------------------------------------------------
+
+    async def _asgi(self, request: _Request, path: bytes, query: bytes) -> None:
+        raw_path = path
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0", "spec_version": "2.3"},
+            "http_version": "1.1",
+            "method": request.method.decode("latin-1"),
+            "scheme": "http",
+            "path": unquote(raw_path.decode("latin-1")),
+            "raw_path": raw_path,
+            "query_string": query,
+            "root_path": "",
+            "headers": request.headers,
+            "client": self._client,
+            "server": self._server,
+        }
+        received = False
+        started = False
+        chunked = False
+        keep_alive = request.keep_alive and not self._closing
+        disconnected = asyncio.Event()
+
+        async def receive() -> dict[str, Any]:
+            nonlocal received
+            if not received:
+                received = True
+                return {"type": "http.request", "body": request.body, "more_body": False}
+            await disconnected.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            nonlocal started, chunked, keep_alive
+            transport = self._transport
+            if transport is None:
+                return
+            if message["type"] == "http.response.start":
+                started = True
+                headers = [(k.lower(), v) for k, v in message.get("headers", [])]
+                chunked = not any(k == b"content-length" for k, _ in headers)
+                head = [status_line(message["status"])]
+                head += [k + b": " + v + b"\r\n" for k, v in headers]
+                if chunked:
+                    head.append(b"transfer-encoding: chunked\r\n")
+                if not keep_alive:
+                    head.append(b"connection: close\r\n")
+                head.append(b"\r\n")
+                transport.write(b"".join(head))
+            elif message["type"] == "http.response.body":
+                body = message.get("body", b"")
+                more = message.get("more_body", False)
+                if chunked:
+                    if body:
+                        transport.write(b"%x\r\n%s\r\n" % (len(body), body))
+                    if not more:
+                        transport.write(b"0\r\n\r\n")
+                elif body:
+                    transport.write(body)
+
+        try:
+            await self._app(scope, receive, send)
+        except Exception:
+            log.exception("error in %s %s", scope["method"], scope["path"])
+            if not started:
+                await send({"type": "http.response.start", "status": 500,
+                            "headers": [(b"content-type", b"application/json")]})
+                await send({"type": "http.response.body", "body": encode_error("internal server error")})
+        finally:
+            disconnected.set()
+        self._active = False
+        if self._transport is None:
+            return
+        if not keep_alive:
+            self._transport.close()
+        elif self._queue:
+            self._next()
+
+
