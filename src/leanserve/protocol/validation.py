@@ -1,0 +1,89 @@
+"""Checks of a decoded inference request against a model's signature."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+
+from ..config import TensorSpec
+from ..errors import InvalidInput
+from .types import InferRequest
+
+
+def validate_request(
+    request: InferRequest, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec], max_batch_size: int
+) -> int:
+    """The request's batch size (0 when the model does not batch); InvalidInput if it does not fit.
+
+    With batching, each input's shape is ``[n, *spec.shape]`` with the same ``1 <= n <=
+    max_batch_size`` for every input; ``-1`` in a spec matches any size.
+    """
+    specs = {spec.name: spec for spec in inputs}
+    batching = max_batch_size > 0
+    batch_size = 0
+    batch_source = ""
+    seen: set[str] = set()
+    for inp in request.inputs:
+        where = f"input {inp.name!r}"
+        if inp.name in seen:
+            raise InvalidInput(f"{where} appears more than once in the request")
+        seen.add(inp.name)
+        spec = specs.get(inp.name)
+        if spec is None:
+            raise InvalidInput(f"unknown {where}", hint=f"the model's inputs are {_names(specs)}")
+        if inp.datatype != spec.datatype:
+            raise InvalidInput(f"{where}: expected datatype {spec.datatype}, got {inp.datatype}")
+        shape = inp.shape
+        if batching:
+            expected = "[n, " + ", ".join(map(str, spec.shape)) + "]" if spec.shape else "[n]"
+            if len(shape) != len(spec.shape) + 1 or not _matches(shape[1:], spec.shape):
+                raise InvalidInput(
+                    f"{where}: expected shape {expected} with n the batch size, got {list(shape)}",
+                    hint="-1 in the expected shape matches any size",
+                )
+            rows = shape[0]
+            if not 1 <= rows <= max_batch_size:
+                raise InvalidInput(
+                    f"{where}: batch size {rows} is outside 1..{max_batch_size}",
+                    hint=f"send at most {max_batch_size} rows per request",
+                )
+            if not batch_source:
+                batch_size, batch_source = rows, inp.name
+            elif rows != batch_size:
+                raise InvalidInput(
+                    f"{where}: batch size {rows} differs from input {batch_source!r}'s {batch_size}",
+                    hint="every input must have the same first dimension",
+                )
+        elif len(shape) != len(spec.shape) or not _matches(shape, spec.shape):
+            raise InvalidInput(
+                f"{where}: expected shape {list(spec.shape)}, got {list(shape)}",
+                hint="-1 in the expected shape matches any size",
+            )
+    if len(seen) != len(specs):
+        missing = [name for name in specs if name not in seen]
+        raise InvalidInput(
+            f"missing input {missing[0]!r}"
+            if len(missing) == 1
+            else "missing inputs " + ", ".join(repr(name) for name in missing),
+            hint=f"the model's inputs are {_names(specs)}",
+        )
+    if request.outputs is not None:
+        output_names = {spec.name for spec in outputs}
+        requested: set[str] = set()
+        for out in request.outputs:
+            if out.name not in output_names:
+                raise InvalidInput(
+                    f"unknown requested output {out.name!r}",
+                    hint=f"the model's outputs are {_names([spec.name for spec in outputs])}",
+                )
+            if out.name in requested:
+                raise InvalidInput(f"output {out.name!r} is requested more than once")
+            requested.add(out.name)
+    return batch_size
+
+
+def _matches(shape: Sequence[int], expected: Sequence[int]) -> bool:
+    return all(want == -1 or got == want for got, want in zip(shape, expected, strict=True))
+
+
+def _names(names: Collection[str]) -> str:
+    return ", ".join(repr(name) for name in names) if names else "(none)"
