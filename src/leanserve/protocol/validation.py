@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from typing import TYPE_CHECKING
 
-from ..config import TensorSpec
 from ..errors import InvalidInput
 from .types import InferRequest
+
+if TYPE_CHECKING:  # config imports protocol.datatypes: a runtime import here would be circular
+    from ..config import TensorSpec
 
 
 def validate_request(
