@@ -21,7 +21,7 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -75,9 +75,7 @@ def take_batch(pending: Sequence[QueuedRequest], max_rows: int) -> list[int]:
     return chosen
 
 
-def flush_delay(
-    now: float, oldest_enqueued: float, queued_rows: int, max_rows: int, config: DynamicBatching
-) -> float:
+def flush_delay(now: float, oldest_enqueued: float, queued_rows: int, max_rows: int, config: DynamicBatching) -> float:
     """Seconds to keep waiting for companions before flushing (0: flush now)."""
     if config.max_queue_delay_ms <= 0 or max_rows <= 0:
         return 0.0
@@ -315,4 +313,3 @@ __all__ = [
     "split_rows",
     "take_batch",
 ]
-

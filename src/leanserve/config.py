@@ -121,8 +121,18 @@ class ModelConfig:
 # ---- parsing ---------------------------------------------------------------------------------
 
 _TOP_LEVEL_KEYS = {
-    "name", "platform", "model_file", "max_batch_size", "input", "output", "dynamic_batching",
-    "runtime", "version_policy", "default_version", "metadata", "versions",
+    "name",
+    "platform",
+    "model_file",
+    "max_batch_size",
+    "input",
+    "output",
+    "dynamic_batching",
+    "runtime",
+    "version_policy",
+    "default_version",
+    "metadata",
+    "versions",
 }
 
 
@@ -144,9 +154,7 @@ class _Reader:
         extra = sorted(set(table) - allowed)
         if extra:
             prefix = f"{where}." if where else ""
-            raise self.fail(
-                f"{prefix}{extra[0]}", "unknown field", hint=f"known fields: {', '.join(sorted(allowed))}"
-            )
+            raise self.fail(f"{prefix}{extra[0]}", "unknown field", hint=f"known fields: {', '.join(sorted(allowed))}")
 
     def integer(self, value: Any, where: str, minimum: int | None = None) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
@@ -211,9 +219,7 @@ def _dynamic_batching(r: _Reader, value: Any, where: str) -> DynamicBatching:
         max_queue_delay_ms=r.number(t["max_queue_delay_ms"], f"{where}.max_queue_delay_ms")
         if "max_queue_delay_ms" in t
         else d.max_queue_delay_ms,
-        preferred_batch_sizes=tuple(
-            sorted(r.int_list(t["preferred_batch_sizes"], f"{where}.preferred_batch_sizes", 1))
-        )
+        preferred_batch_sizes=tuple(sorted(r.int_list(t["preferred_batch_sizes"], f"{where}.preferred_batch_sizes", 1)))
         if "preferred_batch_sizes" in t
         else d.preferred_batch_sizes,
         max_queue_size=r.integer(t["max_queue_size"], f"{where}.max_queue_size", 1)
@@ -302,10 +308,17 @@ def parse_model_config(data: dict[str, Any], default_name: str, source: str) -> 
     r.unknown_keys(data, _TOP_LEVEL_KEYS, "")
     name = r.string(data["name"], "name") if "name" in data else default_name
     if name != default_name:
-        raise r.fail("name", f"{name!r} differs from the model's folder name {default_name!r}",
-                     hint="remove the field or rename the folder")
+        raise r.fail(
+            "name",
+            f"{name!r} differs from the model's folder name {default_name!r}",
+            hint="remove the field or rename the folder",
+        )
     max_batch_size = r.integer(data["max_batch_size"], "max_batch_size", 0) if "max_batch_size" in data else None
-    dyn = _dynamic_batching(r, data["dynamic_batching"], "dynamic_batching") if "dynamic_batching" in data else DynamicBatching()
+    dyn = (
+        _dynamic_batching(r, data["dynamic_batching"], "dynamic_batching")
+        if "dynamic_batching" in data
+        else DynamicBatching()
+    )
     if max_batch_size is not None and dyn.preferred_batch_sizes and max(dyn.preferred_batch_sizes) > max_batch_size:
         raise r.fail(
             "dynamic_batching.preferred_batch_sizes",

@@ -14,9 +14,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("repository", type=Path, help="the model repository: <repo>/<model>/<version>/model.onnx")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
     p.add_argument("--port", type=int, default=8000, help="port to listen on (default: %(default)s)")
-    p.add_argument(
-        "--max-body-bytes", type=int, default=None, help="largest request body accepted (default: 64 MiB)"
-    )
+    p.add_argument("--max-body-bytes", type=int, default=None, help="largest request body accepted (default: 64 MiB)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=run)
 

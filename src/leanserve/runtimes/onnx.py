@@ -92,9 +92,7 @@ class OnnxRuntime:
     def providers(self) -> tuple[str, ...]:
         return tuple(self._session.get_providers())
 
-    def run(
-        self, inputs: Mapping[str, np.ndarray], output_names: Sequence[str] | None = None
-    ) -> dict[str, np.ndarray]:
+    def run(self, inputs: Mapping[str, np.ndarray], output_names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         names = list(output_names) if output_names else self._output_names
         feed = dict(inputs)
         for name in self._string_inputs & feed.keys():
@@ -102,8 +100,10 @@ class OnnxRuntime:
             feed[name] = np.vectorize(_to_str, otypes=[object])(feed[name])
         try:
             results = self._session.run(names, feed)
-        except (ort.capi.onnxruntime_pybind11_state.InvalidArgument,  # type: ignore[attr-defined]
-                ort.capi.onnxruntime_pybind11_state.InvalidGraph) as e:  # type: ignore[attr-defined]
+        except (
+            ort.capi.onnxruntime_pybind11_state.InvalidArgument,  # type: ignore[attr-defined]
+            ort.capi.onnxruntime_pybind11_state.InvalidGraph,
+        ) as e:  # type: ignore[attr-defined]
             raise InvalidInput(f"the model rejected the inputs: {e}") from e
         except Exception as e:
             raise InferenceFailed(f"ONNX Runtime failed: {e}") from e

@@ -35,7 +35,11 @@ def build_app(handlers: Handlers) -> Starlette:
     async def infer(request: Request) -> Response:
         body = await request.body()
         reply = handlers.infer(
-            request.path_params["model"], version_of(request), body, request.headers.get(HEADER_LENGTH)
+            request.path_params["model"],
+            version_of(request),
+            body,
+            request.headers.get(HEADER_LENGTH),
+            request.headers.get("content-encoding"),
         )
         if isinstance(reply, asyncio.Future):
             reply = await reply

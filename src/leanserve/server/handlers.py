@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from .. import __version__
-from ..errors import InvalidInput, LeanserveError, PayloadTooLarge
+from ..errors import InvalidInput, LeanserveError, PayloadTooLarge, UnsupportedMediaType
 from ..protocol import InferResult, Limits, decode_infer_request, encode_error, encode_infer_result
 from ..registry import Model, ModelRegistry, ModelVersion
 from ..router import Router
@@ -61,7 +62,12 @@ class Handlers:
     # ---- inference (hot path) -------------------------------------------------------------
 
     def infer(
-        self, model: str, version: str | None, body: bytes, header_length: str | None
+        self,
+        model: str,
+        version: str | None,
+        body: bytes,
+        header_length: str | None,
+        content_encoding: str | None = None,
     ) -> Reply | asyncio.Future[Reply]:
         """Answer at once when the request fails early, else a future that resolves to the reply."""
         try:
@@ -71,6 +77,8 @@ class Handlers:
                     hint="send fewer items per request or raise --max-body-bytes",
                 )
             target = self.router.resolve(model, version)
+            if content_encoding:
+                body = decompress(body, content_encoding, self.limits.max_body_bytes)
             request = decode_infer_request(body, _header_length(header_length), self.limits)
             pending = self.router.submit(target, request)
         except LeanserveError as e:
@@ -128,8 +136,12 @@ class Handlers:
                 "name": model,
                 "versions": [str(v) for v in sorted(m.versions)],
                 "platform": config.platform,
-                "inputs": [{"name": t.name, "datatype": t.datatype, "shape": batch + list(t.shape)} for t in config.inputs],
-                "outputs": [{"name": t.name, "datatype": t.datatype, "shape": batch + list(t.shape)} for t in config.outputs],
+                "inputs": [
+                    {"name": t.name, "datatype": t.datatype, "shape": batch + list(t.shape)} for t in config.inputs
+                ],
+                "outputs": [
+                    {"name": t.name, "datatype": t.datatype, "shape": batch + list(t.shape)} for t in config.outputs
+                ],
                 "parameters": {"version": str(mv.version), "metadata": config.metadata},
             }
         )
@@ -166,15 +178,30 @@ class Handlers:
         return render_metrics(self._metrics)
 
 
+def decompress(body: bytes, encoding: str, limit: int) -> bytes:
+    """A gzip or deflate body (tritonclient's request compression), never inflated past ``limit``."""
+    encoding = encoding.strip().lower()
+    if encoding == "identity":
+        return body
+    if encoding not in ("gzip", "deflate"):
+        raise UnsupportedMediaType(f"Content-Encoding {encoding!r} is not supported", hint="use gzip, deflate or none")
+    inflater = zlib.decompressobj(wbits=31 if encoding == "gzip" else 15)
+    try:
+        data = inflater.decompress(body, limit + 1)
+    except zlib.error as e:
+        raise InvalidInput(f"request body is not valid {encoding} data: {e}") from None
+    if len(data) > limit or inflater.unconsumed_tail:
+        raise PayloadTooLarge(f"decompressed request body exceeds the limit of {limit} bytes")
+    return data
+
+
 def _header_length(value: str | None) -> int | None:
     if value is None:
         return None
     try:
         return int(value)
     except ValueError:
-        raise InvalidInput(
-            f"header Inference-Header-Content-Length must be an integer, got {value[:40]!r}"
-        ) from None
+        raise InvalidInput(f"header Inference-Header-Content-Length must be an integer, got {value[:40]!r}") from None
 
 
 def _index_entries(model: Model) -> list[dict[str, str]]:
@@ -197,8 +224,12 @@ def _triton_config(mv: ModelVersion) -> dict[str, Any]:
         "backend": c.platform,
         "version_policy": {c.version_policy.kind: _policy_body(mv)},
         "max_batch_size": c.max_batch_size or 0,
-        "input": [{"name": t.name, "data_type": f"TYPE_{_triton_type(t.datatype)}", "dims": list(t.shape)} for t in c.inputs],
-        "output": [{"name": t.name, "data_type": f"TYPE_{_triton_type(t.datatype)}", "dims": list(t.shape)} for t in c.outputs],
+        "input": [
+            {"name": t.name, "data_type": f"TYPE_{_triton_type(t.datatype)}", "dims": list(t.shape)} for t in c.inputs
+        ],
+        "output": [
+            {"name": t.name, "data_type": f"TYPE_{_triton_type(t.datatype)}", "dims": list(t.shape)} for t in c.outputs
+        ],
         "dynamic_batching": {
             "max_queue_delay_microseconds": int(c.dynamic_batching.max_queue_delay_ms * 1000),
             "preferred_batch_size": list(c.dynamic_batching.preferred_batch_sizes),

@@ -29,9 +29,16 @@ log = logging.getLogger("leanserve.http")
 
 _INFER = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?/infer$")
 _REASONS = {
-    100: b"Continue", 200: b"OK", 400: b"Bad Request", 404: b"Not Found", 405: b"Method Not Allowed",
-    413: b"Payload Too Large", 415: b"Unsupported Media Type", 431: b"Request Header Fields Too Large",
-    500: b"Internal Server Error", 503: b"Service Unavailable",
+    100: b"Continue",
+    200: b"OK",
+    400: b"Bad Request",
+    404: b"Not Found",
+    405: b"Method Not Allowed",
+    413: b"Payload Too Large",
+    415: b"Unsupported Media Type",
+    431: b"Request Header Fields Too Large",
+    500: b"Internal Server Error",
+    503: b"Service Unavailable",
 }
 MAX_HEADER_BYTES = 64 * 1024
 MAX_PIPELINED = 64  # requests parsed ahead on one connection before reading pauses
@@ -47,6 +54,7 @@ class _Request:
     body: bytes
     keep_alive: bool
     header_length: str | None = None
+    content_encoding: str | None = None
 
 
 @dataclass(slots=True)
@@ -78,6 +86,7 @@ class HttpProtocol(asyncio.Protocol):
         self._body: list[bytes] = []
         self._body_size = 0
         self._header_length: str | None = None
+        self._content_encoding: str | None = None
         self._queue: deque[_Request] = deque()
         self._active = False
         self._closing = False  # no more requests: close once the current one is answered
@@ -131,6 +140,7 @@ class HttpProtocol(asyncio.Protocol):
         self._body = []
         self._body_size = 0
         self._header_length = None
+        self._content_encoding = None
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -145,6 +155,8 @@ class HttpProtocol(asyncio.Protocol):
         self._headers.append((name, value))
         if name == b"inference-header-content-length":
             self._header_length = value.decode("latin-1")
+        elif name == b"content-encoding":
+            self._content_encoding = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
         length = self._content_length()
@@ -169,8 +181,13 @@ class HttpProtocol(asyncio.Protocol):
     def on_message_complete(self) -> None:
         body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
         request = _Request(
-            self._parser.get_method(), self._url, self._headers, body, self._parser.should_keep_alive(),
+            self._parser.get_method(),
+            self._url,
+            self._headers,
+            body,
+            self._parser.should_keep_alive(),
             self._header_length,
+            self._content_encoding,
         )
         self._queue.append(request)
         if len(self._queue) > MAX_PIPELINED and self._transport is not None and not self._paused:
@@ -207,7 +224,9 @@ class HttpProtocol(asyncio.Protocol):
                 model, version = match.group(1), match.group(2)
                 if "%" in model or (version and "%" in version):
                     model, version = unquote(model), version and unquote(version)
-                reply = self._handlers.infer(model, version, request.body, request.header_length)
+                reply = self._handlers.infer(
+                    model, version, request.body, request.header_length, request.content_encoding
+                )
                 if isinstance(reply, asyncio.Future):
                     reply.add_done_callback(lambda f: self._send(f.result(), request.keep_alive))
                 else:
@@ -230,7 +249,11 @@ class HttpProtocol(asyncio.Protocol):
         keep_alive = keep_alive and not self._closing
         head = [
             status_line(reply.status),
-            b"content-type: ", reply.content_type, b"\r\ncontent-length: ", str(len(reply.body)).encode(), b"\r\n",
+            b"content-type: ",
+            reply.content_type,
+            b"\r\ncontent-length: ",
+            str(len(reply.body)).encode(),
+            b"\r\n",
         ]
         if reply.header_length is not None:
             head += [b"inference-header-content-length: ", str(reply.header_length).encode(), b"\r\n"]
@@ -321,8 +344,9 @@ class HttpProtocol(asyncio.Protocol):
         except Exception:
             log.exception("error in %s %s", scope["method"], scope["path"])
             if not started:
-                await send({"type": "http.response.start", "status": 500,
-                            "headers": [(b"content-type", b"application/json")]})
+                await send(
+                    {"type": "http.response.start", "status": 500, "headers": [(b"content-type", b"application/json")]}
+                )
                 await send({"type": "http.response.body", "body": encode_error("internal server error")})
         finally:
             disconnected.set()
@@ -333,5 +357,3 @@ class HttpProtocol(asyncio.Protocol):
             self._transport.close()
         elif self._queue:
             self._next()
-
-
