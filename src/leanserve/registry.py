@@ -163,7 +163,7 @@ class ModelRegistry:
         try:
             spec = resolve_version(self.repository / mv.name, config, mv.version)  # type: ignore[arg-type]
             check, runtime = check_version(spec)
-        except Exception as e:  # noqa: BLE001 - any failure marks this version unavailable
+        except Exception as e:
             mv.state, mv.reason = State.UNAVAILABLE, str(e)
             log.error("model %s version %d: %s", mv.name, mv.version, e)
             return

@@ -16,7 +16,7 @@ import re
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 from urllib.parse import unquote
 
 import httptools
@@ -102,8 +102,8 @@ class HttpProtocol(asyncio.Protocol):
     # ---- asyncio.Protocol ----------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self._transport = cast(asyncio.Transport, transport)
         self._client = transport.get_extra_info("peername")
         self._server = transport.get_extra_info("sockname")
         self._tracker.connections.add(self)
@@ -121,7 +121,12 @@ class HttpProtocol(asyncio.Protocol):
         except httptools.HttpParserUpgrade:
             self._fail(400, "protocol upgrades are not supported")
         except httptools.HttpParserError as e:
-            self._fail(400, f"malformed HTTP request: {e}")
+            # httptools wraps what our callbacks raise (limits) in HttpParserCallbackError.
+            cause = e.__context__ or e.__cause__
+            if isinstance(cause, LeanserveError):
+                self._fail(cause.status, str(cause))
+            else:
+                self._fail(400, f"malformed HTTP request: {e}")
         except LeanserveError as e:
             self._fail(e.status, str(e))
 

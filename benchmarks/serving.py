@@ -1,0 +1,368 @@
+"""Serving benchmark: raw ONNX Runtime ceiling, leanserve, and FastAPI+uvicorn, side by side in one run.
+
+    make bench                      # or: .venv/bin/python benchmarks/serving.py [--duration 10] [--skip-minilm]
+
+Load comes from wrk (Debian package) with a Lua POST script, one item per request, V2 JSON,
+at concurrency 1 and 32. Every server runs as its own process, one worker. Results are printed
+as a table of ratios and written to benchmarks/out/serving.json; RESULTS.md records a run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+
+HERE = Path(__file__).resolve().parent
+PY = sys.executable
+
+
+# ---- models ----------------------------------------------------------------------------------
+
+
+def write_tiny_mlp(path: Path) -> Path:
+    """64 -> 256 -> 256 -> 128 -> 10 with ReLU: 117k parameters, dynamic batch."""
+    rng = np.random.default_rng(0)
+    dims = [64, 256, 256, 128, 10]
+    nodes, inits = [], []
+    prev = "x"
+    for i, (a, b) in enumerate(zip(dims, dims[1:], strict=False)):
+        w = numpy_helper.from_array((rng.normal(size=(a, b)) / np.sqrt(a)).astype(np.float32), f"w{i}")
+        bias = numpy_helper.from_array(np.zeros(b, np.float32), f"b{i}")
+        inits += [w, bias]
+        out = "y" if i == len(dims) - 2 else f"h{i}"
+        mm = f"mm{i}"
+        nodes.append(helper.make_node("MatMul", [prev, f"w{i}"], [mm]))
+        if out == "y":
+            nodes.append(helper.make_node("Add", [mm, f"b{i}"], ["y"]))
+        else:
+            nodes.append(helper.make_node("Add", [mm, f"b{i}"], [f"a{i}"]))
+            nodes.append(helper.make_node("Relu", [f"a{i}"], [out]))
+        prev = out
+    graph = helper.make_graph(
+        nodes,
+        "tiny_mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 10])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, path)
+    return path
+
+
+def tiny_repository(root: Path) -> Path:
+    write_tiny_mlp(root / "tiny" / "1" / "model.onnx")
+    (root / "tiny" / "model.toml").write_text(
+        "max_batch_size = 32\n[dynamic_batching]\nmax_queue_delay_ms = 0\n[runtime]\nintra_op_threads = 1\n"
+    )
+    return root
+
+
+# ---- measurement -----------------------------------------------------------------------------
+
+
+def ceiling(
+    model: Path, threads: int, feed: dict[str, np.ndarray], batch: int, seconds: float = 3.0
+) -> dict[str, float]:
+    """In-process ONNX Runtime: latency at batch 1 and items/s at ``batch``."""
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    s = ort.InferenceSession(str(model), so, providers=["CPUExecutionProvider"])
+    one = {k: v[:1] for k, v in feed.items()}
+    many = {k: np.repeat(v[:1], batch, axis=0) for k, v in feed.items()}
+    for _ in range(50):
+        s.run(None, one)
+    lat = []
+    end = time.perf_counter() + seconds / 2
+    while time.perf_counter() < end:
+        t = time.perf_counter()
+        s.run(None, one)
+        lat.append(time.perf_counter() - t)
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds / 2:
+        s.run(None, many)
+        n += batch
+    return {
+        "p50_ms_batch1": float(np.median(lat) * 1e3),
+        "items_per_s_batch1": float(1 / np.mean(lat)),
+        f"items_per_s_batch{batch}": n / (time.perf_counter() - t0),
+    }
+
+
+@dataclass
+class Load:
+    concurrency: int
+    requests_per_s: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def post(url: str, body: bytes, timeout: float = 5.0) -> bytes:
+    req = urllib.request.Request(url, body, {"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=timeout) as r:
+        return bytes(r.read())
+
+
+def start_server(
+    cmd: list[str], infer_url: str, body: bytes, timeout: float = 120.0
+) -> tuple[subprocess.Popen[bytes], float]:
+    """Start a server process; returns it and its cold start (process start to first answer), seconds."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    while time.perf_counter() - t0 < timeout:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{cmd[:3]} exited: {proc.stderr.read().decode()[-2000:] if proc.stderr else ''}")
+        try:
+            post(infer_url, body, timeout=1.0)
+            return proc, time.perf_counter() - t0
+        except Exception:
+            time.sleep(0.02)
+    proc.kill()
+    raise RuntimeError(f"{cmd[:3]} did not answer within {timeout}s")
+
+
+def resident_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def wrk(url: str, body: bytes, concurrency: int, duration: float) -> Load:
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+        f.write('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n')
+        f.write(f"wrk.body = {json.dumps(body.decode())}\n")
+        script = f.name
+    threads = 1 if concurrency == 1 else 2
+    out = subprocess.run(
+        ["wrk", f"-t{threads}", f"-c{concurrency}", f"-d{duration}s", "--latency", "-s", script, url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    os.unlink(script)
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    errors = int(m.group(1)) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", out)) else 0
+    socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if socket_errors:
+        errors += sum(int(x) for x in socket_errors.groups())
+    return Load(concurrency, rps, _percentile(out, "50%"), _percentile(out, "99%"), errors)
+
+
+def _percentile(out: str, label: str) -> float:
+    m = re.search(rf"^\s+{re.escape(label)}\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+    if not m:
+        return float("nan")
+    scale = {"us": 1e-3, "ms": 1.0, "s": 1e3}[m.group(2)]
+    return float(m.group(1)) * scale
+
+
+def idle_settle() -> None:
+    time.sleep(0.5)
+
+
+def measure_server(
+    name: str, cmd: list[str], infer_url: str, body: bytes, duration: float, expect: np.ndarray, output: str
+) -> dict[str, object]:
+    proc, cold = start_server(cmd, infer_url, body)
+    try:
+        answer = json.loads(post(infer_url, body))
+        got = next(o for o in answer["outputs"] if o["name"] == output)
+        np.testing.assert_allclose(np.asarray(got["data"], np.float32), expect.ravel(), rtol=1e-3, atol=1e-4)
+        idle_settle()
+        idle_mb = resident_mb(proc.pid)
+        wrk(infer_url, body, 8, 1.0)  # warm-up
+        loads = [asdict(wrk(infer_url, body, c, duration)) for c in (1, 32)]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    return {"server": name, "cold_start_s": cold, "idle_rss_mb": idle_mb, "loads": loads}
+
+
+def v2_body(feed: dict[str, np.ndarray]) -> bytes:
+    inputs = []
+    for name, a in feed.items():
+        dt = {"float32": "FP32", "int64": "INT64"}[str(a.dtype)]
+        inputs.append({"name": name, "datatype": dt, "shape": list(a.shape), "data": a.ravel().tolist()})
+    return json.dumps({"inputs": inputs}).encode()
+
+
+def run_case(
+    label: str,
+    repo: Path,
+    model: str,
+    model_file: Path,
+    feed: dict[str, np.ndarray],
+    output: str,
+    threads: int,
+    duration: float,
+) -> dict[str, object]:
+    print(f"\n== {label}: in-process ceiling", flush=True)
+    ceil = ceiling(model_file, threads, feed, batch=32)
+    print(json.dumps(ceil, indent=1), flush=True)
+    ref = ort.InferenceSession(str(model_file), providers=["CPUExecutionProvider"])
+    expect = ref.run([output], feed)[0]
+    body = v2_body(feed)
+    results = []
+    port = free_port()
+    print(f"== {label}: leanserve", flush=True)
+    results.append(
+        measure_server(
+            "leanserve",
+            [str(Path(PY).with_name("leanserve")), "serve", str(repo), "--port", str(port), "--log-level", "warning"],
+            f"http://127.0.0.1:{port}/v2/models/{model}/infer",
+            body,
+            duration,
+            expect,
+            output,
+        )
+    )
+    port = free_port()
+    print(f"== {label}: FastAPI + uvicorn (no batching)", flush=True)
+    results.append(
+        measure_server(
+            "fastapi+uvicorn",
+            [PY, str(HERE / "peers" / "fastapi_app.py"), str(model_file), str(port), str(threads)],
+            f"http://127.0.0.1:{port}/v2/models/{model}/infer",
+            body,
+            duration,
+            expect,
+            output,
+        )
+    )
+    return {"case": label, "ceiling": ceil, "servers": results}
+
+
+def print_table(case: dict[str, object]) -> None:
+    ceil = case["ceiling"]
+    assert isinstance(ceil, dict)
+    print(
+        f"\n{case['case']}: ceiling {ceil['items_per_s_batch1']:.0f} items/s at batch 1, "
+        f"{ceil['items_per_s_batch32']:.0f} at batch 32, p50 {ceil['p50_ms_batch1']:.3f} ms"
+    )
+    print(
+        f"{'server':18} {'conc':>4} {'req/s':>9} {'x ceil b1':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}"
+        f" {'cold s':>7} {'idle MB':>8}"
+    )
+    servers = case["servers"]
+    assert isinstance(servers, list)
+    for s in servers:
+        for load in s["loads"]:
+            print(
+                f"{s['server']:18} {load['concurrency']:>4} {load['requests_per_s']:>9.0f} "
+                f"{load['requests_per_s'] / ceil['items_per_s_batch1']:>9.2f} {load['p50_ms']:>8.3f} "
+                f"{load['p99_ms']:>8.2f} {load['errors']:>6} {s['cold_start_s']:>7.2f} {s['idle_rss_mb']:>8.0f}"
+            )
+    lean = {ld["concurrency"]: ld for ld in servers[0]["loads"]}
+    floor = {ld["concurrency"]: ld for ld in servers[1]["loads"]}
+    for c in (1, 32):
+        print(f"  leanserve / fastapi at c{c}: {lean[c]['requests_per_s'] / floor[c]['requests_per_s']:.2f}x req/s")
+
+
+def environment() -> dict[str, str]:
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    import leanserve
+
+    return {
+        "cpu": cpu,
+        "cores": str(os.cpu_count()),
+        "python": platform.python_version(),
+        "onnxruntime": ort.__version__,
+        "numpy": np.__version__,
+        "leanserve": leanserve.__version__,
+        "wrk": subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.splitlines()[0],
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per load level")
+    parser.add_argument("--skip-minilm", action="store_true")
+    parser.add_argument("--out", type=Path, default=HERE / "out" / "serving.json")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        print("wrk is not installed: apt-get install -y wrk", file=sys.stderr)
+        return 2
+    cases = []
+    with tempfile.TemporaryDirectory() as tmp:
+        repo = tiny_repository(Path(tmp) / "repo")
+        x = np.random.default_rng(1).normal(size=(1, 64)).astype(np.float32)
+        cases.append(
+            run_case(
+                "tiny MLP (117k params, 1 thread)",
+                repo,
+                "tiny",
+                repo / "tiny/1/model.onnx",
+                {"x": x},
+                "y",
+                1,
+                args.duration,
+            )
+        )
+    if not args.skip_minilm:
+        from leanserve.demo import build_demo_repository, tokenize
+
+        demo = build_demo_repository(progress=lambda m: print(m, flush=True))
+        with tempfile.TemporaryDirectory() as tmp:
+            repo = Path(tmp) / "repo"
+            (repo / "minilm" / "1").mkdir(parents=True)
+            shutil.copy(demo / "minilm" / "1" / "model.onnx", repo / "minilm" / "1" / "model.onnx")
+            (repo / "minilm" / "model.toml").write_text(
+                "max_batch_size = 32\n[dynamic_batching]\nmax_queue_delay_ms = 0\n[runtime]\nintra_op_threads = 2\n"
+            )
+            feed = tokenize(["leanserve serves models fast and light on a small CPU."])
+            cases.append(
+                run_case(
+                    "all-MiniLM-L6-v2 (2 threads)",
+                    repo,
+                    "minilm",
+                    repo / "minilm/1/model.onnx",
+                    feed,
+                    "embedding",
+                    2,
+                    args.duration,
+                )
+            )
+    for case in cases:
+        print_table(case)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"environment": environment(), "cases": cases}, indent=1))
+    print(f"\nwritten to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""Which variant to serve and which to keep: small pure policies over measured results."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Literal
+
+from .results import VariantResult
+
+Objective = Literal["latency", "throughput"]
+OBJECTIVES: tuple[str, ...] = ("latency", "throughput")
+
+
+def _servable(v: VariantResult) -> bool:
+    return v.status == "accepted" and v.measurements is not None
+
+
+def _key(v: VariantResult, objective: Objective) -> float:
+    """Lower is better; unmeasured variants sort last."""
+    m = v.measurements
+    if m is None:
+        return math.inf
+    return -m.throughput if objective == "throughput" else m.latency.p50_ms
+
+
+def choose(original: VariantResult, variants: Sequence[VariantResult], objective: Objective) -> VariantResult:
+    """The fastest variant inside the budget; the original when none is faster."""
+    servable = [v for v in variants if _servable(v)]
+    best = min(servable, key=lambda v: _key(v, objective), default=None)
+    if best is None or _key(best, objective) >= _key(original, objective):
+        return original
+    return best
+
+
+def _axes(v: VariantResult, higher_is_better: bool) -> tuple[float, float, float]:
+    """Larger is better on every axis: batch-1 latency, best throughput, metric."""
+    m, s = v.measurements, v.score
+    if m is None or s is None:
+        return (-math.inf, -math.inf, -math.inf)
+    # Metric differences below 1e-4 are noise (fp32 engines agree to ~1e-7), not a reason to keep.
+    score = round(s.value if higher_is_better else -s.value, 4)
+    return (-m.latency.p50_ms, m.throughput, score)
+
+
+def keep(
+    chosen: VariantResult, variants: Sequence[VariantResult], higher_is_better: bool, limit: int = 4
+) -> list[VariantResult]:
+    """Accepted variants worth a version: the chosen one, then the others that no variant beats on
+    every axis (batch-1 latency, best throughput, metric), fastest first, ``limit`` in all."""
+    servable = [v for v in variants if _servable(v)]
+    axes = {id(v): _axes(v, higher_is_better) for v in servable}
+
+    def dominated(v: VariantResult) -> bool:
+        a = axes[id(v)]
+        return any(
+            w is not v and axes[id(w)] != a and all(y >= x for x, y in zip(a, axes[id(w)], strict=True))
+            for w in servable
+        )
+
+    front = sorted((v for v in servable if v is not chosen and not dominated(v)), key=lambda v: _key(v, "latency"))
+    return ([chosen] if chosen in servable else []) + front[: max(0, limit - 1)]

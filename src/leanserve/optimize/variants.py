@@ -1,0 +1,327 @@
+"""The variants: each a real, different model file built from the source ONNX model.
+
+* ``ort-fp32-opt``: ONNX Runtime's full graph optimization, saved offline (fused, laid out for
+  this CPU), so serving loads it without optimizing again.
+* ``ort-int8-dynamic*``: weights int8, activations quantized at run time (no calibration).
+* ``ort-int8-static-*``: int8 QDQ, calibrated on the calibration split (MinMax, Percentile,
+  Entropy; per-tensor ``-pt`` or per-channel ``-pc`` weights).
+* ``ort-fp16``: half precision, only where a GPU execution provider exists.
+* ``ov-*``: OpenVINO IR run by OpenVINO: fp32, bf16 (fp16-stored weights, bf16 inference),
+  and int8 (the best static QDQ model, which OpenVINO runs with int8 kernels).
+
+OpenVINO is imported only inside the functions that need it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import io
+import logging
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from ..config import RuntimeOptions
+from ..errors import UsageError
+from .data import Dataset
+
+Kind = Literal["ort-optimized", "int8-dynamic", "int8-static", "fp16", "openvino"]
+Calibration = Literal["minmax", "percentile", "entropy"]
+
+
+@dataclass(frozen=True, slots=True)
+class VariantSpec:
+    name: str
+    kind: Kind
+    per_channel: bool = False
+    op_types: tuple[str, ...] = ()  # empty: every op type the quantizer knows
+    calibration: Calibration | None = None
+    precision: Literal["f32", "bf16", "int8"] | None = None  # OpenVINO only
+
+    @property
+    def platform(self) -> str:
+        return "openvino" if self.kind == "openvino" else "onnxruntime"
+
+    @property
+    def family(self) -> str:
+        """Variants of one family share a fallback: the node-exclusion search runs once per family."""
+        return self.kind
+
+
+CATALOG: dict[str, VariantSpec] = {
+    s.name: s
+    for s in (
+        VariantSpec("ort-fp32-opt", "ort-optimized"),
+        VariantSpec("ort-int8-dynamic", "int8-dynamic"),
+        VariantSpec("ort-int8-dynamic-pc", "int8-dynamic", per_channel=True),
+        VariantSpec("ort-int8-dynamic-matmul-pc", "int8-dynamic", per_channel=True, op_types=("MatMul",)),
+        VariantSpec("ort-int8-static-minmax-pt", "int8-static", calibration="minmax"),
+        VariantSpec("ort-int8-static-minmax-pc", "int8-static", per_channel=True, calibration="minmax"),
+        VariantSpec("ort-int8-static-percentile-pt", "int8-static", calibration="percentile"),
+        VariantSpec("ort-int8-static-percentile-pc", "int8-static", per_channel=True, calibration="percentile"),
+        VariantSpec("ort-int8-static-entropy-pt", "int8-static", calibration="entropy"),
+        VariantSpec("ort-int8-static-entropy-pc", "int8-static", per_channel=True, calibration="entropy"),
+        VariantSpec("ort-fp16", "fp16"),
+        VariantSpec("ov-fp32", "openvino", precision="f32"),
+        VariantSpec("ov-bf16", "openvino", precision="bf16"),
+        VariantSpec("ov-int8", "openvino", precision="int8"),
+    )
+}
+# Entropy calibration is slow on large activations and rarely beats Percentile; ask for it.
+DEFAULT_VARIANTS: tuple[str, ...] = tuple(n for n in CATALOG if "entropy" not in n)
+# Percentile calibration without per-channel weights, and per-channel dynamic on every op type,
+# are the two most often dominated; the quick set leaves them out.
+QUICK_VARIANTS: tuple[str, ...] = tuple(
+    n for n in DEFAULT_VARIANTS if n not in ("ort-int8-static-percentile-pt", "ort-int8-dynamic-pc")
+)
+
+
+def select(names: Sequence[str] | None, quick: bool) -> list[VariantSpec]:
+    if not names:
+        return [CATALOG[n] for n in (QUICK_VARIANTS if quick else DEFAULT_VARIANTS)]
+    unknown = [n for n in names if n not in CATALOG]
+    if unknown:
+        raise UsageError(f"unknown variant(s) {', '.join(unknown)}", hint=f"known: {', '.join(CATALOG)}")
+    return [CATALOG[n] for n in dict.fromkeys(names)]
+
+
+@dataclass(frozen=True, slots=True)
+class BuiltVariant:
+    name: str
+    spec: VariantSpec
+    model_file: Path
+    files: tuple[Path, ...]  # everything the version folder needs (an IR is .xml + .bin)
+    runtime: RuntimeOptions
+    conversion_s: float
+    settings: dict[str, Any] = field(default_factory=dict)  # how it was made, for provenance
+
+
+def openvino_available() -> bool:
+    return importlib.util.find_spec("openvino") is not None
+
+
+def openvino_has_bf16() -> bool:
+    from ..runtimes.openvino import core
+
+    return "BF16" in core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+def unavailable(spec: VariantSpec) -> str | None:
+    """Why ``spec`` cannot be built on this machine, or None."""
+    if spec.kind == "fp16" and "CUDAExecutionProvider" not in ort.get_available_providers():
+        return "no GPU execution provider here (fp16 pays off only on a GPU)"
+    if spec.kind == "openvino":
+        if not openvino_available():
+            return "openvino is not installed (pip install 'leanserve[optimize]')"
+        if spec.precision == "bf16" and not openvino_has_bf16():
+            return "this CPU has no bf16 support"
+    return None
+
+
+class _Reader:
+    """Feeds the calibration split to ORT's calibrator, a batch at a time."""
+
+    def __init__(self, data: Dataset, batch_size: int) -> None:
+        # Equal batches only: the histogram calibrators (Percentile, Entropy) stack what they
+        # collect and fail on a shorter last batch, so the remainder is left out.
+        usable = len(data) - len(data) % batch_size if len(data) >= batch_size else len(data)
+        self._batches = iter(list(data.take(np.arange(usable)).batches(batch_size)))
+
+    def get_next(self) -> dict[str, Any] | None:
+        return next(self._batches, None)
+
+    def rewind(self) -> None:  # some calibrators call it; a fresh reader is built per variant
+        pass
+
+
+class Builder:
+    """Builds variant files from one source model into ``workdir``."""
+
+    def __init__(self, source: Path, workdir: Path, calibration: Dataset, dynamic_batch: bool) -> None:
+        self.source = source
+        self.workdir = workdir
+        self.calibration = calibration
+        self.calibration_batch = 16 if dynamic_batch else 1
+        self._prepared: tuple[Path, str] | None = None
+
+    def prepared(self) -> tuple[Path, str]:
+        """The source after ORT's quantization pre-processing, and a note on how it went."""
+        if self._prepared is None:
+            from onnxruntime.quantization.shape_inference import quant_pre_process
+
+            out = self.workdir / "prepared.onnx"
+            note = "quant_pre_process"
+            try:
+                quant_pre_process(str(self.source), str(out))
+            except Exception:
+                # Symbolic shape inference fails on some exporter output (dynamo MiniLM); ONNX
+                # shape inference alone is enough for the quantizer.
+                try:
+                    quant_pre_process(str(self.source), str(out), skip_symbolic_shape=True)
+                    note = "quant_pre_process (symbolic shape inference skipped: it failed)"
+                except Exception as e:
+                    shutil.copyfile(self.source, out)
+                    note = f"no pre-processing (quant_pre_process failed: {type(e).__name__})"
+            self._prepared = (out, note)
+        return self._prepared
+
+    def build(
+        self,
+        spec: VariantSpec,
+        *,
+        nodes_to_exclude: Sequence[str] = (),
+        qdq_model: Path | None = None,
+        name: str | None = None,
+    ) -> BuiltVariant:
+        name = name or spec.name
+        folder = self.workdir / name
+        if folder.exists():
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True)
+        t0 = time.perf_counter()
+        # The quantizers print progress on stdout, which belongs to the CLI (--json), and log
+        # warnings on the root logger (per-channel axes of LayerNorm weights) that say nothing
+        # actionable to a user.
+        logging.disable(logging.WARNING)
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                return self._build(spec, folder, name, t0, nodes_to_exclude, qdq_model)
+        finally:
+            logging.disable(logging.NOTSET)
+
+    def _build(
+        self,
+        spec: VariantSpec,
+        folder: Path,
+        name: str,
+        t0: float,
+        nodes_to_exclude: Sequence[str],
+        qdq_model: Path | None,
+    ) -> BuiltVariant:
+        settings: dict[str, Any] = {"method": spec.kind}
+        runtime = RuntimeOptions()
+        if spec.kind == "ort-optimized":
+            model = folder / "model.onnx"
+            self._ort_optimized(model)
+            settings["graph_optimization"] = "all, saved offline for this CPU"
+            # The file is already optimized: loading it need not optimize again.
+            runtime = RuntimeOptions(graph_optimization="disabled")
+            files: tuple[Path, ...] = (model,)
+        elif spec.kind == "int8-dynamic":
+            model = folder / "model.onnx"
+            settings |= self._dynamic(spec, model, nodes_to_exclude)
+            files = (model,)
+        elif spec.kind == "int8-static":
+            model = folder / "model.onnx"
+            settings |= self._static(spec, model, nodes_to_exclude)
+            files = (model,)
+        elif spec.kind == "fp16":
+            model = folder / "model.onnx"
+            self._fp16(model)
+            settings["keep_io_types"] = True
+            runtime = RuntimeOptions(providers=("CUDAExecutionProvider",))
+            files = (model,)
+        else:
+            model = folder / "model.xml"
+            src = qdq_model if spec.precision == "int8" else self.source
+            if src is None:
+                raise ValueError("ov-int8 needs the static QDQ model it converts")
+            self._openvino(src, model, compress_to_fp16=spec.precision == "bf16")
+            precision = "bf16" if spec.precision == "bf16" else "f32"
+            runtime = RuntimeOptions(providers=(f"openvino:CPU:{precision}",))
+            settings |= {
+                "inference_precision": precision,
+                "weights": "fp16" if precision == "bf16" else "fp32",
+            }
+            if spec.precision == "int8":
+                settings["converted_from"] = qdq_model.parent.name if qdq_model else ""
+            files = (model, model.with_suffix(".bin"))
+        return BuiltVariant(
+            name=name,
+            spec=spec,
+            model_file=model,
+            files=files,
+            runtime=runtime,
+            conversion_s=time.perf_counter() - t0,
+            settings=settings,
+        )
+
+    def _ort_optimized(self, out: Path) -> None:
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.optimized_model_filepath = str(out)
+        so.log_severity_level = 3
+        ort.InferenceSession(str(self.source), so, providers=["CPUExecutionProvider"])
+
+    def _dynamic(self, spec: VariantSpec, out: Path, exclude: Sequence[str]) -> dict[str, Any]:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        prepared, note = self.prepared()
+        quantize_dynamic(
+            str(prepared),
+            str(out),
+            per_channel=spec.per_channel,
+            weight_type=QuantType.QInt8,
+            op_types_to_quantize=list(spec.op_types) or None,
+            nodes_to_exclude=list(exclude) or None,
+        )
+        return {
+            "weights": "int8",
+            "activations": "uint8, quantized at run time",
+            "per_channel": spec.per_channel,
+            "op_types": list(spec.op_types) or "all",
+            "nodes_to_exclude": list(exclude),
+            "preprocess": note,
+        }
+
+    def _static(self, spec: VariantSpec, out: Path, exclude: Sequence[str]) -> dict[str, Any]:
+        from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+        prepared, note = self.prepared()
+        method = {
+            "minmax": CalibrationMethod.MinMax,
+            "percentile": CalibrationMethod.Percentile,
+            "entropy": CalibrationMethod.Entropy,
+        }[spec.calibration or "minmax"]
+        quantize_static(
+            str(prepared),
+            str(out),
+            _Reader(self.calibration, self.calibration_batch),
+            quant_format=QuantFormat.QDQ,
+            per_channel=spec.per_channel,
+            activation_type=QuantType.QInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=method,
+            nodes_to_exclude=list(exclude) or None,
+            op_types_to_quantize=list(spec.op_types) or None,
+        )
+        return {
+            "format": "QDQ",
+            "weights": "int8",
+            "activations": "int8",
+            "calibration": spec.calibration,
+            "per_channel": spec.per_channel,
+            "calibration_examples": len(self.calibration),
+            "calibration_batch": self.calibration_batch,
+            "nodes_to_exclude": list(exclude),
+            "preprocess": note,
+        }
+
+    def _fp16(self, out: Path) -> None:
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+
+        model = convert_float_to_float16(onnx.load(str(self.source)), keep_io_types=True)
+        onnx.save(model, str(out))
+
+    def _openvino(self, src: Path, out: Path, compress_to_fp16: bool) -> None:
+        import openvino as ov
+
+        ov.save_model(ov.convert_model(str(src)), str(out), compress_to_fp16=compress_to_fp16)

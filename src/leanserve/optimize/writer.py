@@ -1,0 +1,162 @@
+"""Write kept variants into the model repository as numbered versions, and merge model.toml.
+
+Each version folder gets its files; ``model.toml`` gets a ``[versions.N]`` table (platform,
+model file, runtime, batching, label, provenance) and ``default_version``. The existing file is
+read and merged, never clobbered: inputs, outputs, metadata and other versions stay. The
+default version is written last, so it is also the highest: a "latest" policy serves it too.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import tomllib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tomli_w
+
+from ..config import DynamicBatching, RuntimeOptions, load_model_config
+from ..errors import ConfigError, ServerError, UsageError
+
+
+@dataclass(frozen=True, slots=True)
+class VersionEntry:
+    label: str  # the variant name
+    files: tuple[Path, ...]
+    platform: str
+    runtime: RuntimeOptions
+    max_batch_size: int | None
+    dynamic_batching: DynamicBatching | None
+    provenance: dict[str, Any]
+
+    @property
+    def model_file(self) -> str:
+        return self.files[0].name
+
+
+def existing_versions(model_dir: Path) -> list[int]:
+    if not model_dir.is_dir():
+        return []
+    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        return {}
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, OSError, UnicodeDecodeError) as e:
+        raise ConfigError(
+            str(path),
+            None,
+            f"cannot be read to merge the new versions: {e}",
+            hint="fix or remove the file, then run optimize again",
+        ) from e
+
+
+def tomlable(value: Any) -> Any:
+    """A value TOML can hold: no None (dropped), no tuples, paths or numpy scalars."""
+    if isinstance(value, dict):
+        return {str(k): tomlable(v) for k, v in value.items() if v is not None}
+    if isinstance(value, (list, tuple)):
+        return [tomlable(v) for v in value if v is not None]
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, np.generic):
+        return tomlable(value.item())
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
+
+
+def _runtime_table(r: RuntimeOptions) -> dict[str, Any]:
+    table: dict[str, Any] = {
+        "intra_op_threads": r.intra_op_threads,
+        "inter_op_threads": r.inter_op_threads,
+        "graph_optimization": r.graph_optimization,
+    }
+    if r.providers:
+        table["providers"] = list(r.providers)
+    return table
+
+
+def _version_table(e: VersionEntry) -> dict[str, Any]:
+    table: dict[str, Any] = {
+        "platform": e.platform,
+        "model_file": e.model_file,
+        "label": e.label,
+        "runtime": _runtime_table(e.runtime),
+    }
+    if e.max_batch_size is not None:
+        table["max_batch_size"] = e.max_batch_size
+    if e.dynamic_batching is not None:
+        table["dynamic_batching"] = {
+            "max_queue_delay_ms": e.dynamic_batching.max_queue_delay_ms,
+            "max_queue_size": e.dynamic_batching.max_queue_size,
+        }
+    table["provenance"] = tomlable(e.provenance)
+    return table
+
+
+def write_versions(repo: Path, name: str, entries: Sequence[VersionEntry], default_label: str) -> dict[str, int]:
+    """Write ``entries`` as new versions of ``repo/name``; returns label -> version number."""
+    if not entries or default_label not in {e.label for e in entries}:
+        raise ValueError("the default entry must be among the entries written")
+    if "/" in name or "\\" in name or name in ("", ".", ".."):
+        raise UsageError(f"model name {name!r} must be a plain folder name")
+    model_dir = repo / name
+    model_dir.mkdir(parents=True, exist_ok=True)
+    toml_path = model_dir / "model.toml"
+    data = _read_toml(toml_path)
+    previous_text = toml_path.read_text(encoding="utf-8") if toml_path.exists() else None
+
+    ordered = [e for e in entries if e.label != default_label] + [e for e in entries if e.label == default_label]
+    declared = [int(k) for k in data.get("versions", {}) if str(k).isdigit()]
+    first = max([0, *existing_versions(model_dir), *declared]) + 1
+    numbers: dict[str, int] = {}
+    created: list[Path] = []
+    try:
+        for offset, entry in enumerate(ordered):
+            version = first + offset
+            folder = model_dir / str(version)
+            folder.mkdir()
+            created.append(folder)
+            for f in entry.files:
+                shutil.copyfile(f, folder / f.name)
+            data.setdefault("versions", {})[str(version)] = _version_table(entry)
+            numbers[entry.label] = version
+        data.setdefault("platform", "onnxruntime")
+        data["default_version"] = numbers[default_label]
+        if "version_policy" not in data:
+            # Serve every version just written (the default and the kept alternatives),
+            # not the older ones a previous run left behind.
+            data["version_policy"] = {"policy": "specific", "versions": sorted(numbers.values())}
+        elif isinstance(data["version_policy"], dict) and data["version_policy"].get("policy") == "specific":
+            # A user's explicit list gains the new versions; other policies are theirs to keep.
+            policy = data["version_policy"]
+            policy["versions"] = sorted({*policy.get("versions", []), *numbers.values()})
+        tmp = toml_path.with_suffix(".toml.tmp")
+        tmp.write_text(tomli_w.dumps(tomlable(data)), encoding="utf-8")
+        os.replace(tmp, toml_path)
+        load_model_config(model_dir)  # what we wrote must read back; a failure is our bug
+    except ConfigError as e:
+        _undo(created, toml_path, previous_text)
+        raise ServerError(f"optimize wrote a model.toml that does not validate: {e}") from e
+    except BaseException:
+        _undo(created, toml_path, previous_text)
+        raise
+    return numbers
+
+
+def _undo(created: list[Path], toml_path: Path, previous_text: str | None) -> None:
+    for folder in created:
+        shutil.rmtree(folder, ignore_errors=True)
+    if previous_text is None:
+        toml_path.unlink(missing_ok=True)
+    else:
+        toml_path.write_text(previous_text, encoding="utf-8")

@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+import sys
+import types
+
+import numpy as np
+import pytest
+
+from leanserve.errors import UsageError
+from leanserve.optimize.metrics import make_metric
+
+REF = {"y": np.array([[0.1, 0.9], [0.8, 0.2], [0.3, 0.7]], np.float32)}
+CAND = {"y": np.array([[0.2, 0.8], [0.1, 0.9], [0.4, 0.6]], np.float32)}
+
+
+def test_accuracy_against_labels() -> None:
+    m = make_metric("auto", "y", has_labels=True)
+    assert m.name == "accuracy"
+    assert m.score(REF, CAND, np.array([1, 0, 1])).value == pytest.approx(2 / 3)
+    assert m.score(REF, REF, np.array([1, 0, 1])).value == 1.0
+
+
+def test_top1_agreement_is_the_default_without_labels() -> None:
+    m = make_metric("auto", "y", has_labels=False)
+    assert m.name == "top1"
+    assert m.score(REF, CAND, None).value == pytest.approx(2 / 3)
+
+
+def test_cosine_mean_and_worst() -> None:
+    m = make_metric("cosine", "y", has_labels=False)
+    s = m.score(REF, CAND, None)
+    a, b = REF["y"][1], CAND["y"][1]
+    worst = float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+    assert s.worst == pytest.approx(worst, rel=1e-6)
+    assert worst < s.value < 1.0
+    assert m.score(REF, REF, None).value == pytest.approx(1.0)
+
+
+def test_errors() -> None:
+    mae, mx = make_metric("mae", "y", False), make_metric("max_error", "y", False)
+    assert mae.score(REF, CAND, None).value == pytest.approx(float(np.abs(REF["y"] - CAND["y"]).mean()))
+    assert mx.score(REF, CAND, None).value == pytest.approx(0.7)
+    assert not mae.higher_is_better
+
+
+def test_user_function(monkeypatch: pytest.MonkeyPatch) -> None:
+    module = types.ModuleType("my_metrics")
+    module.agree = lambda ref, cand, labels: float(np.mean(ref["y"].argmax(1) == cand["y"].argmax(1)))  # type: ignore[attr-defined]
+    module.bad = lambda ref, cand, labels: "high"  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "my_metrics", module)
+    assert make_metric("my_metrics:agree", "y", False).score(REF, CAND, None).value == pytest.approx(2 / 3)
+    with pytest.raises(UsageError, match="not a number"):
+        make_metric("my_metrics:bad", "y", False).score(REF, CAND, None)
+    with pytest.raises(UsageError, match="no function"):
+        make_metric("my_metrics:missing", "y", False)
+
+
+def test_unknown_metric_and_accuracy_without_labels() -> None:
+    with pytest.raises(UsageError, match="unknown metric"):
+        make_metric("f1", "y", True)
+    with pytest.raises(UsageError, match="needs labels"):
+        make_metric("accuracy", "y", False)

@@ -1,0 +1,113 @@
+"""Variant files are real and different: integer ops present, smaller, and they run."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from leanserve.config import RuntimeOptions
+from leanserve.errors import UsageError
+from leanserve.optimize.data import from_arrays
+from leanserve.optimize.variants import CATALOG, Builder, openvino_available, select, unavailable
+from leanserve.runtimes import load_runtime
+
+from .conftest import ModelFixture
+
+
+@pytest.fixture(scope="module")
+def builder(mlp: ModelFixture, tmp_path_factory: pytest.TempPathFactory) -> Builder:
+    x = np.load(mlp.data)["x"][:64]
+    return Builder(mlp.model, tmp_path_factory.mktemp("variants"), from_arrays({"x": x}), dynamic_batch=True)
+
+
+def _ops(path: Path) -> Counter[str]:
+    return Counter(n.op_type for n in onnx.load(str(path)).graph.node)
+
+
+def _int8_initializers(path: Path) -> int:
+    return sum(t.data_type == onnx.TensorProto.INT8 for t in onnx.load(str(path)).graph.initializer)
+
+
+def _runs_close(path: Path, platform: str, options: RuntimeOptions, original: Path) -> float:
+    x = np.load(original.parent / "eval.npz")["x"][:16]
+    want = load_runtime(original, "onnxruntime", RuntimeOptions()).run({"x": x})["logits"]
+    got = load_runtime(path, platform, options).run({"x": x})["logits"]
+    return float(np.mean(np.argmax(want, 1) == np.argmax(got, 1)))
+
+
+def test_int8_dynamic_has_integer_ops_and_is_smaller(builder: Builder, mlp: ModelFixture) -> None:
+    built = builder.build(CATALOG["ort-int8-dynamic"])
+    ops = _ops(built.model_file)
+    assert ops["MatMulInteger"] == 2 and ops["DynamicQuantizeLinear"] >= 1 and ops["MatMul"] == 0
+    assert built.model_file.stat().st_size < 0.5 * mlp.model.stat().st_size
+    assert _runs_close(built.model_file, "onnxruntime", built.runtime, mlp.model) >= 0.9
+
+
+def test_matmul_only_per_channel(builder: Builder) -> None:
+    built = builder.build(CATALOG["ort-int8-dynamic-matmul-pc"])
+    assert built.settings["per_channel"] is True and built.settings["op_types"] == ["MatMul"]
+    assert _ops(built.model_file)["MatMulInteger"] == 2
+
+
+@pytest.mark.parametrize("name", ["ort-int8-static-minmax-pt", "ort-int8-static-percentile-pc"])
+def test_int8_static_qdq(builder: Builder, mlp: ModelFixture, name: str) -> None:
+    built = builder.build(CATALOG[name])
+    ops = _ops(built.model_file)
+    assert ops["QuantizeLinear"] >= 2 and ops["DequantizeLinear"] >= 4
+    assert _int8_initializers(built.model_file) >= 2
+    assert built.model_file.stat().st_size < 0.5 * mlp.model.stat().st_size
+    assert built.settings["calibration_examples"] == 64
+    weight_scales = [
+        t for t in onnx.load(str(built.model_file)).graph.initializer if t.name.startswith("w") and "scale" in t.name
+    ]
+    assert weight_scales
+    per_channel = all(len(t.dims) == 1 and t.dims[0] > 1 for t in weight_scales)
+    assert per_channel == name.endswith("-pc")
+    assert _runs_close(built.model_file, "onnxruntime", built.runtime, mlp.model) >= 0.8
+
+
+def test_ort_optimized_is_saved_offline(builder: Builder, mlp: ModelFixture) -> None:
+    built = builder.build(CATALOG["ort-fp32-opt"])
+    assert built.model_file.exists() and built.runtime.graph_optimization == "disabled"
+    assert _runs_close(built.model_file, "onnxruntime", built.runtime, mlp.model) == 1.0
+
+
+def test_excluded_nodes_stay_float(builder: Builder) -> None:
+    # Pre-processing fuses MatMul + Add into Gemm; exclusion names the pre-processed nodes.
+    prepared, _ = builder.prepared()
+    fc2_name = next(n.name for n in onnx.load(str(prepared)).graph.node if n.name.startswith("fc2"))
+    built = builder.build(CATALOG["ort-int8-static-minmax-pc"], nodes_to_exclude=[fc2_name], name="x-fallback")
+    model = onnx.load(str(built.model_file))
+    producers = {o: n.op_type for n in model.graph.node for o in n.output}
+    fc2 = next(n for n in model.graph.node if n.name == fc2_name)
+    assert producers.get(fc2.input[1]) != "DequantizeLinear"  # weights stay float
+    assert built.model_file.parent.name == "x-fallback"
+
+
+@pytest.mark.skipif(not openvino_available(), reason="openvino is not installed")
+@pytest.mark.parametrize("name", ["ov-fp32", "ov-bf16"])
+def test_openvino_ir(builder: Builder, mlp: ModelFixture, name: str) -> None:
+    if unavailable(CATALOG[name]):
+        pytest.skip(unavailable(CATALOG[name]) or "")
+    built = builder.build(CATALOG[name])
+    assert [f.suffix for f in built.files] == [".xml", ".bin"]
+    assert built.runtime.providers[0].startswith("openvino:CPU:")
+    assert _runs_close(built.model_file, "openvino", built.runtime, mlp.model) >= 0.9
+
+
+def test_fp16_needs_a_gpu() -> None:
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        assert "GPU" in (unavailable(CATALOG["ort-fp16"]) or "")
+
+
+def test_select() -> None:
+    assert [s.name for s in select(["ov-fp32", "ov-fp32"], quick=False)] == ["ov-fp32"]
+    assert all("entropy" not in s.name for s in select(None, quick=False))
+    with pytest.raises(UsageError, match="unknown variant"):
+        select(["int4"], quick=False)

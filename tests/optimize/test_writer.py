@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from leanserve.config import DynamicBatching, RuntimeOptions, load_model_config
+from leanserve.optimize.writer import VersionEntry, write_versions
+
+
+def _entry(tmp_path: Path, label: str, platform: str = "onnxruntime") -> VersionEntry:
+    folder = tmp_path / "src" / label
+    folder.mkdir(parents=True)
+    files = (folder / "model.xml", folder / "model.bin") if platform == "openvino" else (folder / "model.onnx",)
+    for f in files:
+        f.write_bytes(label.encode())
+    runtime = RuntimeOptions(intra_op_threads=2, providers=("openvino:CPU:bf16",) if platform == "openvino" else ())
+    return VersionEntry(
+        label,
+        files,
+        platform,
+        runtime,
+        32,
+        DynamicBatching(max_queue_delay_ms=0.5),
+        {"method": label, "metric_value": 0.99, "nothing": None, "settings": {"per_channel": True, "x": (1, 2)}},
+    )
+
+
+def test_writes_versions_with_default_last_and_merges(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    (repo / "m" / "1").mkdir(parents=True)
+    (repo / "m" / "model.toml").write_text(
+        'max_batch_size = 8\n[metadata]\nowner = "me"\n[[input]]\nname = "x"\ndatatype = "FP32"\nshape = [4]\n'
+    )
+    entries = [_entry(tmp_path, "original"), _entry(tmp_path, "fast"), _entry(tmp_path, "ov", "openvino")]
+    numbers = write_versions(repo, "m", entries, default_label="fast")
+    assert numbers == {"original": 2, "ov": 3, "fast": 4}
+    config = load_model_config(repo / "m")
+    assert config.default_version == 4
+    assert config.metadata == {"owner": "me"} and config.inputs[0].name == "x" and config.max_batch_size == 8
+    assert config.version_policy.kind == "specific" and config.version_policy.versions == (2, 3, 4)
+    ov = config.for_version(3)
+    assert ov.platform == "openvino" and ov.model_filename() == "model.xml"
+    assert ov.runtime.providers == ("openvino:CPU:bf16",) and ov.runtime.intra_op_threads == 2
+    assert (repo / "m" / "3" / "model.bin").read_bytes() == b"ov"
+    assert config.versions[4].label == "fast" and config.versions[4].provenance["metric_value"] == 0.99
+    raw = tomllib.loads((repo / "m" / "model.toml").read_text())
+    assert "nothing" not in raw["versions"]["4"]["provenance"]
+
+
+def test_second_run_appends_and_keeps_a_users_policy(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    write_versions(repo, "m", [_entry(tmp_path, "original")], default_label="original")
+    text = (repo / "m" / "model.toml").read_text().replace('policy = "specific"', 'policy = "all"')
+    text = text.replace("versions = [\n    1,\n]\n", "")
+    (repo / "m" / "model.toml").write_text(text)
+    numbers = write_versions(repo, "m", [_entry(tmp_path, "again")], default_label="again")
+    assert numbers == {"again": 2}
+    config = load_model_config(repo / "m")
+    assert config.default_version == 2 and config.version_policy.kind == "all" and set(config.versions) == {1, 2}
+
+
+def test_bad_name_is_refused(tmp_path: Path) -> None:
+    from leanserve.errors import UsageError
+
+    with pytest.raises(UsageError):
+        write_versions(tmp_path, "../x", [_entry(tmp_path, "a")], "a")
