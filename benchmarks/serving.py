@@ -161,7 +161,7 @@ def wrk(url: str, body: bytes, concurrency: int, duration: float) -> Load:
         script = f.name
     threads = 1 if concurrency == 1 else 2
     out = subprocess.run(
-        ["wrk", f"-t{threads}", f"-c{concurrency}", f"-d{duration}s", "--latency", "-s", script, url],
+        ["wrk", f"-t{threads}", f"-c{concurrency}", f"-d{max(1, round(duration))}s", "--latency", "-s", script, url],
         capture_output=True,
         text=True,
         check=True,

@@ -19,11 +19,7 @@ from leanserve.stats import ModelStats
 
 def _queued(rows: int, width: int = 4) -> QueuedRequest:
     inputs = {"x": np.zeros((rows, width), np.float32)}
-    loop = asyncio.new_event_loop()
-    try:
-        return QueuedRequest(inputs, rows, batch_key(inputs, True), loop.create_future())
-    finally:
-        loop.close()
+    return QueuedRequest(inputs, rows, batch_key(inputs, True), lambda outputs, error: None)
 
 
 def test_take_batch_takes_compatible_requests_in_order_up_to_the_limit() -> None:
@@ -89,7 +85,7 @@ async def test_concurrent_requests_are_batched_and_each_gets_exactly_its_rows() 
     batcher = _batcher(runtime, max_batch=8)
     rng = np.random.default_rng(0)
     xs = [rng.normal(size=(int(rng.integers(1, 4)), 4)).astype(np.float32) for _ in range(40)]
-    results = await asyncio.gather(*(batcher.submit({"x": x}, x.shape[0]) for x in xs))
+    results = await asyncio.gather(*(batcher.infer({"x": x}, x.shape[0]) for x in xs))
     for x, r in zip(xs, results, strict=True):
         np.testing.assert_array_equal(r["y"], x * 2 + 1)
     assert max(runtime.batches) > 1, "requests that piled up while busy were batched"
@@ -103,7 +99,7 @@ async def test_shapes_that_differ_are_never_mixed() -> None:
     batcher = Batcher(runtime, 8, DynamicBatching(), ModelStats("m", "1"))  # type: ignore[arg-type]
     a = [np.full((1, 4), i, np.float32) for i in range(5)]
     b = [np.full((1, 3), i, np.float32) for i in range(5)]
-    futures = [batcher.submit({"x": x}, 1) for pair in zip(a, b, strict=True) for x in pair]
+    futures = [batcher.infer({"x": x}, 1) for pair in zip(a, b, strict=True) for x in pair]
     results = await asyncio.gather(*futures)
     for x, r in zip([x for pair in zip(a, b, strict=True) for x in pair], results, strict=True):
         assert r["y"].shape == x.shape
@@ -114,7 +110,7 @@ async def test_shapes_that_differ_are_never_mixed() -> None:
 async def test_a_lone_request_on_an_idle_model_is_not_held_back() -> None:
     batcher = _batcher(RecordingRuntime(), max_batch=32)
     start = time.perf_counter()
-    await batcher.submit({"x": np.ones((1, 4), np.float32)}, 1)
+    await batcher.infer({"x": np.ones((1, 4), np.float32)}, 1)
     assert time.perf_counter() - start < 0.5  # generous: no queue delay configured
     await batcher.close()
 
@@ -122,9 +118,9 @@ async def test_a_lone_request_on_an_idle_model_is_not_held_back() -> None:
 async def test_queue_delay_gathers_companions() -> None:
     runtime = RecordingRuntime()
     batcher = _batcher(runtime, max_batch=32, max_queue_delay_ms=50)
-    first = batcher.submit({"x": np.ones((1, 4), np.float32)}, 1)
+    first = asyncio.ensure_future(batcher.infer({"x": np.ones((1, 4), np.float32)}, 1))
     await asyncio.sleep(0.01)
-    second = batcher.submit({"x": np.ones((1, 4), np.float32)}, 1)
+    second = asyncio.ensure_future(batcher.infer({"x": np.ones((1, 4), np.float32)}, 1))
     await asyncio.gather(first, second)
     assert runtime.batches == [2]
     await batcher.close()
@@ -134,7 +130,7 @@ async def test_a_failing_request_does_not_take_its_batch_companions_down() -> No
     runtime = RecordingRuntime(delay=0.01, fail_on=-7.0)
     batcher = _batcher(runtime, max_batch=8)
     xs = [np.full((1, 4), float(i), np.float32) for i in range(6)] + [np.full((1, 4), -7.0, np.float32)]
-    results = await asyncio.gather(*(batcher.submit({"x": x}, 1) for x in xs), return_exceptions=True)
+    results = await asyncio.gather(*(batcher.infer({"x": x}, 1) for x in xs), return_exceptions=True)
     assert isinstance(results[-1], InvalidInput)
     for x, r in zip(xs[:-1], results[:-1], strict=True):
         assert isinstance(r, dict)
@@ -144,7 +140,7 @@ async def test_a_failing_request_does_not_take_its_batch_companions_down() -> No
 
 async def test_a_full_queue_answers_overloaded() -> None:
     batcher = _batcher(RecordingRuntime(delay=0.05), max_batch=1, max_queue_size=2)
-    futures = [batcher.submit({"x": np.ones((1, 4), np.float32)}, 1) for _ in range(4)]
+    futures = [batcher.infer({"x": np.ones((1, 4), np.float32)}, 1) for _ in range(4)]
     results = await asyncio.gather(*futures, return_exceptions=True)
     assert any(isinstance(r, Overloaded) for r in results)
     assert any(isinstance(r, dict) for r in results)
@@ -155,13 +151,13 @@ async def test_cheap_models_run_inline_and_expensive_ones_off_the_loop() -> None
     cheap = RecordingRuntime()
     batcher = _batcher(cheap)
     for _ in range(5):
-        await batcher.submit({"x": np.ones((1, 4), np.float32)}, 1)
+        await batcher.infer({"x": np.ones((1, 4), np.float32)}, 1)
     assert threading.current_thread().name in cheap.threads  # after the first measured run
     await batcher.close()
     slow = RecordingRuntime(delay=0.01)
     batcher = _batcher(slow)
     for _ in range(3):
-        await batcher.submit({"x": np.ones((1, 4), np.float32)}, 1)
+        await batcher.infer({"x": np.ones((1, 4), np.float32)}, 1)
     assert threading.current_thread().name not in slow.threads
     await batcher.close()
 
@@ -169,7 +165,7 @@ async def test_cheap_models_run_inline_and_expensive_ones_off_the_loop() -> None
 async def test_stats_count_rows_batches_and_queue_time() -> None:
     stats = ModelStats("m", "1")
     batcher = Batcher(RecordingRuntime(delay=0.005), 8, DynamicBatching(), stats)  # type: ignore[arg-type]
-    await asyncio.gather(*(batcher.submit({"x": np.ones((2, 4), np.float32)}, 2) for _ in range(10)))
+    await asyncio.gather(*(batcher.infer({"x": np.ones((2, 4), np.float32)}, 2) for _ in range(10)))
     assert stats.inference_count == 20
     assert 1 <= stats.execution_count < 10
     assert stats.queue.count == 10

@@ -17,11 +17,12 @@ Latency rules, in order of importance:
 from __future__ import annotations
 
 import asyncio
+import logging
 import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,7 +32,12 @@ from .errors import InferenceFailed, LeanserveError, ModelNotReady, Overloaded
 from .runtimes import Runtime
 from .stats import ModelStats
 
+log = logging.getLogger("leanserve.batching")
+
 Tensors = dict[str, np.ndarray]
+# Called once, on the event-loop thread, with the request's own outputs or its error. Plain
+# callbacks rather than futures: each future hop costs an event-loop turn per request.
+Done = Callable[[Tensors | None, LeanserveError | None], None]
 
 # A single request whose compute is expected under this runs inline on the event loop.
 INLINE_BELOW_SECONDS = 0.0003
@@ -42,7 +48,7 @@ class QueuedRequest:
     inputs: Mapping[str, np.ndarray]
     rows: int  # batch rows this request carries (1 for a model that does not batch)
     key: tuple[object, ...]  # requests with different keys never share a batch
-    future: asyncio.Future[Tensors]
+    done: Done
     enqueued: float = field(default_factory=time.perf_counter)
 
 
@@ -154,27 +160,42 @@ class Batcher:
     def batching(self) -> bool:
         return self._max_rows > 0
 
-    def submit(self, inputs: Mapping[str, np.ndarray], rows: int) -> asyncio.Future[Tensors]:
-        """Queue one request; the future resolves to its own outputs (its rows only)."""
+    def submit(self, inputs: Mapping[str, np.ndarray], rows: int, done: Done) -> None:
+        """Queue one request; ``done`` later receives its own outputs (its rows only) or its error."""
         loop = self._loop or self._bind_loop()
-        future: asyncio.Future[Tensors] = loop.create_future()
         if self._closed:
-            future.set_exception(ModelNotReady(f"model {self._stats.name!r} is unloading"))
-            return future
+            done(None, ModelNotReady(f"model {self._stats.name!r} is unloading"))
+            return
         if len(self._pending) >= self._config.max_queue_size:
-            future.set_exception(
+            done(
+                None,
                 Overloaded(
                     f"model {self._stats.name!r} has {len(self._pending)} requests queued, the most allowed",
                     hint="retry later, or raise dynamic_batching.max_queue_size",
-                )
+                ),
             )
-            return future
-        self._pending.append(QueuedRequest(inputs, rows, batch_key(inputs, self.batching), future))
+            return
+        self._pending.append(QueuedRequest(inputs, rows, batch_key(inputs, self.batching), done))
         self._queued_rows += rows
         self._idle.clear()
         if not self._busy and self._flush_handle is None:
             self._schedule_flush(loop)
-        return future
+
+    async def infer(self, inputs: Mapping[str, np.ndarray], rows: int) -> Tensors:
+        """:meth:`submit` for async callers: the request's outputs, or its error raised."""
+        future: asyncio.Future[Tensors] = asyncio.get_running_loop().create_future()
+
+        def done(outputs: Tensors | None, error: LeanserveError | None) -> None:
+            if future.done():
+                return
+            if error is not None:
+                future.set_exception(error)
+            else:
+                assert outputs is not None
+                future.set_result(outputs)
+
+        self.submit(inputs, rows, done)
+        return await future
 
     async def drain(self) -> None:
         """Wait until nothing is queued or running."""
@@ -289,12 +310,13 @@ class Batcher:
             previous = self._single_cost
             self._single_cost = done.seconds if previous is None else 0.8 * previous + 0.2 * done.seconds
         for request, result in zip(done.batch, done.results, strict=True):
-            if request.future.done():  # the caller went away
-                continue
-            if isinstance(result, LeanserveError):
-                request.future.set_exception(result)
-            else:
-                request.future.set_result(result)
+            try:
+                if isinstance(result, LeanserveError):
+                    request.done(None, result)
+                else:
+                    request.done(result, None)
+            except Exception:  # one caller's broken callback must not starve the rest of the batch
+                log.exception("error delivering a result for model %s", self._stats.name)
         self._busy = False
         if self._pending:
             assert self._loop is not None

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 import numpy as np
 
 from .errors import LeanserveError
 from .protocol import InferOutput, InferRequest, InferResult, validate_request
 from .registry import ModelRegistry, ModelVersion
+
+ResultCallback = Callable[[InferResult | None, LeanserveError | None], None]
 
 
 class Router:
@@ -23,8 +26,8 @@ class Router:
     def resolve(self, name: str, version: str | None) -> ModelVersion:
         return self.registry.get(name, version)
 
-    def submit(self, target: ModelVersion, request: InferRequest) -> asyncio.Future[InferResult]:
-        """Validate and queue ``request``; the future resolves to its result or raises a LeanserveError.
+    def submit(self, target: ModelVersion, request: InferRequest, done: ResultCallback) -> None:
+        """Validate and queue ``request``; ``done`` receives its result or error, on the event loop.
 
         Statistics (outcome, end-to-end time, in-flight) are kept here so every front end counts alike.
         """
@@ -32,33 +35,41 @@ class Router:
         config = target.spec.config
         stats = target.stats
         start = time.perf_counter()
-        loop = asyncio.get_running_loop()
-        result: asyncio.Future[InferResult] = loop.create_future()
         try:
             rows = validate_request(request, config.inputs, config.outputs, config.max_batch_size or 0)
         except LeanserveError as e:
             stats.record_request("client_error", time.perf_counter() - start)
-            result.set_exception(e)
-            return result
-        inputs = {i.name: i.data for i in request.inputs}
+            done(None, e)
+            return
         stats.in_flight += 1
-        pending = target.batcher.submit(inputs, rows)
 
-        def finish(done: asyncio.Future[dict[str, np.ndarray]]) -> None:
+        def finish(outputs: dict[str, np.ndarray] | None, error: LeanserveError | None) -> None:
             stats.in_flight -= 1
-            error = done.exception()
             if error is not None:
-                outcome = "client_error" if isinstance(error, LeanserveError) and error.status < 500 else "server_error"
-                stats.record_request(outcome, time.perf_counter() - start)
-                if not result.done():
-                    result.set_exception(error)
+                stats.record_request(
+                    "client_error" if error.status < 500 else "server_error", time.perf_counter() - start
+                )
+                done(None, error)
                 return
+            assert outputs is not None
             stats.record_request("success", time.perf_counter() - start)
-            if not result.done():
-                result.set_result(_result(target, request, done.result()))
+            done(_result(target, request, outputs), None)
 
-        pending.add_done_callback(finish)
-        return result
+        target.batcher.submit({i.name: i.data for i in request.inputs}, rows, finish)
+
+    async def infer(self, target: ModelVersion, request: InferRequest) -> InferResult:
+        """:meth:`submit` for async callers."""
+        future: asyncio.Future[InferResult] = asyncio.get_running_loop().create_future()
+
+        def done(result: InferResult | None, error: LeanserveError | None) -> None:
+            if not future.done():
+                if error is not None:
+                    future.set_exception(error)
+                else:
+                    future.set_result(result)  # type: ignore[arg-type]
+
+        self.submit(target, request, done)
+        return await future
 
 
 def _result(target: ModelVersion, request: InferRequest, outputs: dict[str, np.ndarray]) -> InferResult:

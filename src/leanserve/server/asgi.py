@@ -7,8 +7,6 @@ arguments out of the URL and call :class:`.handlers.Handlers`.
 
 from __future__ import annotations
 
-import asyncio
-
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -34,15 +32,13 @@ def build_app(handlers: Handlers) -> Starlette:
 
     async def infer(request: Request) -> Response:
         body = await request.body()
-        reply = handlers.infer(
+        reply = await handlers.infer_async(
             request.path_params["model"],
             version_of(request),
             body,
             request.headers.get(HEADER_LENGTH),
             request.headers.get("content-encoding"),
         )
-        if isinstance(reply, asyncio.Future):
-            reply = await reply
         return to_response(reply)
 
     async def live(request: Request) -> Response:

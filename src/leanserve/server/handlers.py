@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,9 +68,10 @@ class Handlers:
         version: str | None,
         body: bytes,
         header_length: str | None,
-        content_encoding: str | None = None,
-    ) -> Reply | asyncio.Future[Reply]:
-        """Answer at once when the request fails early, else a future that resolves to the reply."""
+        content_encoding: str | None,
+        respond: Callable[[Reply], None],
+    ) -> None:
+        """Answer one inference request through ``respond``: at once when it fails early, else when it ran."""
         try:
             if len(body) > self.limits.max_body_bytes:
                 raise PayloadTooLarge(
@@ -80,26 +82,29 @@ class Handlers:
             if content_encoding:
                 body = decompress(body, content_encoding, self.limits.max_body_bytes)
             request = decode_infer_request(body, _header_length(header_length), self.limits)
-            pending = self.router.submit(target, request)
         except LeanserveError as e:
-            return error_reply(e)
-        reply: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+            respond(error_reply(e))
+            return
 
-        def done(f: asyncio.Future[InferResult]) -> None:
-            error = f.exception()
-            if error is None:
-                try:
-                    reply.set_result(_result_reply(f.result()))
-                except LeanserveError as e:
-                    reply.set_result(error_reply(e))
-            elif isinstance(error, LeanserveError):
-                reply.set_result(error_reply(error))
-            else:
-                log.exception("unexpected error in inference", exc_info=error)
-                reply.set_result(Reply(500, encode_error(f"internal error: {type(error).__name__}")))
+        def done(result: InferResult | None, error: LeanserveError | None) -> None:
+            if error is not None:
+                respond(error_reply(error))
+                return
+            assert result is not None
+            try:
+                reply = _result_reply(result)
+            except LeanserveError as e:
+                reply = error_reply(e)
+            respond(reply)
 
-        pending.add_done_callback(done)
-        return reply
+        self.router.submit(target, request, done)
+
+    async def infer_async(
+        self, model: str, version: str | None, body: bytes, header_length: str | None, content_encoding: str | None
+    ) -> Reply:
+        future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        self.infer(model, version, body, header_length, content_encoding, future.set_result)
+        return await future
 
     # ---- health ------------------------------------------------------------------------------
 

@@ -229,13 +229,15 @@ class HttpProtocol(asyncio.Protocol):
                 model, version = match.group(1), match.group(2)
                 if "%" in model or (version and "%" in version):
                     model, version = unquote(model), version and unquote(version)
-                reply = self._handlers.infer(
-                    model, version, request.body, request.header_length, request.content_encoding
+                keep_alive = request.keep_alive
+                self._handlers.infer(
+                    model,
+                    version,
+                    request.body,
+                    request.header_length,
+                    request.content_encoding,
+                    lambda reply: self._send(reply, keep_alive),
                 )
-                if isinstance(reply, asyncio.Future):
-                    reply.add_done_callback(lambda f: self._send(f.result(), request.keep_alive))
-                else:
-                    self._send(reply, request.keep_alive)
                 return
         elif request.method == b"GET":
             if path == b"/v2/health/ready":
