@@ -10,6 +10,7 @@ as a table of ratios and written to benchmarks/out/serving.json; RESULTS.md reco
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -42,7 +43,7 @@ def write_tiny_mlp(path: Path) -> Path:
     dims = [64, 256, 256, 128, 10]
     nodes, inits = [], []
     prev = "x"
-    for i, (a, b) in enumerate(zip(dims, dims[1:], strict=False)):
+    for i, (a, b) in enumerate(itertools.pairwise(dims)):
         w = numpy_helper.from_array((rng.normal(size=(a, b)) / np.sqrt(a)).astype(np.float32), f"w{i}")
         bias = numpy_helper.from_array(np.zeros(b, np.float32), f"b{i}")
         inits += [w, bias]

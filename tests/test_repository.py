@@ -67,7 +67,7 @@ def test_contradictions_name_file_field_and_reason(tmp_path: Path, toml: str, fi
 def test_max_batch_size_with_a_fixed_batch_dimension_is_an_error(tmp_path: Path) -> None:
     model(tmp_path, "fixed", toml="max_batch_size = 8\n", batch_dynamic=False)
     (entry,) = scan_repository(tmp_path).models
-    with pytest.raises(ConfigError, match="max_batch_size: is 8 but model.onnx has 'x' with fixed first dimension"):
+    with pytest.raises(ConfigError, match=r"max_batch_size: is 8 but model\.onnx has 'x' with fixed first dimension"):
         resolve_version(entry.directory, entry.config, 1)  # type: ignore[arg-type]
 
 
@@ -89,8 +89,8 @@ def test_a_bad_model_toml_leaves_the_other_models_alone(tmp_path: Path) -> None:
     [
         ("", (3,)),
         ('version_policy = "all"\n', (1, 2, 3)),
-        ("[version_policy]\npolicy = \"latest\"\nnum_versions = 2\n", (2, 3)),
-        ("[version_policy]\npolicy = \"specific\"\nversions = [1, 3]\n", (1, 3)),
+        ('[version_policy]\npolicy = "latest"\nnum_versions = 2\n', (2, 3)),
+        ('[version_policy]\npolicy = "specific"\nversions = [1, 3]\n', (1, 3)),
     ],
 )
 def test_version_policy(tmp_path: Path, policy: str, expected: tuple[int, ...]) -> None:

@@ -82,13 +82,18 @@ def check_version(spec: ModelVersionSpec) -> tuple[VersionCheck, Runtime | None]
                     f"output {o.name!r} has shape {list(got.shape)} for a batch of 1",
                     hint="set max_batch_size = 0 if the model does not batch along dimension 0",
                 )
-    except Exception as e:  # noqa: BLE001 - any failure is this version's error, reported not raised
+    except Exception as e:
         if runtime is not None:
             runtime.close()
         message = str(e) if isinstance(e, LeanserveError) else f"{type(e).__name__}: {e}"
         return VersionCheck(
-            spec.name, spec.version, _describe(config.inputs), _describe(config.outputs),
-            time.perf_counter() - start, 0.0, message,
+            spec.name,
+            spec.version,
+            _describe(config.inputs),
+            _describe(config.outputs),
+            time.perf_counter() - start,
+            0.0,
+            message,
         ), None
     return VersionCheck(
         spec.name, spec.version, _describe(config.inputs), _describe(config.outputs), load_seconds, latency

@@ -208,7 +208,7 @@ def _tensor_specs(r: _Reader, value: Any, kind: str) -> tuple[TensorSpec, ...]:
         if 0 in shape:
             raise r.fail(f"{where}.shape", "dimensions must be positive or -1 (variable)")
         specs.append(TensorSpec(name=name, datatype=datatype, shape=shape))
-    return specs and tuple(specs) or ()
+    return (specs and tuple(specs)) or ()
 
 
 def _dynamic_batching(r: _Reader, value: Any, where: str) -> DynamicBatching:

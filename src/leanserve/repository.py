@@ -86,12 +86,14 @@ def scan_repository(root: Path) -> RepositoryScan:
             versions = tuple(config.version_policy.select(available))
             if not versions:
                 raise ConfigError(
-                    config.source or str(directory), "version_policy",
+                    config.source or str(directory),
+                    "version_policy",
                     f"selects none of the versions present ({', '.join(map(str, available))})",
                 )
             if config.default_version is not None and config.default_version not in versions:
                 raise ConfigError(
-                    config.source or str(directory), "default_version",
+                    config.source or str(directory),
+                    "default_version",
                     f"version {config.default_version} is not among the loaded versions {list(versions)}",
                 )
             entries.append(ModelEntry(directory.name, directory, config, versions))
@@ -106,8 +108,8 @@ def read_signature(path: Path, platform: str) -> tuple[tuple[TensorSpec, ...], t
         raise ConfigError(str(path), None, "model file not found")
     if platform == "onnxruntime" and path.suffix == ".onnx":
         return _onnx_signature(path)
-    from .runtimes import load_runtime
     from .config import RuntimeOptions
+    from .runtimes import load_runtime
 
     runtime = load_runtime(path, platform, RuntimeOptions())
     try:
@@ -150,10 +152,18 @@ def _onnx_type_name(dtype: object) -> str:
     import numpy as np
 
     names = {
-        np.dtype(np.bool_): "bool", np.dtype(np.uint8): "uint8", np.dtype(np.uint16): "uint16",
-        np.dtype(np.uint32): "uint32", np.dtype(np.uint64): "uint64", np.dtype(np.int8): "int8",
-        np.dtype(np.int16): "int16", np.dtype(np.int32): "int32", np.dtype(np.int64): "int64",
-        np.dtype(np.float16): "float16", np.dtype(np.float32): "float", np.dtype(np.float64): "double",
+        np.dtype(np.bool_): "bool",
+        np.dtype(np.uint8): "uint8",
+        np.dtype(np.uint16): "uint16",
+        np.dtype(np.uint32): "uint32",
+        np.dtype(np.uint64): "uint64",
+        np.dtype(np.int8): "int8",
+        np.dtype(np.int16): "int16",
+        np.dtype(np.int32): "int32",
+        np.dtype(np.int64): "int64",
+        np.dtype(np.float16): "float16",
+        np.dtype(np.float32): "float",
+        np.dtype(np.float64): "double",
     }
     return f"tensor({names.get(dtype, str(dtype))})"  # type: ignore[call-overload]
 
@@ -171,7 +181,8 @@ def resolve_version(directory: Path, config: ModelConfig, version: int) -> Model
     elif max_batch > 0 and not batchable:
         fixed = next(t for t in (*graph_inputs, *graph_outputs) if t.shape[:1] != (-1,))
         raise ConfigError(
-            source, "max_batch_size",
+            source,
+            "max_batch_size",
             f"is {max_batch} but {path.name} has {fixed.name!r} with fixed first dimension {list(fixed.shape)}",
             hint="set max_batch_size = 0, or export the model with a dynamic batch dimension",
         )
@@ -194,7 +205,9 @@ def _complete(
         g = from_graph.get(d.name)
         if g is None:
             raise ConfigError(
-                source, f"{where}.name", f"{d.name!r} is not a {kind} of {path.name}",
+                source,
+                f"{where}.name",
+                f"{d.name!r} is not a {kind} of {path.name}",
                 hint=f"its {kind}s: {', '.join(from_graph)}",
             )
         if d.datatype and d.datatype != g.datatype:
@@ -206,7 +219,8 @@ def _complete(
             )
             if not compatible:
                 raise ConfigError(
-                    source, f"{where}.shape",
+                    source,
+                    f"{where}.shape",
                     f"declares {list(d.shape)} but {path.name} has {list(g.shape)}"
                     + (" (without the batch dimension)" if strip else ""),
                 )
@@ -214,5 +228,7 @@ def _complete(
     if kind == "input":
         missing = [n for n in from_graph if n not in {t.name for t in result}]
         if missing:
-            raise ConfigError(source, kind, f"does not declare {', '.join(map(repr, missing))}, which {path.name} needs")
+            raise ConfigError(
+                source, kind, f"does not declare {', '.join(map(repr, missing))}, which {path.name} needs"
+            )
     return tuple(result)

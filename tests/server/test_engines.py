@@ -35,7 +35,9 @@ def two_engines(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSer
 def test_openvino_version_answers_like_onnxruntime(two_engines: RunningServer) -> None:
     x = np.random.default_rng(2).normal(size=(5, 4)).astype(np.float32)
     body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [5, 4], "data": x.ravel().tolist()}]}
-    reference = ort.InferenceSession(str(Path(two_engines.server.repository) / "mlp/1/model.onnx")).run(None, {"x": x})[0]
+    reference = ort.InferenceSession(str(Path(two_engines.server.repository) / "mlp/1/model.onnx")).run(None, {"x": x})[
+        0
+    ]
     for path, version in (("/v2/models/mlp/versions/1/infer", "1"), ("/v2/models/mlp/infer", "2")):
         r = httpx.post(two_engines.url + path, json=body)
         assert r.status_code == 200, r.text

@@ -76,10 +76,8 @@ def test_malformed_json(server: RunningServer) -> None:
 
 def test_json_nesting_depth_is_bounded(server: RunningServer) -> None:
     deep = "[" * 200 + "]" * 200
-    body = (
-        '{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1,2,3,4]}], "parameters": {"p": %s}}'
-        % deep
-    )
+    good = '{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1,2,3,4]}'
+    body = f'{{"inputs": [{good}], "parameters": {{"p": {deep}}}}}'
     r = httpx.post(f"{server.url}/v2/models/mlp/infer", content=body.encode())
     assert r.status_code == 400
     assert "deep" in r.json()["error"] or "depth" in r.json()["error"]
@@ -90,7 +88,10 @@ def test_declared_shape_cannot_make_the_server_allocate(server: RunningServer) -
     body = tensor(shape=[2**40, 4], data=[1, 2, 3, 4])
     r = httpx.post(f"{server.url}/v2/models/mlp/infer", json=body)
     assert r.status_code == 400
-    header = b'{"inputs":[{"name":"x","datatype":"FP32","shape":[100000000,4],"parameters":{"binary_data_size":1600000000}}]}'
+    header = (
+        b'{"inputs":[{"name":"x","datatype":"FP32","shape":[100000000,4],'
+        b'"parameters":{"binary_data_size":1600000000}}]}'
+    )
     r = httpx.post(
         f"{server.url}/v2/models/mlp/infer",
         content=header + b"\0" * 16,

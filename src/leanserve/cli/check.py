@@ -31,8 +31,12 @@ def run(args: argparse.Namespace) -> int:
         table.add_column(column)
     for r in report.results:
         table.add_row(
-            r.model, "" if r.version is None else str(r.version), r.inputs, r.outputs,
-            f"{r.load_seconds:.3f}" if r.ok else "", f"{r.smoke_latency_ms:.2f}" if r.ok else "",
+            r.model,
+            "" if r.version is None else str(r.version),
+            r.inputs,
+            r.outputs,
+            f"{r.load_seconds:.3f}" if r.ok else "",
+            f"{r.smoke_latency_ms:.2f}" if r.ok else "",
             "[green]ok[/green]" if r.ok else "[red]FAILED[/red]",
         )
     console.print(table)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument, InvalidGraph
 
 from ..config import RuntimeOptions
 from ..errors import ConfigError, InferenceFailed, InvalidInput
@@ -100,10 +101,7 @@ class OnnxRuntime:
             feed[name] = np.vectorize(_to_str, otypes=[object])(feed[name])
         try:
             results = self._session.run(names, feed)
-        except (
-            ort.capi.onnxruntime_pybind11_state.InvalidArgument,  # type: ignore[attr-defined]
-            ort.capi.onnxruntime_pybind11_state.InvalidGraph,
-        ) as e:  # type: ignore[attr-defined]
+        except (InvalidArgument, InvalidGraph) as e:
             raise InvalidInput(f"the model rejected the inputs: {e}") from e
         except Exception as e:
             raise InferenceFailed(f"ONNX Runtime failed: {e}") from e
