@@ -97,8 +97,14 @@ class OnnxRuntime:
         names = list(output_names) if output_names else self._output_names
         feed = dict(inputs)
         for name in self._string_inputs & feed.keys():
-            # The protocol carries BYTES as bytes objects; ORT string tensors want str.
-            feed[name] = np.vectorize(_to_str, otypes=[object])(feed[name])
+            # The protocol carries BYTES as bytes objects; ORT string tensors hold UTF-8 text only.
+            try:
+                feed[name] = np.vectorize(_to_str, otypes=[object])(feed[name])
+            except UnicodeDecodeError as e:
+                raise InvalidInput(
+                    f"input {name!r}: BYTES element is not UTF-8 text ({e.reason} at byte {e.start})",
+                    hint="ONNX Runtime string tensors carry text; encode binary payloads (e.g. base64)",
+                ) from None
         try:
             results = self._session.run(names, feed)
         except (InvalidArgument, InvalidGraph) as e:
@@ -114,5 +120,5 @@ class OnnxRuntime:
 
 def _to_str(value: object) -> str:
     if isinstance(value, bytes):
-        return value.decode("utf-8", errors="replace")
+        return value.decode("utf-8")
     return str(value)
