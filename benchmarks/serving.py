@@ -31,6 +31,7 @@ import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 HERE = Path(__file__).resolve().parent
+SENTENCE = "leanserve serves models fast and light on a small CPU, and measures them honestly."
 PY = sys.executable
 
 
@@ -312,27 +313,29 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per load level")
     parser.add_argument("--skip-minilm", action="store_true")
+    parser.add_argument("--skip-tiny", action="store_true")
     parser.add_argument("--out", type=Path, default=HERE / "out" / "serving.json")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print("wrk is not installed: apt-get install -y wrk", file=sys.stderr)
         return 2
     cases = []
-    with tempfile.TemporaryDirectory() as tmp:
-        repo = tiny_repository(Path(tmp) / "repo")
-        x = np.random.default_rng(1).normal(size=(1, 64)).astype(np.float32)
-        cases.append(
-            run_case(
-                "tiny MLP (117k params, 1 thread)",
-                repo,
-                "tiny",
-                repo / "tiny/1/model.onnx",
-                {"x": x},
-                "y",
-                1,
-                args.duration,
+    if not args.skip_tiny:
+        with tempfile.TemporaryDirectory() as tmp:
+            repo = tiny_repository(Path(tmp) / "repo")
+            x = np.random.default_rng(1).normal(size=(1, 64)).astype(np.float32)
+            cases.append(
+                run_case(
+                    "tiny MLP (117k params, 1 thread)",
+                    repo,
+                    "tiny",
+                    repo / "tiny/1/model.onnx",
+                    {"x": x},
+                    "y",
+                    1,
+                    args.duration,
+                )
             )
-        )
     if not args.skip_minilm:
         from leanserve.demo import build_demo_repository, tokenize
 
@@ -344,7 +347,8 @@ def main() -> int:
             (repo / "minilm" / "model.toml").write_text(
                 "max_batch_size = 32\n[dynamic_batching]\nmax_queue_delay_ms = 0\n[runtime]\nintra_op_threads = 2\n"
             )
-            feed = tokenize(["leanserve serves models fast and light on a small CPU."])
+            # Padded to 128 tokens, the length the ceiling (53.4 items/s at batch 1) was measured at.
+            feed = {k: np.pad(v, ((0, 0), (0, 128 - v.shape[1]))) for k, v in tokenize([SENTENCE]).items()}
             cases.append(
                 run_case(
                     "all-MiniLM-L6-v2 (2 threads)",

@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pytest
 
-from leanserve.batching import Batcher, QueuedRequest, batch_key, flush_delay, split_rows, take_batch
+from leanserve.batching import Batcher, BatchSizeTuner, QueuedRequest, batch_key, flush_delay, split_rows, take_batch
 from leanserve.config import DynamicBatching
 from leanserve.errors import InferenceFailed, InvalidInput, Overloaded
 from leanserve.runtimes import EngineTensor
@@ -117,7 +117,7 @@ async def test_a_lone_request_on_an_idle_model_is_not_held_back() -> None:
 
 async def test_queue_delay_gathers_companions() -> None:
     runtime = RecordingRuntime()
-    batcher = _batcher(runtime, max_batch=32, max_queue_delay_ms=50)
+    batcher = _batcher(runtime, max_batch=32, max_queue_delay_ms=50, adaptive_batch_size=False)
     first = asyncio.ensure_future(batcher.infer({"x": np.ones((1, 4), np.float32)}, 1))
     await asyncio.sleep(0.01)
     second = asyncio.ensure_future(batcher.infer({"x": np.ones((1, 4), np.float32)}, 1))
@@ -171,3 +171,34 @@ async def test_stats_count_rows_batches_and_queue_time() -> None:
     assert stats.queue.count == 10
     assert sum(d.count for d in stats.batch_compute.values()) == stats.execution_count
     await batcher.close()
+
+
+def _train(tuner: BatchSizeTuner, cost_per_row: dict[int, float], batches: int, queued: int = 64) -> list[int]:
+    """Drive the tuner as a busy batcher would: every batch takes as many rows as the limit allows."""
+    sizes = []
+    for _ in range(batches):
+        rows = min(tuner.limit(), queued)
+        sizes.append(rows)
+        tuner.observe(rows, rows * cost_per_row[BatchSizeTuner.bucket(rows)])
+    return sizes
+
+
+def test_tuner_grows_to_the_largest_batch_when_batching_pays() -> None:
+    tuner = BatchSizeTuner(32)
+    sizes = _train(tuner, {1: 10.0, 2: 6.0, 4: 3.0, 8: 2.0, 16: 1.0, 32: 0.5}, 60)
+    assert tuner.best() == 32
+    assert sizes[-8:].count(32) >= 7
+
+
+def test_tuner_steps_back_when_larger_batches_lower_throughput() -> None:
+    tuner = BatchSizeTuner(32)
+    sizes = _train(tuner, {1: 1.0, 2: 1.2, 4: 1.3, 8: 1.4, 16: 1.5, 32: 1.6}, 60)
+    assert tuner.best() == 1
+    assert sum(1 for s in sizes[-16:] if s == 1) >= 14  # only occasional exploration
+
+
+def test_tuner_finds_a_middle_optimum() -> None:
+    tuner = BatchSizeTuner(32)
+    _train(tuner, {1: 5.0, 2: 3.0, 4: 2.0, 8: 1.5, 16: 2.5, 32: 3.0}, 100)
+    assert tuner.best() == 8
+    assert tuner.limit() <= 16

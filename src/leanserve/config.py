@@ -39,6 +39,8 @@ class DynamicBatching:
     max_queue_delay_ms: float = 0.0
     preferred_batch_sizes: tuple[int, ...] = ()
     max_queue_size: int = 4096
+    # Cap batches at the size measured to give the most rows per second (see batching.BatchSizeTuner).
+    adaptive_batch_size: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +165,11 @@ class _Reader:
             raise self.fail(where, f"must be at least {minimum}, got {value}")
         return value
 
+    def boolean(self, value: Any, where: str) -> bool:
+        if not isinstance(value, bool):
+            raise self.fail(where, f"expected true or false, got {value!r}")
+        return value
+
     def number(self, value: Any, where: str, minimum: float = 0.0) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise self.fail(where, f"expected a number, got {value!r}")
@@ -213,7 +220,7 @@ def _tensor_specs(r: _Reader, value: Any, kind: str) -> tuple[TensorSpec, ...]:
 
 def _dynamic_batching(r: _Reader, value: Any, where: str) -> DynamicBatching:
     t = r.table(value, where)
-    r.unknown_keys(t, {"max_queue_delay_ms", "preferred_batch_sizes", "max_queue_size"}, where)
+    r.unknown_keys(t, {"max_queue_delay_ms", "preferred_batch_sizes", "max_queue_size", "adaptive_batch_size"}, where)
     d = DynamicBatching()
     return DynamicBatching(
         max_queue_delay_ms=r.number(t["max_queue_delay_ms"], f"{where}.max_queue_delay_ms")
@@ -225,6 +232,9 @@ def _dynamic_batching(r: _Reader, value: Any, where: str) -> DynamicBatching:
         max_queue_size=r.integer(t["max_queue_size"], f"{where}.max_queue_size", 1)
         if "max_queue_size" in t
         else d.max_queue_size,
+        adaptive_batch_size=r.boolean(t["adaptive_batch_size"], f"{where}.adaptive_batch_size")
+        if "adaptive_batch_size" in t
+        else d.adaptive_batch_size,
     )
 
 
