@@ -125,7 +125,7 @@ def test_default_demo_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> No
 def test_cli_builds_and_prints_next_steps(demo_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
     parser = argparse.ArgumentParser()
     demo_cli.register(parser.add_subparsers())
-    args = parser.parse_args(["demo", "--repo", str(demo_repo), "--no-serve", "--port", "8123"])
+    args = parser.parse_args(["demo", "--repo", str(demo_repo), "--no-serve", "--no-optimize", "--port", "8123"])
     assert args.func(args) == 0
     out = capsys.readouterr().out
     assert "already built" in out

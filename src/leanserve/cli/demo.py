@@ -23,6 +23,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--port", type=int, default=8000, help="port to listen on (default: %(default)s)")
     p.add_argument("--no-serve", action="store_true", help="build the repository, print how to use it, and exit")
     p.add_argument("--force", action="store_true", help="rebuild the models even when already built")
+    p.add_argument(
+        "--no-optimize", action="store_true", help="skip `leanserve optimize` on the demo models (it takes minutes)"
+    )
     p.set_defaults(func=run)
 
 
@@ -40,6 +43,10 @@ def run(args: argparse.Namespace) -> int:
             console.print(f"[dim]{message}[/dim]")
 
         repo = build_demo_repository(args.repo, progress=progress, force=args.force)
+        if not args.no_optimize:
+            from ..demo.optimized import optimize_demo_repository
+
+            optimize_demo_repository(repo, progress=progress, force=args.force)
 
     accuracy = load_model_config(repo / "digits").metadata.get("accuracy")
     example = digits_example(repo)

@@ -1,0 +1,56 @@
+"""The demo repository after `optimize`: real variants, reports, and the chosen version served by default."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tomllib
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from leanserve.demo import digits_example
+from leanserve.demo.optimized import optimize_demo_repository
+from tests.server.conftest import RunningServer
+
+
+@pytest.fixture(scope="module")
+def optimized(demo_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    repo = tmp_path_factory.mktemp("optimized")
+    shutil.copytree(demo_repo / "digits", repo / "digits")
+    lines = optimize_demo_repository(repo, models=("digits",), quick=True)
+    assert lines and lines[0].startswith("digits:")
+    return repo
+
+
+def test_variants_and_reports_are_written(optimized: Path) -> None:
+    digits = optimized / "digits"
+    report = json.loads((digits / "report.json").read_text())
+    assert (digits / "report.html").read_text().lower().startswith("<!doctype html>")
+    assert len(report["variants"]) >= 3
+    config = tomllib.loads((digits / "model.toml").read_text())
+    default = config["default_version"]
+    assert (digits / str(default)).is_dir()
+    provenance = config["versions"][str(default)]["provenance"]
+    assert provenance["source_sha256"] and provenance["method"]
+
+
+def test_the_chosen_version_is_served_by_default(optimized: Path) -> None:
+    config = tomllib.loads((optimized / "digits" / "model.toml").read_text())
+    server = RunningServer(optimized).start()
+    try:
+        example = digits_example(optimized)
+        body = {
+            "inputs": [
+                {"name": "image", "datatype": "FP32", "shape": [1, 1, 8, 8], "data": example.image.ravel().tolist()}
+            ]
+        }
+        r = httpx.post(f"{server.url}/v2/models/digits/infer", json=body)
+        assert r.status_code == 200, r.text
+        assert r.json()["model_version"] == str(config["default_version"])
+        logits = next(o for o in r.json()["outputs"] if o["name"] == "logits")
+        assert int(np.argmax(logits["data"])) == example.label
+    finally:
+        server.stop()
