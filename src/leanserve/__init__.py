@@ -1,3 +1,60 @@
-"""leanserve: optimize a model, serve it over the Open Inference Protocol, measure it."""
+"""leanserve: optimize a model, serve it over the Open Inference Protocol, measure it.
+
+Everything the command line does is a function here::
+
+    import leanserve
+    report = leanserve.check_repository(Path("models"))
+    result = leanserve.optimize("model.onnx", data="eval.npz", labels="labels", budget="1%", repo="models")
+    leanserve.serve(Path("models"), port=8000)
+"""
 
 __version__ = "0.1.0"
+
+from .check import CheckReport, VersionCheck, check_repository
+from .config import ModelConfig, load_model_config
+from .errors import (
+    ClientError,
+    ConfigError,
+    InferenceFailed,
+    InvalidInput,
+    LeanserveError,
+    ModelNotFound,
+    ModelNotReady,
+    PayloadTooLarge,
+    ServerError,
+    UsageError,
+)
+from .optimize import OptimizeResult, optimize
+from .protocol import InferInput, InferRequest, InferRequestedOutput, InferResult, Limits
+from .repository import scan_repository
+from .server import Server, build_app, serve
+
+__all__ = [
+    "CheckReport",
+    "ClientError",
+    "ConfigError",
+    "InferInput",
+    "InferRequest",
+    "InferRequestedOutput",
+    "InferResult",
+    "InferenceFailed",
+    "InvalidInput",
+    "LeanserveError",
+    "Limits",
+    "ModelConfig",
+    "ModelNotFound",
+    "ModelNotReady",
+    "OptimizeResult",
+    "PayloadTooLarge",
+    "Server",
+    "ServerError",
+    "UsageError",
+    "VersionCheck",
+    "__version__",
+    "build_app",
+    "check_repository",
+    "load_model_config",
+    "optimize",
+    "scan_repository",
+    "serve",
+]
