@@ -45,9 +45,13 @@ def optimize_demo_repository(
             name=name,
             quick=quick,
             variants=variants,
-            progress=lambda m, n=name: say(f"{n}: {m}"),
+            progress=_prefixed(say, name),
             **recipe,  # type: ignore[arg-type]
         )
         lines.append(f"{name}: {result.message}")
         say(lines[-1])
     return lines
+
+
+def _prefixed(say: Callable[[str], None], name: str) -> Callable[[str], None]:
+    return lambda message: say(f"{name}: {message}")

@@ -7,6 +7,11 @@ arguments out of the URL and call :class:`.handlers.Handlers`.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
+from pathlib import Path
+
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -14,10 +19,13 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ..errors import InvalidInput
-from ..protocol import encode_error
+from ..protocol import Limits, encode_error
+from ..registry import ModelRegistry
+from ..router import Router
 from .handlers import Handlers, Reply, error_reply
 
 HEADER_LENGTH = "inference-header-content-length"
+Lifespan = Callable[[Starlette], AbstractAsyncContextManager[None]]
 
 
 def to_response(reply: Reply) -> Response:
@@ -25,7 +33,7 @@ def to_response(reply: Reply) -> Response:
     return Response(reply.body, reply.status, headers=headers, media_type=reply.content_type.decode())
 
 
-def build_app(handlers: Handlers) -> Starlette:
+def build_app(handlers: Handlers, lifespan: Lifespan | None = None) -> Starlette:
     def version_of(request: Request) -> str | None:
         v: str | None = request.path_params.get("version")
         return v
@@ -102,4 +110,21 @@ def build_app(handlers: Handlers) -> Starlette:
         assert isinstance(exc, InvalidInput)
         return to_response(error_reply(exc))
 
-    return Starlette(routes=routes, exception_handlers={HTTPException: http_error, InvalidInput: invalid})
+    return Starlette(
+        routes=routes, exception_handlers={HTTPException: http_error, InvalidInput: invalid}, lifespan=lifespan
+    )
+
+
+def asgi_app(repository: Path, limits: Limits | None = None) -> Starlette:
+    """A standalone ASGI app for a repository (uvicorn, Ray Serve): models load at lifespan start-up."""
+    registry = ModelRegistry(Path(repository))
+    handlers = Handlers(registry, Router(registry), limits or Limits())
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await registry.load_all()
+        yield
+        handlers.shutting_down = True
+        await registry.close()
+
+    return build_app(handlers, lifespan)
