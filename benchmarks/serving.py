@@ -246,6 +246,19 @@ def run_case(
         )
     )
     port = free_port()
+    print(f"== {label}: leanserve's Starlette app under uvicorn (the framework's cost)", flush=True)
+    results.append(
+        measure_server(
+            "leanserve-asgi",
+            [PY, str(HERE / "peers" / "leanserve_uvicorn.py"), str(repo), str(port)],
+            f"http://127.0.0.1:{port}/v2/models/{model}/infer",
+            body,
+            duration,
+            expect,
+            output,
+        )
+    )
+    port = free_port()
     print(f"== {label}: FastAPI + uvicorn (no batching)", flush=True)
     results.append(
         measure_server(
@@ -282,9 +295,34 @@ def print_table(case: dict[str, object]) -> None:
                 f"{load['p99_ms']:>8.2f} {load['errors']:>6} {s['cold_start_s']:>7.2f} {s['idle_rss_mb']:>8.0f}"
             )
     lean = {ld["concurrency"]: ld for ld in servers[0]["loads"]}
-    floor = {ld["concurrency"]: ld for ld in servers[1]["loads"]}
+    floor = {ld["concurrency"]: ld for ld in servers[-1]["loads"]}
     for c in (1, 32):
         print(f"  leanserve / fastapi at c{c}: {lean[c]['requests_per_s'] / floor[c]['requests_per_s']:.2f}x req/s")
+
+
+def check_targets(case: dict[str, object]) -> list[str]:
+    """The issue's targets for leanserve, each PASS or MISS as measured in this run."""
+    ceil = case["ceiling"]
+    servers = case["servers"]
+    assert isinstance(ceil, dict) and isinstance(servers, list)
+    lean = {ld["concurrency"]: ld for ld in servers[0]["loads"]}
+    rows: list[tuple[str, bool]] = []
+    if str(case["case"]).startswith("tiny"):
+        rows.append((f"c32 >= 15000 req/s: {lean[32]['requests_per_s']:.0f}", lean[32]["requests_per_s"] >= 15000))
+        rows.append((f"c32 p99 <= 5 ms: {lean[32]['p99_ms']:.2f}", lean[32]["p99_ms"] <= 5))
+        rows.append((f"c1 p50 <= 0.25 ms: {lean[1]['p50_ms']:.3f}", lean[1]["p50_ms"] <= 0.25))
+    else:
+        base = ceil["items_per_s_batch1"]
+        rows.append(
+            (f"c1 >= 0.90 of ceiling: {lean[1]['requests_per_s'] / base:.2f}", lean[1]["requests_per_s"] >= 0.9 * base)
+        )
+        rows.append(
+            (
+                f"c32 >= 0.97 of ceiling: {lean[32]['requests_per_s'] / base:.2f}",
+                lean[32]["requests_per_s"] >= 0.97 * base,
+            )
+        )
+    return [f"  {'PASS' if ok else 'MISS'}  {text}" for text, ok in rows]
 
 
 def environment() -> dict[str, str]:
@@ -363,6 +401,7 @@ def main() -> int:
             )
     for case in cases:
         print_table(case)
+        print("\n".join(check_targets(case)))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"environment": environment(), "cases": cases}, indent=1))
     print(f"\nwritten to {args.out}")
