@@ -10,8 +10,8 @@ Latency rules, in order of importance:
   still share a batch without waiting for anything.
 - While the engine is busy, requests pile up; the next batch takes as many as fit.
 - Requests whose non-batch dimensions or datatypes differ are never mixed.
-- A cheap model (measured) runs inline on the event loop when a batch holds a single request:
-  a thread hand-off costs more than the inference itself.
+- A batch measured to be cheap (a small model) runs inline on the event loop: a thread hand-off
+  costs more than the inference itself.
 """
 
 from __future__ import annotations
@@ -39,7 +39,8 @@ Tensors = dict[str, np.ndarray]
 # callbacks rather than futures: each future hop costs an event-loop turn per request.
 Done = Callable[[Tensors | None, LeanserveError | None], None]
 
-# A single request whose compute is expected under this runs inline on the event loop.
+# A batch whose engine time is expected under this runs inline on the event loop: a thread
+# hand-off (a wake-up, a GIL transfer, a self-pipe write back) costs more than the work.
 INLINE_BELOW_SECONDS = 0.0003
 
 
@@ -203,6 +204,8 @@ class Batcher:
         self._loop: asyncio.AbstractEventLoop | None = None
         # Estimated seconds for one single-request run; None until measured.
         self._single_cost: float | None = None
+        # Moving average of seconds per row over batches of several rows; None until measured.
+        self._row_cost: float | None = None
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._idle = asyncio.Event()
@@ -304,11 +307,18 @@ class Batcher:
         except LeanserveError as e:
             self._finish(_Done(batch, [e] * len(batch), 0.0))
             return
-        if len(batch) == 1 and self._single_cost is not None and self._single_cost < self._inline_below:
+        estimate = self._estimate(sum(r.rows for r in batch))
+        if estimate is not None and estimate < self._inline_below:
             self._finish(self._execute(_Job(batch, inputs)))
         else:
             self._ensure_thread()
             self._jobs.put(_Job(batch, inputs))
+
+    def _estimate(self, rows: int) -> float | None:
+        """Expected engine seconds for a batch of ``rows``, from what was measured so far."""
+        if rows <= 1:
+            return self._single_cost
+        return None if self._row_cost is None else self._row_cost * rows
 
     def _pop(self, indices: list[int]) -> list[QueuedRequest]:
         if indices == list(range(len(indices))):  # the common case: a prefix of the queue
@@ -364,9 +374,13 @@ class Batcher:
         self._stats.record_batch(rows if self.batching else len(done.batch), done.seconds)
         if self._tuner is not None and done.seconds > 0:
             self._tuner.observe(rows, done.seconds)
-        if len(done.batch) == 1:
+        if rows == 1:
             previous = self._single_cost
             self._single_cost = done.seconds if previous is None else 0.8 * previous + 0.2 * done.seconds
+        elif rows > 1:
+            per_row = done.seconds / rows
+            previous = self._row_cost
+            self._row_cost = per_row if previous is None else 0.8 * previous + 0.2 * per_row
         for request, result in zip(done.batch, done.results, strict=True):
             try:
                 if isinstance(result, LeanserveError):
