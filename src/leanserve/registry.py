@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,7 @@ from pathlib import Path
 from .batching import Batcher
 from .check import check_version
 from .errors import ModelNotFound, ModelNotReady
-from .repository import ModelVersionSpec, resolve_version, safe_model_name, scan_repository
+from .repository import ModelEntry, ModelVersionSpec, resolve_version, safe_model_name, scan_repository
 from .runtimes import Runtime
 from .stats import ModelStats
 
@@ -68,8 +69,6 @@ def _resident_bytes() -> int:
             pages = int(f.read().split()[1])
     except (OSError, ValueError, IndexError):
         return 0
-    import os
-
     return pages * os.sysconf("SC_PAGE_SIZE")
 
 
@@ -129,6 +128,7 @@ class ModelRegistry:
         """Scan the repository and load every selected version; one failure never stops the others."""
         loop = asyncio.get_running_loop()
         scan = await loop.run_in_executor(None, scan_repository, self.repository)
+        to_load: list[tuple[ModelVersion, ModelEntry]] = []
         for entry in scan.models:
             model = Model(name=entry.name)
             self._models[entry.name] = model
@@ -138,30 +138,24 @@ class ModelRegistry:
                 continue
             model.default_version = entry.config.default_version
             for version in entry.versions:
-                model.versions[version] = ModelVersion(
-                    entry.name, version, State.LOADING, ModelStats(entry.name, str(version))
-                )
-        for model in self._models.values():
-            entry_config = next(e.config for e in scan.models if e.name == model.name)
-            for mv in model.versions.values():
-                assert entry_config is not None
-                # Loading one at a time keeps the resident-memory delta attributable to one model.
-                await loop.run_in_executor(None, self._load_version, mv, entry_config)
-                if mv.runtime is not None and mv.spec is not None:
-                    mv.batcher = Batcher(
-                        mv.runtime,
-                        mv.spec.config.max_batch_size or 0,
-                        mv.spec.config.dynamic_batching,
-                        mv.stats,
-                    )
-                    mv.state = State.READY
+                mv = ModelVersion(entry.name, version, State.LOADING, ModelStats(entry.name, str(version)))
+                model.versions[version] = mv
+                to_load.append((mv, entry))
+        for mv, entry in to_load:
+            # One at a time, so that the resident-memory delta is attributable to one version.
+            await loop.run_in_executor(None, self._load_version, mv, entry)
+            if mv.runtime is not None and mv.spec is not None:
+                config = mv.spec.config
+                mv.batcher = Batcher(mv.runtime, config.max_batch_size or 0, config.dynamic_batching, mv.stats)
+                mv.state = State.READY
         self.loaded = True
 
-    def _load_version(self, mv: ModelVersion, config: object) -> None:
+    def _load_version(self, mv: ModelVersion, entry: ModelEntry) -> None:
         before = _resident_bytes()
         start = time.perf_counter()
         try:
-            spec = resolve_version(self.repository / mv.name, config, mv.version)  # type: ignore[arg-type]
+            assert entry.config is not None
+            spec = resolve_version(entry.directory, entry.config, mv.version)
             check, runtime = check_version(spec)
         except Exception as e:
             mv.state, mv.reason = State.UNAVAILABLE, str(e)
