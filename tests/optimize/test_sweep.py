@@ -45,3 +45,11 @@ def test_tile_repeats_examples() -> None:
     x = {"x": np.arange(3)}
     assert tile(x, 7)["x"].tolist() == [0, 1, 2, 0, 1, 2, 0]
     assert tile(x, 2)["x"].tolist() == [0, 1]
+
+
+def test_latency_objective_picks_the_threads_that_answer_one_request_fastest() -> None:
+    # Two threads win at batch 32 but lose at batch 1, as on a small model where hand-offs cost
+    # more than the second core computes.
+    points = [_p(1, 1, 0.50), _p(1, 32, 10.0), _p(2, 1, 0.70), _p(2, 32, 6.0)]
+    assert recommend(points, dynamic_batch=True, objective="throughput").threads == 2
+    assert recommend(points, dynamic_batch=True, objective="latency").threads == 1

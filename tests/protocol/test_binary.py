@@ -77,9 +77,7 @@ def test_empty_tensors() -> None:
     assert request.inputs[1].data.shape == (0,)
 
 
-@pytest.mark.parametrize(
-    ("value", "expected"), [(None, None), ("0", 0), ("12", 12), (" 12 ", 12), ("0012", 12)]
-)
+@pytest.mark.parametrize(("value", "expected"), [(None, None), ("0", 0), ("12", 12), (" 12 ", 12), ("0012", 12)])
 def test_parse_header_length(value: str | None, expected: int | None) -> None:
     assert parse_header_length(value) == expected
 
@@ -197,9 +195,7 @@ def test_result_with_lying_sizes_is_refused_on_the_client_side_too() -> None:
         {
             "model_name": "m",
             "model_version": "1",
-            "outputs": [
-                {"name": "y", "datatype": "FP32", "shape": [2], "parameters": {"binary_data_size": 8}}
-            ],
+            "outputs": [{"name": "y", "datatype": "FP32", "shape": [2], "parameters": {"binary_data_size": 8}}],
         }
     )
     with pytest.raises(InvalidInput, match="output 'y': binary_data_size is 8 bytes but only 4"):
@@ -218,8 +214,6 @@ def test_tensors_are_written_little_endian_row_major() -> None:
 def test_bytes_tensor_serialization() -> None:
     array = np.array([[b"ab", "é"], [b"", 5]], dtype=object)
     blob = serialize_bytes_tensor(array)
-    assert blob == bytes_element(b"ab") + bytes_element("é".encode()) + bytes_element(b"") + bytes_element(
-        b"5"
-    )
+    assert blob == bytes_element(b"ab") + bytes_element("é".encode()) + bytes_element(b"") + bytes_element(b"5")
     back = deserialize_bytes_tensor("output 'y'", memoryview(blob), 4)
     assert back.tolist() == [b"ab", "é".encode(), b"", b"5"]

@@ -91,9 +91,7 @@ def test_request_round_trip(datatype: str, binary: bool, data: st.DataObject) ->
 @pytest.mark.parametrize("datatype", DATATYPES)
 @settings(max_examples=60, deadline=None)
 @given(data=st.data())
-def test_result_round_trip_and_tritonclient_reads_it(
-    datatype: str, binary: bool, data: st.DataObject
-) -> None:
+def test_result_round_trip_and_tritonclient_reads_it(datatype: str, binary: bool, data: st.DataObject) -> None:
     array = data.draw(tensors(datatype, json_safe=not binary))
     result = InferResult("m", "1", [InferOutput("y", array, binary_data=binary)], id="r-1")
     body, header_length = encode_infer_result(result)

@@ -108,8 +108,7 @@ def test_integers_beyond_64_bits_are_refused() -> None:
     # orjson reads them as floats, which no integer datatype takes.
     with pytest.raises(InvalidInput, match=r"UINT64 data cannot hold number 1\.8446744073709552e"):
         decode_infer_request(
-            b'{"inputs": [{"name": "x", "datatype": "UINT64", "shape": [1], '
-            b'"data": [18446744073709551616]}]}',
+            b'{"inputs": [{"name": "x", "datatype": "UINT64", "shape": [1], "data": [18446744073709551616]}]}',
             None,
             Limits(),
         )

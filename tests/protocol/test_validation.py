@@ -51,9 +51,7 @@ def test_missing_input() -> None:
 
 
 def test_unknown_input() -> None:
-    req = request(
-        tensor("image", "FP32", (1, 3, 2)), tensor("mask", "BOOL", (1, 4)), tensor("extra", "FP32", (1,))
-    )
+    req = request(tensor("image", "FP32", (1, 3, 2)), tensor("mask", "BOOL", (1, 4)), tensor("extra", "FP32", (1,)))
     error = assert_invalid(req, "unknown input 'extra'")
     assert error.hint == "the model's inputs are 'image', 'mask'"
 
@@ -101,8 +99,6 @@ def test_scalar_spec_with_batching_is_one_dimension() -> None:
 
 def test_requested_outputs() -> None:
     inputs = (tensor("image", "FP32", (1, 3, 2)), tensor("mask", "BOOL", (1, 4)))
-    error = assert_invalid(
-        request(*inputs, outputs=["scores", "logits"]), "unknown requested output 'logits'"
-    )
+    error = assert_invalid(request(*inputs, outputs=["scores", "logits"]), "unknown requested output 'logits'")
     assert error.hint == "the model's outputs are 'scores', 'label'"
     assert_invalid(request(*inputs, outputs=["label", "label"]), "output 'label' is requested more than once")

@@ -26,7 +26,7 @@ from .progress import Progress, StepTimes, silent
 MODELS: tuple[str, ...] = ("digits", "minilm")
 MARKER = ".leanserve-demo.json"
 # Bump when a model's recipe changes, so repositories built by older code are rebuilt.
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2
 _STAGING_INFIX = ".building-"
 
 Builder = Callable[[Path, Progress, StepTimes], None]

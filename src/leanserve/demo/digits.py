@@ -1,4 +1,4 @@
-"""The ``digits`` demo model: a small CNN on scikit-learn's bundled 8x8 digits, trained in seconds.
+"""The ``digits`` demo model: a CNN on scikit-learn's bundled 8x8 digits, trained in seconds.
 
 Input ``image`` is FP32 ``[batch, 1, 8, 8]`` with pixels in [0, 1] (the dataset's 0..16 divided
 by 16); outputs are ``logits`` and ``probabilities``, both FP32 ``[batch, 10]``.
@@ -20,10 +20,10 @@ from .progress import Progress, StepTimes
 
 NAME = "digits"
 SEED = 0
-EPOCHS = 20
+EPOCHS = 6
 TRAIN_BATCH = 32
 TEST_FRACTION = 0.2
-MIN_ACCURACY = 0.95
+MIN_ACCURACY = 0.97
 PIXEL_SCALE = 16.0
 SPEC = ExportSpec(
     input_names=("image",),
@@ -55,16 +55,23 @@ def load_split() -> DigitsSplit:
 
 
 class DigitsCNN(nn.Module):
+    # Far wider than 8x8 digits need (a 1->16->32 net reaches 0.98 too), on purpose: in so small
+    # a net ONNX Runtime's per-call overhead is most of the time and int8 has nothing to win. At
+    # about 10 million multiply-adds an image the convolutions dominate, as in real CNNs, so the
+    # demo shows what `leanserve optimize` buys; training still takes seconds.
     def __init__(self) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(1, 16, 3, padding=1),
+            nn.Conv2d(1, 64, 3, padding=1),
             nn.ReLU(),
-            nn.Conv2d(16, 32, 3, padding=1),
+            nn.Conv2d(64, 128, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(128, 256, 3, padding=1),
             nn.ReLU(),
             nn.MaxPool2d(2),
         )
-        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(32 * 4 * 4, 64), nn.ReLU(), nn.Linear(64, 10))
+        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(256 * 2 * 2, 256), nn.ReLU(), nn.Linear(256, 10))
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self.classifier(self.features(image))
@@ -72,9 +79,8 @@ class DigitsCNN(nn.Module):
 
 
 def train(split: DigitsSplit, progress: Progress, epochs: int = EPOCHS) -> DigitsCNN:
-    # One thread: the model is too small to gain from more, and on a busy machine OpenMP
-    # threads waiting on each other made training ten times slower. fork_rng: seeding must
-    # not change the random stream of whoever called us.
+    # One thread: on a busy machine OpenMP threads waiting on each other made training ten
+    # times slower. fork_rng: seeding must not change the random stream of whoever called us.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -102,7 +108,7 @@ def _train(split: DigitsSplit, progress: Progress, epochs: int) -> DigitsCNN:
             loss.backward()
             optimizer.step()
             total += loss.item() * len(idx)
-        if epoch % 5 == 0 or epoch == epochs:
+        if epoch % 2 == 0 or epoch == epochs:
             progress(f"training digits CNN: epoch {epoch}/{epochs}, loss {total / len(labels):.4f}")
     return model.eval()
 
@@ -150,7 +156,7 @@ def model_toml(accuracy: float, exporter: str) -> dict[str, object]:
         "dynamic_batching": {"max_queue_delay_ms": 0.0},
         "runtime": {"intra_op_threads": 1},
         "metadata": {
-            "description": "Handwritten digit classifier: a small CNN trained on scikit-learn's 8x8 digits.",
+            "description": "Handwritten digit classifier: a three-layer CNN trained on scikit-learn's 8x8 digits.",
             "labels": [str(d) for d in range(10)],
             "input_scaling": "pixel values 0..16 divided by 16, so in [0, 1]",
             "dataset": f"sklearn.datasets.load_digits, stratified {1 - TEST_FRACTION:.0%}/{TEST_FRACTION:.0%} "

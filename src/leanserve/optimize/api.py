@@ -163,6 +163,7 @@ class _Run:
             threads=tuple(thread_candidates(_cores())),
             batch_sizes=tuple(batch_candidates(dynamic, quick)),
             timing_inputs={k: v[:64] for k, v in parts.evaluation.inputs.items()},
+            objective=objective,
         )
         self.builder = Builder(self.source.onnx_path, self.work, parts.calibration, dynamic)
         self.calibration = parts.calibration

@@ -6,6 +6,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -35,6 +36,7 @@ class Bench:
     threads: tuple[int, ...]
     batch_sizes: tuple[int, ...]
     timing_inputs: Mapping[str, np.ndarray]  # a slice of the evaluation inputs, tiled into batches
+    objective: Literal["latency", "throughput"] = "latency"  # which threads the serving plan picks
 
 
 def predict(runtime: Runtime, data: Dataset, batch_size: int) -> dict[str, np.ndarray]:
@@ -87,7 +89,7 @@ def measure(
                 bench.settings,
             )
         )
-        plan = recommend(points, bench.dynamic_batch)
+        plan = recommend(points, bench.dynamic_batch, bench.objective)
     threads = plan.threads if plan else max(bench.threads)
     batch = plan.best_batch_size if plan else 1
     big = tile(bench.timing_inputs, batch)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -102,13 +103,17 @@ def _points(
     return points
 
 
-def recommend(points: Sequence[SweepPoint], dynamic_batch: bool) -> ServingPlan:
-    """How to serve: threads, max_batch_size and max_queue_delay_ms from the sweep."""
+def recommend(
+    points: Sequence[SweepPoint], dynamic_batch: bool, objective: Literal["latency", "throughput"] = "throughput"
+) -> ServingPlan:
+    """How to serve: threads, max_batch_size and max_queue_delay_ms from the sweep.
+
+    The threads are those with the best throughput at any batch size, or, for the latency
+    objective, those that answer one request fastest.
+    """
     if not points:
         raise ValueError("no sweep points")
-    best_by_threads = {t: max(p.throughput for p in points if p.threads == t) for t in {p.threads for p in points}}
-    top = max(best_by_threads.values())
-    threads = min(t for t, v in best_by_threads.items() if v >= top * (1 - _THREAD_TOLERANCE))
+    threads = _threads(points, objective)
     mine = sorted((p for p in points if p.threads == threads), key=lambda p: p.batch_size)
     b1 = mine[0]
     # The smallest batch that reaches nearly the best throughput: larger batches add latency
@@ -137,3 +142,15 @@ def recommend(points: Sequence[SweepPoint], dynamic_batch: bool) -> ServingPlan:
         chosen.throughput,
         f"batch {chosen.batch_size} gives {chosen.throughput / b1.throughput:.2f}x the batch-1 throughput",
     )
+
+
+def _threads(points: Sequence[SweepPoint], objective: Literal["latency", "throughput"]) -> int:
+    singles = {p.threads: p.latency_ms for p in points if p.batch_size == 1}
+    if objective == "latency" and singles:
+        # On a small model a second thread costs more in hand-offs than it computes: the
+        # threads that serve a lone request fastest can differ from those of the best batch.
+        fastest = min(singles.values())
+        return min(t for t, ms in singles.items() if ms <= fastest * (1 + _THREAD_TOLERANCE))
+    best_by_threads = {t: max(p.throughput for p in points if p.threads == t) for t in {p.threads for p in points}}
+    top = max(best_by_threads.values())
+    return min(t for t, v in best_by_threads.items() if v >= top * (1 - _THREAD_TOLERANCE))

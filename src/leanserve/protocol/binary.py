@@ -108,8 +108,7 @@ def tensor_from_binary(
     expected = count * dtype.itemsize
     if len(buffer) != expected:
         raise InvalidInput(
-            f"{where}: shape {list(shape)} of {datatype} needs {expected} bytes, "
-            f"binary_data_size is {len(buffer)}"
+            f"{where}: shape {list(shape)} of {datatype} needs {expected} bytes, binary_data_size is {len(buffer)}"
         )
     _check_count(where, count, max_elements)
     array = np.frombuffer(buffer, dtype=dtype).reshape(shape)

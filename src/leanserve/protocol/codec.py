@@ -51,9 +51,7 @@ def decode_infer_request(body: bytes, header_length: int | None, limits: Limits)
             hint='send {"inputs": [{"name": ..., "datatype": ..., "shape": [...], "data": [...]}]}',
         )
     if len(raw_inputs) > limits.max_inputs:
-        raise InvalidInput(
-            f"request has {len(raw_inputs)} inputs, more than the limit of {limits.max_inputs}"
-        )
+        raise InvalidInput(f"request has {len(raw_inputs)} inputs, more than the limit of {limits.max_inputs}")
     reader = BinaryReader(binary)
     inputs = [_decode_tensor(index, raw, "input", reader, limits) for index, raw in enumerate(raw_inputs)]
     reader.finish()
@@ -61,9 +59,7 @@ def decode_infer_request(body: bytes, header_length: int | None, limits: Limits)
     parameters = _parameters(doc.get("parameters"), "request", limits)
     binary_data_output = _flag(parameters.pop("binary_data_output", False), "request", "binary_data_output")
     raw_outputs = doc.get("outputs")
-    outputs = (
-        None if raw_outputs is None else _decode_requested_outputs(raw_outputs, binary_data_output, limits)
-    )
+    outputs = None if raw_outputs is None else _decode_requested_outputs(raw_outputs, binary_data_output, limits)
     request_id = doc.get("id")
     if request_id is not None and type(request_id) is not str:
         raise InvalidInput(f"request 'id' must be a string, got {type(request_id).__name__}")
@@ -112,9 +108,7 @@ def encode_infer_request(request: InferRequest, binary: bool) -> tuple[bytes, in
         doc["parameters"] = parameters
     for inp in request.inputs:
         if datatype_of(inp.data) != inp.datatype:
-            raise UsageError(
-                f"input {inp.name!r}: datatype is {inp.datatype} but the array holds {inp.data.dtype}"
-            )
+            raise UsageError(f"input {inp.name!r}: datatype is {inp.datatype} but the array holds {inp.data.dtype}")
     blobs: list[bytes] = []
     doc["inputs"] = [
         _encode_tensor(f"input {inp.name!r}", inp.name, inp.data, inp.datatype, binary, inp.parameters, blobs)
@@ -140,9 +134,7 @@ def decode_infer_result(body: bytes, header_length: int | None) -> InferResult:
     for index, raw in enumerate(raw_outputs):
         # Read before decoding, which pops the key from the parameters it keeps.
         is_binary = (
-            type(raw) is dict
-            and type(raw.get("parameters")) is dict
-            and ("binary_data_size" in raw["parameters"])
+            type(raw) is dict and type(raw.get("parameters")) is dict and ("binary_data_size" in raw["parameters"])
         )
         tensor = _decode_tensor(index, raw, "output", reader, _UNLIMITED)
         outputs.append(InferOutput(tensor.name, tensor.data, is_binary, tensor.parameters))
@@ -190,9 +182,7 @@ def _decode_tensor(index: int, raw: object, kind: str, reader: BinaryReader, lim
     if size is not None:
         if "data" in raw:
             raise InvalidInput(f"{where}: has both 'data' and parameters.binary_data_size", hint="send one")
-        data = tensor_from_binary(
-            where, datatype, shape, count, reader.take(where, size), limits.max_tensor_elements
-        )
+        data = tensor_from_binary(where, datatype, shape, count, reader.take(where, size), limits.max_tensor_elements)
     elif "data" in raw:
         data = tensor_from_json(where, datatype, shape, count, raw["data"], limits.max_tensor_elements)
     else:
@@ -215,9 +205,7 @@ def _shape(where: str, raw: object) -> tuple[int, ...]:
     )
 
 
-def _decode_requested_outputs(
-    raw: object, default_binary: bool, limits: Limits
-) -> list[InferRequestedOutput]:
+def _decode_requested_outputs(raw: object, default_binary: bool, limits: Limits) -> list[InferRequestedOutput]:
     if type(raw) is not list:
         raise InvalidInput(f"request 'outputs' must be an array, got {type(raw).__name__}")
     if len(raw) > limits.max_inputs:

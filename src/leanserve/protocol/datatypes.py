@@ -25,9 +25,7 @@ _NUMPY_BY_DATATYPE: Final[dict[str, np.dtype]] = {
     "BYTES": np.dtype(np.object_),
 }
 
-_DATATYPE_BY_NUMPY: Final[dict[np.dtype, str]] = {
-    dtype: name for name, dtype in _NUMPY_BY_DATATYPE.items()
-}
+_DATATYPE_BY_NUMPY: Final[dict[np.dtype, str]] = {dtype: name for name, dtype in _NUMPY_BY_DATATYPE.items()}
 
 # ONNX tensor element types (onnx.TensorProto enum values) to OIP datatypes.
 _DATATYPE_BY_ONNX_TYPE: Final[dict[str, str]] = {
@@ -54,9 +52,7 @@ def numpy_dtype(datatype: str) -> np.dtype:
     try:
         return _NUMPY_BY_DATATYPE[datatype]
     except (KeyError, TypeError):
-        raise InvalidInput(
-            f"unknown datatype {datatype!r}", hint=f"use one of {', '.join(DATATYPES)}"
-        ) from None
+        raise InvalidInput(f"unknown datatype {datatype!r}", hint=f"use one of {', '.join(DATATYPES)}") from None
 
 
 def datatype_of(array: np.ndarray) -> str:
