@@ -416,7 +416,8 @@ def resnet_case(work: Path, size: int, threads: int | None) -> dict[str, Any]:
 
     rng = np.random.default_rng(0)
     images = rng.standard_normal((96, 3, size, size), dtype=np.float32)
-    arrays = {"x": images}
+    # The dynamo exporter names ONNX inputs after forward()'s parameters: nn.Sequential's is "input".
+    arrays = {"input": images}
     result, seconds = run_optimize(
         f"resnet18-like {size}x{size}",
         model=resnet18_like(),
@@ -429,8 +430,8 @@ def resnet_case(work: Path, size: int, threads: int | None) -> dict[str, Any]:
     )
     loaded = loaded_versions(result, threads)
     ev = held_out(arrays, None)
-    comparisons = compare(loaded, {"x": images[ev][:BIG_BATCH]})
-    ref, got = outputs_on(loaded, {"x": images[ev]}, loaded.output)
+    comparisons = compare(loaded, {"input": images[ev][:BIG_BATCH]})
+    ref, got = outputs_on(loaded, {"input": images[ev]}, loaded.output)
     metric = {
         "name": "top1 agreement (random weights, random images: speed only)",
         "examples": len(ev),
