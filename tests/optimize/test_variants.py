@@ -111,3 +111,21 @@ def test_select() -> None:
     assert all("entropy" not in s.name for s in select(None, quick=False))
     with pytest.raises(UsageError, match="unknown variant"):
         select(["int4"], quick=False)
+
+
+def test_pre_processing_leaves_nothing_in_the_working_directory(
+    demo_repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Symbolic shape inference fails on the dynamo MiniLM export, and ONNX Runtime then saves
+    # its half-inferred model (90 MB) into the current directory.
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    with np.load(demo_repo / "minilm" / "eval.npz") as data:
+        calibration = from_arrays({"input_ids": data["input_ids"][:4], "attention_mask": data["attention_mask"][:4]})
+    builder = Builder(demo_repo / "minilm" / "1" / "model.onnx", tmp_path / "work", calibration, dynamic_batch=True)
+    (tmp_path / "work").mkdir()
+    prepared, note = builder.prepared()
+    assert "symbolic shape inference skipped" in note
+    assert prepared.exists()
+    assert list(cwd.iterdir()) == []

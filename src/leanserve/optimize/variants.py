@@ -157,19 +157,24 @@ class Builder:
         if self._prepared is None:
             from onnxruntime.quantization.shape_inference import quant_pre_process
 
-            out = self.workdir / "prepared.onnx"
+            out = (self.workdir / "prepared.onnx").resolve()
+            source = self.source.resolve()
             note = "quant_pre_process"
-            try:
-                quant_pre_process(str(self.source), str(out))
-            except Exception:
-                # Symbolic shape inference fails on some exporter output (dynamo MiniLM); ONNX
-                # shape inference alone is enough for the quantizer.
+            # When symbolic shape inference fails, ONNX Runtime saves its half-inferred model
+            # (sym_shape_infer_temp.onnx plus the weights, 90 MB for MiniLM) into the current
+            # directory and leaves it there; run it where that litter is ours to clean up.
+            with contextlib.chdir(self.workdir):
                 try:
-                    quant_pre_process(str(self.source), str(out), skip_symbolic_shape=True)
-                    note = "quant_pre_process (symbolic shape inference skipped: it failed)"
-                except Exception as e:
-                    shutil.copyfile(self.source, out)
-                    note = f"no pre-processing (quant_pre_process failed: {type(e).__name__})"
+                    quant_pre_process(str(source), str(out))
+                except Exception:
+                    # Symbolic shape inference fails on some exporter output (dynamo MiniLM); ONNX
+                    # shape inference alone is enough for the quantizer.
+                    try:
+                        quant_pre_process(str(source), str(out), skip_symbolic_shape=True)
+                        note = "quant_pre_process (symbolic shape inference skipped: it failed)"
+                    except Exception as e:
+                        shutil.copyfile(source, out)
+                        note = f"no pre-processing (quant_pre_process failed: {type(e).__name__})"
             self._prepared = (out, note)
         return self._prepared
 

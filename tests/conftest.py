@@ -1,4 +1,4 @@
-"""One demo repository, built once per test session into a temporary folder."""
+"""Fixtures shared across the suite: one demo repository, built once per test session into a temporary folder."""
 
 from __future__ import annotations
 
