@@ -113,6 +113,27 @@ def test_missing_model_exits_2(mlp: tuple[Path, Path], tmp_path: Path, capsys: p
     assert "does not exist" in capsys.readouterr().err
 
 
-def test_list_variants(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["optimize", "x.onnx", "--data", "d", "--repo", "r", "--list-variants"]) == 0
+def test_list_variants_needs_nothing_else(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["optimize", "--list-variants"]) == 0
     assert "ov-bf16" in capsys.readouterr().out
+
+
+def test_model_data_and_repo_are_required(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["optimize", "x.onnx"]) == 2
+    assert "needs --data, --repo" in capsys.readouterr().err
+
+
+def test_groups_add_the_worst_group_to_the_table(
+    mlp: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model, data = mlp
+    x = np.load(data)["x"]
+    np.savez(tmp_path / "grouped.npz", x=x, language=np.array(["ko", "en", "ja"] * (len(x) // 3)))
+    args = ["optimize", str(model), "--data", str(tmp_path / "grouped.npz"), "--groups", "language"]
+    args += ["--metric", "cosine", "--budget", "0.5", "--repo", str(tmp_path / "repo"), "--quick"]
+    assert main([*args, "--variants", "ort-int8-dynamic", "--no-fallback"]) == 0
+    out = capsys.readouterr().out
+    assert "worst group" in out
+    report = json.loads((tmp_path / "repo" / "mlp" / "report.json").read_text())
+    worst = min(report["variants"][0]["score"]["groups"].items(), key=lambda item: item[1]["value"])
+    assert f"{worst[0]} {worst[1]['value']:.4f}" in out

@@ -54,3 +54,16 @@ def test_the_chosen_version_is_served_by_default(optimized: Path) -> None:
         assert int(np.argmax(logits["data"])) == example.label
     finally:
         server.stop()
+
+
+def test_minilm_is_judged_per_language_korean_included(demo_repo: Path, tmp_path: Path) -> None:
+    shutil.copytree(demo_repo / "minilm", tmp_path / "minilm")
+    optimize_demo_repository(tmp_path, models=("minilm",), quick=True, variants=["ort-int8-dynamic-matmul-pc"])
+    report = json.loads((tmp_path / "minilm" / "report.json").read_text())
+    with np.load(demo_repo / "minilm" / "eval.npz") as data:
+        languages = set(data["language"].tolist())
+    variant = report["variants"][0]
+    groups = variant["score"]["groups"]
+    assert "ko" in groups and set(groups) <= languages and len(groups) >= 3
+    assert min(g["worst"] for g in groups.values()) == pytest.approx(variant["score"]["worst"])
+    assert "cosine per group" in (tmp_path / "minilm" / "report.html").read_text()

@@ -179,3 +179,34 @@ def test_bad_input_is_a_clear_error(mlp: ModelFixture, tmp_path: Path) -> None:
         optimize(mlp.model, data=mlp.data, budget="one percent", repo=tmp_path)
     with pytest.raises(UsageError, match="unknown objective"):
         optimize(mlp.model, data=mlp.data, repo=tmp_path, objective="cheapest")
+
+
+def test_figures_per_group_in_the_result_and_both_reports(mlp: ModelFixture, tmp_path: Path) -> None:
+    x = np.load(mlp.data)["x"]
+    segment = np.where(np.arange(len(x)) % 3 == 0, "rare", "common")
+    r = optimize(
+        mlp.model,
+        data={"x": x, "segment": segment},
+        groups="segment",
+        metric="cosine",
+        budget="0.9",
+        repo=tmp_path,
+        name="mlp",
+        variants=["ort-int8-dynamic"],
+        quick=True,
+        fallback=False,
+    )
+    v = r.variant("ort-int8-dynamic")
+    assert v.score is not None and set(v.score.groups) == {"common", "rare"}
+    for group in v.score.groups.values():
+        assert group.worst is not None and v.score.worst is not None
+        assert v.score.worst <= group.worst <= group.value <= 1.0
+    low, high = sorted(g.value for g in v.score.groups.values())
+    assert low <= v.score.value <= high
+    assert r.original.score is not None and r.original.score.groups["rare"].value == pytest.approx(1.0)
+
+    report = json.loads((tmp_path / "mlp" / "report.json").read_text())
+    figures = next(x for x in report["variants"] if x["name"] == "ort-int8-dynamic")["score"]["groups"]
+    assert figures["rare"]["value"] == pytest.approx(v.score.groups["rare"].value)
+    page = (tmp_path / "mlp" / "report.html").read_text()
+    assert "cosine per group" in page and "<th>rare</th>" in page

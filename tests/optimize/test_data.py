@@ -91,3 +91,31 @@ def test_split_is_deterministic_and_caps_calibration() -> None:
 def test_split_needs_two_examples() -> None:
     with pytest.raises(UsageError, match="at least 2"):
         split(from_arrays({"x": np.zeros((1, 4))}))
+
+
+def test_groups_stay_apart_from_the_inputs_and_follow_their_examples_through_the_split(tmp_path: Path) -> None:
+    language = np.array(["ko", "en", "fr", "ko"] * 5)
+    # Row i holds i in its first column, so every example can be traced after the split.
+    x = np.repeat(np.arange(20, dtype=np.float32)[:, None], 4, axis=1)
+    np.savez(tmp_path / "d.npz", x=x, language=language)
+    data = conform(load_data(tmp_path / "d.npz", groups="language"), INPUTS)
+    assert set(data.inputs) == {"x"} and data.groups is not None
+    parts = split(data, 0.25)
+    for part in (parts.calibration, parts.evaluation):
+        assert part.groups is not None
+        rows = part.inputs["x"][:, 0].astype(int)
+        assert part.groups.tolist() == language[rows].tolist()
+
+
+@pytest.mark.parametrize(
+    ("groups", "labels", "match"),
+    [
+        ("segment", None, "no array named 'segment' for the groups"),
+        ("grid", None, "1-D array"),
+        ("labels", "labels", "both the labels and the groups"),
+    ],
+)
+def test_bad_groups_are_clear_errors(groups: str, labels: str | None, match: str) -> None:
+    arrays = {"x": np.ones((6, 4), np.float32), "grid": np.zeros((6, 2)), "labels": np.arange(6)}
+    with pytest.raises(UsageError, match=match):
+        from_arrays(arrays, labels=labels, groups=groups)

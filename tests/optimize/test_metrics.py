@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from leanserve.errors import UsageError
-from leanserve.optimize.metrics import make_metric
+from leanserve.optimize.metrics import make_metric, score_groups
 
 REF = {"y": np.array([[0.1, 0.9], [0.8, 0.2], [0.3, 0.7]], np.float32)}
 CAND = {"y": np.array([[0.2, 0.8], [0.1, 0.9], [0.4, 0.6]], np.float32)}
@@ -60,3 +60,22 @@ def test_unknown_metric_and_accuracy_without_labels() -> None:
         make_metric("f1", "y", True)
     with pytest.raises(UsageError, match="needs labels"):
         make_metric("accuracy", "y", False)
+
+
+def test_each_group_is_scored_on_its_own_examples_alone() -> None:
+    cosine = make_metric("cosine", "y", has_labels=False)
+    groups = np.array(["a", "b", "a"])
+    s = score_groups(cosine, REF, CAND, None, groups)
+    assert s.value == cosine.score(REF, CAND, None).value and set(s.groups) == {"a", "b"}
+    alone = cosine.score({"y": REF["y"][[0, 2]]}, {"y": CAND["y"][[0, 2]]}, None)
+    assert s.groups["a"].value == pytest.approx(alone.value) and s.groups["a"].worst == pytest.approx(alone.worst)
+    # Example 1 is the worst overall and the only one in group b.
+    assert s.groups["b"].value == pytest.approx(s.worst)
+
+    accuracy = make_metric("accuracy", "y", has_labels=True)
+    by_group = score_groups(accuracy, REF, CAND, np.array([1, 0, 1]), groups).groups
+    assert by_group["a"].value == 1.0 and by_group["b"].value == 0.0
+
+
+def test_without_groups_the_score_has_none() -> None:
+    assert score_groups(make_metric("top1", "y", False), REF, CAND, None, None).groups == {}

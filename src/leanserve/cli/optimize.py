@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ..optimize import OptimizeResult
+    from ..optimize import OptimizeResult, VariantResult
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -24,9 +24,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "held-out data against an accuracy budget, measure them, and write the fastest variant inside "
         "the budget (and the original) into a model repository, with report.html and report.json.",
     )
-    p.add_argument("model", type=Path, help="an .onnx file or a torch.export program (.pt2)")
-    p.add_argument("--data", type=Path, required=True, help=".npz with one array per model input, or a folder")
+    # MODEL, --data and --repo are checked in run(), so that --list-variants works alone.
+    p.add_argument("model", type=Path, nargs="?", help="an .onnx file or a torch.export program (.pt2)")
+    p.add_argument("--data", type=Path, help=".npz with one array per model input, or a folder (required)")
     p.add_argument("--labels", default=None, help="name of the array in --data holding the labels")
+    p.add_argument(
+        "--groups",
+        default=None,
+        help="name of the array in --data holding a group per example (e.g. language): "
+        "the metric is also reported per group",
+    )
     p.add_argument(
         "--metric",
         default="auto",
@@ -39,7 +46,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "an error ceiling for mae / max_error (default: 1%% for accuracy and top1, 0.99 for cosine)",
     )
     p.add_argument("--worst", default=None, help="cosine only: a floor on the worst single example")
-    p.add_argument("--repo", type=Path, required=True, help="the model repository to write versions into")
+    p.add_argument("--repo", type=Path, help="the model repository to write versions into (required)")
     p.add_argument("--name", default=None, help="the model's name in the repository (default: file stem)")
     p.add_argument("--output", default=None, help="the output tensor the metric reads (default: the first)")
     p.add_argument(
@@ -70,12 +77,21 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
+    from ..errors import UsageError
     from ..optimize import CATALOG, optimize
 
     if args.list_variants:
         for name, spec in CATALOG.items():
             print(f"{name:32s} {spec.platform:12s} {spec.kind}")
         return 0
+    missing = [
+        what for what, value in (("MODEL", args.model), ("--data", args.data), ("--repo", args.repo)) if not value
+    ]
+    if missing:
+        raise UsageError(
+            f"leanserve optimize needs {', '.join(missing)}",
+            hint="e.g. leanserve optimize model.onnx --data eval.npz --repo ./models",
+        )
     err = Console(stderr=True)
     variants = [v.strip() for v in args.variants.split(",") if v.strip()] if args.variants else None
     with err.status("optimizing", spinner="dots") as status:
@@ -93,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
             budget=args.budget,
             worst=args.worst,
             labels=args.labels,
+            groups=args.groups,
             output=args.output,
             variants=variants,
             quick=args.quick,
@@ -108,6 +125,14 @@ def run(args: argparse.Namespace) -> int:
     else:
         _print_summary(result)
     return 0
+
+
+def _worst_group(v: VariantResult, higher_is_better: bool) -> str:
+    if v.score is None or not v.score.groups:
+        return "—"
+    pick = min if higher_is_better else max
+    name = pick(v.score.groups, key=lambda g: v.score.groups[g].value)  # type: ignore[union-attr]
+    return f"{name} {v.score.groups[name].value:.4f}"
 
 
 def _print_summary(result: OptimizeResult) -> None:
@@ -126,8 +151,12 @@ def _print_summary(result: OptimizeResult) -> None:
         "version",
     ):
         table.add_column(column)
+    show_groups = result.original.score is not None and bool(result.original.score.groups)
+    if show_groups:
+        table.add_column("worst group")
     for v in [result.original, *result.variants]:
         m = v.measurements
+        extra = [_worst_group(v, result.higher_is_better)] if show_groups else []
         table.add_row(
             v.name + (" *" if v.name == result.chosen else ""),
             v.status,
@@ -137,6 +166,7 @@ def _print_summary(result: OptimizeResult) -> None:
             f"{m.throughput:,.0f} (b{m.throughput_batch})" if m else "—",
             f"{m.file_size_bytes / 2**20:.2f}" if m else "—",
             str(v.version) if v.version is not None else "—",
+            *extra,
         )
     out = Console()
     if not out.is_terminal:

@@ -28,7 +28,7 @@ from .assess import Bench, judge, measure, predict, quick_p50
 from .budget import parse_budget
 from .data import conform, from_arrays, load_data, split
 from .measure import Settings, environment
-from .metrics import make_metric
+from .metrics import make_metric, score_groups
 from .report import write_html, write_json
 from .results import OptimizeResult, SourceInfo, SplitInfo, VariantResult
 from .selection import OBJECTIVES, Objective, choose, keep
@@ -50,6 +50,7 @@ def optimize(
     budget: str | float | None = None,
     worst: str | float | None = None,
     labels: str | None = None,
+    groups: str | None = None,
     example_inputs: tuple[Any, ...] | None = None,
     output: str | None = None,
     variants: Sequence[str] | None = None,
@@ -63,7 +64,8 @@ def optimize(
     """Optimize ``model`` (an .onnx / .pt2 path, or a torch.nn.Module with ``example_inputs``).
 
     ``data`` is an .npz file, a folder of them, or a mapping of arrays (one per model input, plus
-    ``labels`` if named). See :mod:`leanserve.optimize.budget` for how ``budget`` reads.
+    ``labels`` and ``groups`` if named; ``groups`` holds a group name per example, and every
+    figure of the metric is also reported per group). See :mod:`leanserve.optimize.budget` for how ``budget`` reads.
     """
     say = progress or (lambda _msg: None)
     if objective not in OBJECTIVES:
@@ -88,6 +90,7 @@ def optimize(
             budget=budget,
             worst=worst,
             labels=labels,
+            groups=groups,
             output=output,
             specs=specs,
             quick=quick,
@@ -124,6 +127,7 @@ class _Run:
         budget: str | float | None,
         worst: str | float | None,
         labels: str | None,
+        groups: str | None,
         output: str | None,
         specs: list[VariantSpec],
         quick: bool,
@@ -135,7 +139,11 @@ class _Run:
         original_rt = load_runtime(self.source.onnx_path, "onnxruntime", RuntimeOptions())
         inputs, outputs = original_rt.inputs, original_rt.outputs
         dynamic = all(t.shape and t.shape[0] == -1 for t in inputs)
-        raw = load_data(Path(data), labels) if isinstance(data, (str, Path)) else from_arrays(data, labels)
+        raw = (
+            load_data(Path(data), labels, groups)
+            if isinstance(data, (str, Path))
+            else from_arrays(data, labels, groups=groups)
+        )
         dataset = conform(raw, inputs)
         parts = split(dataset, calibration_fraction, seed=seed)
         out_names = [t.name for t in outputs]
@@ -156,7 +164,9 @@ class _Run:
             labels=parts.evaluation.labels,
             metric=metric_obj,
             budget=budget_obj,
-            original_score=metric_obj.score(reference, reference, parts.evaluation.labels),
+            original_score=score_groups(
+                metric_obj, reference, reference, parts.evaluation.labels, parts.evaluation.groups
+            ),
             eval_batch=eval_batch,
             dynamic_batch=dynamic,
             settings=settings,
@@ -205,6 +215,7 @@ class _Run:
             message=_message(chosen, variants, original),
             environment=environment(),
             objective=objective,
+            higher_is_better=metric_obj.higher_is_better,
             report_json=repo / name / "report.json",
             report_html=repo / name / "report.html",
         )

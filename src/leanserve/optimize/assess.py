@@ -15,7 +15,7 @@ from ..runtimes import Runtime, load_runtime
 from .budget import Budget, Verdict
 from .data import Dataset
 from .measure import Settings, energy_per_inference, file_size, peak_memory, time_for, time_runs
-from .metrics import Metric, Score
+from .metrics import Metric, Score, score_groups
 from .results import Measurements
 from .sweep import ServingPlan, SweepPoint, recommend, sweep, tile
 
@@ -53,7 +53,7 @@ def judge(bench: Bench, path: Path, platform: str, options: RuntimeOptions) -> t
         outputs = predict(runtime, bench.evaluation, bench.eval_batch)
     finally:
         runtime.close()
-    score = bench.metric.score(bench.reference, outputs, bench.labels)
+    score = score_groups(bench.metric, bench.reference, outputs, bench.labels, bench.evaluation.groups)
     return score, bench.budget.check(score, bench.original_score)
 
 

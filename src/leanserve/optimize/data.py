@@ -1,6 +1,7 @@
 """Evaluation data: load ``.npz`` files, check them against the model's inputs, split them.
 
-A data set holds one array per model input (examples along axis 0) and, optionally, labels.
+A data set holds one array per model input (examples along axis 0) and, optionally, labels
+and a group per example (a language, a customer segment) that the report breaks figures down by.
 It is split once, deterministically, into a calibration part (used to build static int8
 variants and to rank nodes for the fallback) and a held-out evaluation part (used to judge
 every variant), so that no variant is judged on the data it was calibrated on.
@@ -25,6 +26,7 @@ class Dataset:
     inputs: Mapping[str, np.ndarray]  # one array per model input, examples along axis 0
     labels: np.ndarray | None
     source: str
+    groups: np.ndarray | None = None  # one group name per example, for per-group figures
 
     def __len__(self) -> int:
         return len(next(iter(self.inputs.values()))) if self.inputs else 0
@@ -34,6 +36,7 @@ class Dataset:
             inputs={k: v[indices] for k, v in self.inputs.items()},
             labels=None if self.labels is None else self.labels[indices],
             source=self.source,
+            groups=None if self.groups is None else self.groups[indices],
         )
 
     def batches(self, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
@@ -50,7 +53,7 @@ class Split:
     seed: int
 
 
-def load_data(path: Path, labels: str | None = None) -> Dataset:
+def load_data(path: Path, labels: str | None = None, groups: str | None = None) -> Dataset:
     """Read an ``.npz`` file, or every ``.npz`` in a folder concatenated in name order."""
     if not path.exists():
         raise UsageError(f"evaluation data {path} does not exist", hint="pass an .npz file or a folder of them")
@@ -66,32 +69,53 @@ def load_data(path: Path, labels: str | None = None) -> Dataset:
                 hint="every file of a data folder needs the same arrays",
             )
     arrays = {k: np.concatenate([p[k] for p in parts]) if len(parts) > 1 else parts[0][k] for k in sorted(keys)}
-    return from_arrays(arrays, labels, source=str(path))
+    return from_arrays(arrays, labels, source=str(path), groups=groups)
 
 
-def from_arrays(arrays: Mapping[str, np.ndarray], labels: str | None = None, source: str = "<arrays>") -> Dataset:
+def from_arrays(
+    arrays: Mapping[str, np.ndarray],
+    labels: str | None = None,
+    source: str = "<arrays>",
+    groups: str | None = None,
+) -> Dataset:
+    """A data set from named arrays; ``labels`` and ``groups`` name arrays that are no model input."""
     if not arrays:
         raise UsageError(f"{source} holds no arrays")
     arrays = {k: np.asarray(v) for k, v in arrays.items()}
-    label_array: np.ndarray | None = None
-    if labels is not None:
-        if labels not in arrays:
-            raise UsageError(
-                f"{source} has no array named {labels!r} for the labels",
-                hint=f"arrays present: {', '.join(sorted(arrays))}",
-            )
-        label_array = arrays.pop(labels)
+    if labels is not None and labels == groups:
+        raise UsageError(f"the array {labels!r} cannot be both the labels and the groups")
+    label_array = _pop(arrays, labels, "the labels", source)
+    group_array = _pop(arrays, groups, "the groups", source)
     lengths = {k: (len(v) if v.ndim else 0) for k, v in arrays.items()}
     if label_array is not None:
         lengths[labels or "labels"] = len(label_array) if label_array.ndim else 0
+    if group_array is not None:
+        if group_array.ndim != 1:
+            raise UsageError(
+                f"{source}: the groups array {groups!r} has shape {group_array.shape}",
+                hint="groups hold one name or number per example, a 1-D array",
+            )
+        lengths[groups or "groups"] = len(group_array)
+        group_array = group_array.astype(str)
     if len(set(lengths.values())) != 1:
         raise UsageError(
             f"{source}: arrays disagree on the number of examples (axis 0): "
             + ", ".join(f"{k}={n}" for k, n in lengths.items()),
         )
     if not arrays:
-        raise UsageError(f"{source} holds only the labels, no model inputs")
-    return Dataset(inputs=arrays, labels=label_array, source=source)
+        raise UsageError(f"{source} holds only the labels and groups, no model inputs")
+    return Dataset(inputs=arrays, labels=label_array, source=source, groups=group_array)
+
+
+def _pop(arrays: dict[str, np.ndarray], name: str | None, role: str, source: str) -> np.ndarray | None:
+    if name is None:
+        return None
+    if name not in arrays:
+        raise UsageError(
+            f"{source} has no array named {name!r} for {role}",
+            hint=f"arrays present: {', '.join(sorted(arrays))}",
+        )
+    return arrays.pop(name)
 
 
 def _read_npz(path: Path) -> dict[str, np.ndarray]:
@@ -143,7 +167,7 @@ def conform(data: Dataset, model_inputs: Sequence[EngineTensor]) -> Dataset:
                     f"{_shape_text(tensor.shape)} (axis {axis} differs)",
                 )
         out[name] = np.ascontiguousarray(array)
-    return Dataset(inputs=out, labels=data.labels, source=data.source)
+    return Dataset(inputs=out, labels=data.labels, source=data.source, groups=data.groups)
 
 
 def _kind(dtype: np.dtype) -> str:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import numpy as np
@@ -28,6 +28,9 @@ METRICS: tuple[str, ...] = ("accuracy", "top1", "cosine", "mae", "max_error")
 class Score:
     value: float  # the figure the budget judges
     worst: float | None = None  # the worst single example, for metrics that have one
+    # The same metric on each group's examples alone (a language, a segment): an average can hide
+    # a group that quantization wrecks.
+    groups: Mapping[str, Score] = field(default_factory=dict)
 
 
 class Metric(Protocol):
@@ -140,6 +143,24 @@ class UserMetric:
         if not math.isfinite(float(value)):
             raise UsageError(f"metric {self.name} returned {value}, not a finite number")
         return Score(float(value))
+
+
+def score_groups(
+    metric: Metric, reference: Outputs, candidate: Outputs, labels: np.ndarray | None, groups: np.ndarray | None
+) -> Score:
+    """``metric`` over every example, and (when ``groups`` names one per example) over each group alone."""
+    overall = metric.score(reference, candidate, labels)
+    if groups is None:
+        return overall
+    by_group: dict[str, Score] = {}
+    for group in sorted(set(groups.tolist())):
+        rows = np.flatnonzero(groups == group)
+        by_group[str(group)] = metric.score(
+            {k: v[rows] for k, v in reference.items()},
+            {k: v[rows] for k, v in candidate.items()},
+            None if labels is None else labels[rows],
+        )
+    return replace(overall, groups=by_group)
 
 
 def make_metric(spec: str, output: str, has_labels: bool) -> Metric:

@@ -205,6 +205,33 @@ def _fallbacks(result: OptimizeResult) -> str:
     return "".join(parts) or "<p>No fallback search was needed.</p>"
 
 
+def _groups(result: OptimizeResult) -> str:
+    """The metric per group (language, segment), one row per judged variant; the worst group is marked."""
+    judged = [v for v in _all(result) if v.score is not None and v.score.groups]
+    if not judged:
+        return ""
+    names = sorted({g for v in judged for g in v.score.groups})  # type: ignore[union-attr]
+    pick = min if result.higher_is_better else max
+    head = "".join(f"<th>{html.escape(g)}</th>" for g in names)
+    rows = []
+    for v in judged:
+        groups = v.score.groups  # type: ignore[union-attr]
+        worst = pick(groups, key=lambda g: groups[g].value)
+        cells = []
+        for g in names:
+            s = groups.get(g)
+            text = (
+                "—" if s is None else _fmt(s.value, 4) + (f" (worst {_fmt(s.worst, 4)})" if s.worst is not None else "")
+            )
+            cells.append(f"<td><b>{text}</b></td>" if g == worst and len(groups) > 1 else f"<td>{text}</td>")
+        rows.append(f'<tr class="{_role(result, v)}"><td>{html.escape(v.name)}</td>{"".join(cells)}</tr>')
+    return (
+        f"<h2>{html.escape(result.metric)} per group</h2>"
+        f"<p>Each group's examples judged alone; the worst group of each variant is in bold.</p>"
+        f"<table><tr><th>variant</th>{head}</tr>{''.join(rows)}</table>"
+    )
+
+
 def write_html(result: OptimizeResult, path: Path) -> None:
     env = result.environment
     libs = ", ".join(f"{k} {v}" for k, v in env.libraries.items())
@@ -225,6 +252,7 @@ tr.rejected{{color:#8a2a20}} code{{font-size:11px}}
 <h2>Latency against accuracy</h2>{tradeoff_svg(result)}
 <h2>Throughput at the best batch size</h2>{throughput_svg(result)}
 <h2>Variants</h2>{_table(result, _all(result))}
+{_groups(result)}
 <h2>Accuracy-aware fallback</h2>{_fallbacks(result)}
 <h2>Environment</h2><p>{html.escape(env.cpu_model)}, {env.logical_cores} logical cores
 (flags: {html.escape(", ".join(env.cpu_flags) or "none of interest")}); {html.escape(env.machine)};

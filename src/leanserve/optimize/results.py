@@ -80,6 +80,7 @@ class OptimizeResult:
     message: str
     environment: Environment
     objective: str
+    higher_is_better: bool = True  # of the metric: whether a larger figure is better
     report_json: Path | None = None
     report_html: Path | None = None
 
