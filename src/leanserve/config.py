@@ -49,6 +49,11 @@ class RuntimeOptions:
     inter_op_threads: int = 1
     providers: tuple[str, ...] = ()  # empty: the best available (TensorRT, CUDA, then CPU)
     graph_optimization: Literal["disabled", "basic", "extended", "all"] = "all"
+    # Whether ONNX Runtime's idle intra-op workers spin (busy-wait) for the next parallel section
+    # instead of sleeping. With several threads a model like MiniLM runs dozens of parallel
+    # sections per inference, and waking sleeping workers for each costs 10-20% of its latency;
+    # spinning costs CPU that other models on the same cores could use.
+    allow_spinning: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,7 +245,9 @@ def _dynamic_batching(r: _Reader, value: Any, where: str) -> DynamicBatching:
 
 def _runtime(r: _Reader, value: Any, where: str) -> RuntimeOptions:
     t = r.table(value, where)
-    r.unknown_keys(t, {"intra_op_threads", "inter_op_threads", "providers", "graph_optimization"}, where)
+    r.unknown_keys(
+        t, {"intra_op_threads", "inter_op_threads", "providers", "graph_optimization", "allow_spinning"}, where
+    )
     d = RuntimeOptions()
     return RuntimeOptions(
         intra_op_threads=r.integer(t["intra_op_threads"], f"{where}.intra_op_threads", 0)
@@ -255,6 +262,9 @@ def _runtime(r: _Reader, value: Any, where: str) -> RuntimeOptions:
         )
         if "graph_optimization" in t
         else d.graph_optimization,
+        allow_spinning=r.boolean(t["allow_spinning"], f"{where}.allow_spinning")
+        if "allow_spinning" in t
+        else d.allow_spinning,
     )
 
 

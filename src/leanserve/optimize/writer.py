@@ -79,6 +79,7 @@ def _runtime_table(r: RuntimeOptions) -> dict[str, Any]:
         "intra_op_threads": r.intra_op_threads,
         "inter_op_threads": r.inter_op_threads,
         "graph_optimization": r.graph_optimization,
+        "allow_spinning": r.allow_spinning,
     }
     if r.providers:
         table["providers"] = list(r.providers)

@@ -56,8 +56,7 @@ def session_options(options: RuntimeOptions) -> ort.SessionOptions:
         so.intra_op_num_threads = options.intra_op_threads
     if options.inter_op_threads:
         so.inter_op_num_threads = options.inter_op_threads
-    # Spinning workers burn the cores the HTTP front end and the other models need.
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    so.add_session_config_entry("session.intra_op.allow_spinning", "1" if options.allow_spinning else "0")
     so.log_severity_level = 3
     return so
 
