@@ -57,7 +57,7 @@ def batch_key(inputs: Mapping[str, np.ndarray], batching: bool) -> tuple[object,
     """What must be equal for two requests to be concatenated: per-input dtype and non-batch shape."""
     if not batching:
         return ()
-    return tuple((name, a.dtype.str, a.shape[1:]) for name, a in sorted(inputs.items()))
+    return tuple((name, a.dtype, a.shape[1:]) for name, a in sorted(inputs.items()))
 
 
 def take_batch(pending: Sequence[QueuedRequest], max_rows: int) -> list[int]:
@@ -156,6 +156,8 @@ def split_rows(outputs: Mapping[str, np.ndarray], row_counts: Sequence[int]) -> 
                 "(one row per batched input row)",
                 hint="set max_batch_size = 0 in model.toml if the model does not batch along dimension 0",
             )
+    if len(row_counts) == 1:  # a lone request: its outputs are all its own
+        return [dict(outputs)]
     parts: list[Tensors] = []
     start = 0
     for n in row_counts:
@@ -321,7 +323,7 @@ class Batcher:
         return None if self._row_cost is None else self._row_cost * rows
 
     def _pop(self, indices: list[int]) -> list[QueuedRequest]:
-        if indices == list(range(len(indices))):  # the common case: a prefix of the queue
+        if indices[-1] == len(indices) - 1:  # the common case (indices ascend): a prefix of the queue
             batch = [self._pending.popleft() for _ in indices]
         else:
             chosen = set(indices)

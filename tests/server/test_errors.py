@@ -143,3 +143,16 @@ def test_a_client_that_disconnects_mid_request_harms_no_one(server: RunningServe
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
         s.sendall(b'POST /v2/models/mlp/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{"inputs"')
     assert_still_serving(server)
+
+
+@pytest.mark.parametrize("length", ["+90", "9_0", "٩٠"])
+def test_binary_header_length_must_be_plain_ascii_digits(server: RunningServer, length: str) -> None:
+    header = b'{"inputs":[{"name":"x","datatype":"FP32","shape":[1,4],"parameters":{"binary_data_size":16}}]}'
+    r = httpx.post(
+        f"{server.url}/v2/models/mlp/infer",
+        content=header + np.ones(4, np.float32).tobytes(),
+        headers={"Inference-Header-Content-Length": length.encode()},
+    )
+    assert r.status_code == 400, r.text
+    assert "non-negative integer" in r.json()["error"]
+    assert_still_serving(server)

@@ -58,6 +58,9 @@ def numpy_dtype(datatype: str) -> np.dtype:
 def datatype_of(array: np.ndarray) -> str:
     """The OIP datatype name of a numpy array (str and bytes arrays are BYTES)."""
     dtype = array.dtype
+    known = _DATATYPE_BY_NUMPY.get(dtype)  # native byte order, the common case, without a new dtype
+    if known is not None:
+        return known
     if dtype.kind in ("U", "S", "O"):
         return "BYTES"
     try:

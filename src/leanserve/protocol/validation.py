@@ -37,8 +37,8 @@ def validate_request(
             raise InvalidInput(f"{where}: expected datatype {spec.datatype}, got {inp.datatype}")
         shape = inp.shape
         if batching:
-            expected = "[n, " + ", ".join(map(str, spec.shape)) + "]" if spec.shape else "[n]"
             if len(shape) != len(spec.shape) + 1 or not _matches(shape[1:], spec.shape):
+                expected = "[n, " + ", ".join(map(str, spec.shape)) + "]" if spec.shape else "[n]"
                 raise InvalidInput(
                     f"{where}: expected shape {expected} with n the batch size, got {list(shape)}",
                     hint="-1 in the expected shape matches any size",
@@ -84,8 +84,9 @@ def validate_request(
     return batch_size
 
 
-def _matches(shape: Sequence[int], expected: Sequence[int]) -> bool:
-    return all(want == -1 or got == want for got, want in zip(shape, expected, strict=True))
+def _matches(shape: tuple[int, ...], expected: tuple[int, ...]) -> bool:
+    # Equal tuples first: the common case, without a generator per request.
+    return shape == expected or all(want == -1 or got == want for got, want in zip(shape, expected, strict=True))
 
 
 def _names(names: Collection[str]) -> str:

@@ -18,7 +18,14 @@ import orjson
 
 from .. import __version__
 from ..errors import InvalidInput, LeanserveError, PayloadTooLarge, UnsupportedMediaType
-from ..protocol import InferResult, Limits, decode_infer_request, encode_error, encode_infer_result
+from ..protocol import (
+    InferResult,
+    Limits,
+    decode_infer_request,
+    encode_error,
+    encode_infer_result,
+    parse_header_length,
+)
 from ..registry import Model, ModelRegistry, ModelVersion
 from ..router import Router
 from .metrics import metrics_registry, render_metrics
@@ -81,7 +88,7 @@ class Handlers:
             target = self.router.resolve(model, version)
             if content_encoding:
                 body = decompress(body, content_encoding, self.limits.max_body_bytes)
-            request = decode_infer_request(body, _header_length(header_length), self.limits)
+            request = decode_infer_request(body, parse_header_length(header_length), self.limits)
         except LeanserveError as e:
             respond(error_reply(e))
             return
@@ -200,15 +207,6 @@ def decompress(body: bytes, encoding: str, limit: int) -> bytes:
     return data
 
 
-def _header_length(value: str | None) -> int | None:
-    if value is None:
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        raise InvalidInput(f"header Inference-Header-Content-Length must be an integer, got {value[:40]!r}") from None
-
-
 def _index_entries(model: Model) -> list[dict[str, str]]:
     if not model.versions:
         return [{"name": model.name, "version": "", "state": "UNAVAILABLE", "reason": model.error}]
@@ -247,6 +245,7 @@ def _triton_config(mv: ModelVersion) -> dict[str, Any]:
             "inter_op_threads": c.runtime.inter_op_threads,
             "providers": list(mv.runtime.providers) if mv.runtime else [],
             "graph_optimization": c.runtime.graph_optimization,
+            "allow_spinning": c.runtime.allow_spinning,
         },
         "metadata": c.metadata,
         "default_version": c.default_version,
