@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+from dataclasses import replace
+
 from leanserve.optimize.measure import NOT_MEASURABLE, Energy, Latency, Spread
 from leanserve.optimize.metrics import Score
 from leanserve.optimize.results import Measurements, Status, VariantResult
-from leanserve.optimize.selection import choose, keep
+from leanserve.optimize.selection import choose, fallback_order, keep
 
 
 def _v(name: str, p50: float, tput: float, score: float, status: Status = "accepted") -> VariantResult:
@@ -33,3 +35,24 @@ def test_keep_drops_dominated_variants() -> None:
     dominated = _v("dominated", 0.7, 1000, 0.98)
     kept = keep(fast, [fast, accurate, dominated], higher_is_better=True)
     assert [v.name for v in kept] == ["fast", "accurate"]
+
+
+def _member(family: str, score: float, status: Status = "rejected") -> VariantResult:
+    return replace(_v(f"{family}-{score}", 0.5, 1000, score, status), method=family)
+
+
+def test_fallback_searches_the_family_closest_to_the_budget_first() -> None:
+    # MiniLM at a 0.99 cosine floor: dynamic int8 just misses, static QDQ is destroyed.
+    variants = [_member("int8-static", 0.40), _member("int8-static", 0.37), _member("int8-dynamic", 0.9886)]
+    assert fallback_order(variants, ("int8-static", "int8-dynamic"), 0.99, True) == ["int8-dynamic", "int8-static"]
+
+
+def test_fallback_skips_families_that_already_fit_or_were_not_built() -> None:
+    variants = [_member("int8-static", 0.98, "accepted"), _member("int8-dynamic", 0.5)]
+    assert fallback_order(variants, ("int8-static", "int8-dynamic", "fp16"), 0.99, True) == ["int8-dynamic"]
+
+
+def test_fallback_order_for_an_error_ceiling() -> None:
+    # mae of at most 0.01: the family with the smaller error is closer.
+    variants = [_member("int8-static", 0.02), _member("int8-dynamic", 0.5)]
+    assert fallback_order(variants, ("int8-dynamic", "int8-static"), 0.01, False) == ["int8-static", "int8-dynamic"]
