@@ -30,6 +30,8 @@ def test_uvicorn_serves_the_same_protocol(repository: Path) -> None:
         assert result.as_numpy("y").shape == (2, 3)
         r = httpx.post(f"http://127.0.0.1:{port}/v2/models/nope/infer", json={"inputs": []})
         assert r.status_code == 404 and "unknown model" in r.json()["error"]
+        r = httpx.get(f"http://127.0.0.1:{port}/v2/models/..%2F..%2Fetc/ready")
+        assert r.status_code == 400 and "invalid model name" in r.json()["error"]
         assert "leanserve_requests_total" in httpx.get(f"http://127.0.0.1:{port}/metrics").text
     finally:
         proc.terminate()

@@ -156,3 +156,19 @@ def test_binary_header_length_must_be_plain_ascii_digits(server: RunningServer, 
     assert r.status_code == 400, r.text
     assert "non-negative integer" in r.json()["error"]
     assert_still_serving(server)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v2/models/..%2F..%2Fetc",
+        "/v2/models/..%2fetc/ready",
+        "/v2/models/..%2Fx/versions/1/config",
+        "/v2/models/a%5Cb",
+    ],
+)
+def test_encoded_separators_in_a_model_name_are_400_on_every_endpoint(server: RunningServer, path: str) -> None:
+    r = httpx.get(server.url + path)
+    assert r.status_code == 400, r.text
+    assert "invalid model name" in r.json()["error"]
+    assert_still_serving(server)

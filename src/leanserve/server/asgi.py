@@ -98,6 +98,15 @@ def build_app(handlers: Handlers, lifespan: Lifespan | None = None) -> Starlette
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
+        if exc.status_code == 404 and _leaves_the_repository(request.scope.get("raw_path") or b""):
+            return Response(
+                encode_error(
+                    f"invalid model name in {request.url.path!r}: an encoded '/' or '\\' would leave the model "
+                    "repository (model names are letters, digits, '_', '-' and '.')"
+                ),
+                400,
+                media_type="application/json",
+            )
         if exc.status_code == 404:
             message = f"no such endpoint: {request.method} {request.url.path}"
         elif exc.status_code == 405:
@@ -113,6 +122,13 @@ def build_app(handlers: Handlers, lifespan: Lifespan | None = None) -> Starlette
     return Starlette(
         routes=routes, exception_handlers={HTTPException: http_error, InvalidInput: invalid}, lifespan=lifespan
     )
+
+
+def _leaves_the_repository(raw_path: bytes) -> bool:
+    # Servers decode %2F into '/' before routing, so such a name never reaches the model routes and
+    # would otherwise be answered 404 "no such endpoint" rather than refused for what it is.
+    lowered = raw_path.lower()
+    return lowered.startswith(b"/v2/models/") and (b"%2f" in lowered or b"%5c" in lowered)
 
 
 def asgi_app(repository: Path, limits: Limits | None = None) -> Starlette:
