@@ -56,3 +56,13 @@ def test_fallback_order_for_an_error_ceiling() -> None:
     # mae of at most 0.01: the family with the smaller error is closer.
     variants = [_member("int8-static", 0.02), _member("int8-dynamic", 0.5)]
     assert fallback_order(variants, ("int8-dynamic", "int8-static"), 0.01, False) == ["int8-static", "int8-dynamic"]
+
+
+def test_the_summary_speaks_of_what_chose_the_variant() -> None:
+    from leanserve.optimize.api import _message
+
+    original = replace(ORIGINAL, speedup=1.0)
+    fast = replace(_v("fast", 0.5, 3000, 0.99), speedup=2.0)
+    assert "2.00x the original's speed at batch 1" in _message(fast, [fast], original, "latency")
+    assert "3.00x the original's throughput" in _message(fast, [fast], original, "throughput")
+    assert "original model is served" in _message(original, [], original, "throughput")

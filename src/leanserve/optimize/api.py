@@ -215,7 +215,7 @@ class _Run:
             chosen=chosen.name,
             default_version=numbers[chosen.name],
             served_original=chosen.name == "original",
-            message=_message(chosen, variants, original),
+            message=_message(chosen, variants, original, objective),
             environment=environment(),
             objective=objective,
             higher_is_better=metric_obj.higher_is_better,
@@ -420,12 +420,19 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
-def _message(chosen: VariantResult, variants: Sequence[VariantResult], original: VariantResult) -> str:
+def _message(
+    chosen: VariantResult, variants: Sequence[VariantResult], original: VariantResult, objective: Objective
+) -> str:
     if chosen.name == "original":
         if not any(v.status == "accepted" for v in variants):
             return "No variant stayed inside the budget; the original model is served."
         return "No variant inside the budget was faster than the original; the original model is served."
-    speed = f"{chosen.speedup:.2f}x" if chosen.speedup else "?"
     score = f"{chosen.score.value:.4f}" if chosen.score else "?"
     ref = f"{original.score.value:.4f}" if original.score else "?"
-    return f"{chosen.name} is served: {speed} the original's speed at batch 1, metric {score} (original {ref})."
+    # Speak of what the choice was made on: batch-1 latency, or throughput at each one's best batch.
+    if objective == "throughput" and chosen.measurements and original.measurements:
+        ratio = chosen.measurements.throughput / original.measurements.throughput
+        gain = f"{ratio:.2f}x the original's throughput"
+    else:
+        gain = f"{chosen.speedup:.2f}x the original's speed at batch 1" if chosen.speedup else "? the original's speed"
+    return f"{chosen.name} is served: {gain}, metric {score} (original {ref})."
