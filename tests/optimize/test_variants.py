@@ -99,6 +99,25 @@ def test_openvino_ir(builder: Builder, mlp: ModelFixture, name: str) -> None:
     assert _runs_close(built.model_file, "openvino", built.runtime, mlp.model) >= 0.9
 
 
+@pytest.mark.skipif(not openvino_available(), reason="openvino is not installed")
+def test_openvino_int8_weights(builder: Builder, mlp: ModelFixture) -> None:
+    spec = CATALOG["ov-int8-weights"]
+    if unavailable(spec):
+        pytest.skip(unavailable(spec) or "")
+    import openvino as ov
+
+    built = builder.build(spec)
+    model = ov.Core().read_model(str(built.model_file))
+    int8_constants = [
+        op for op in model.get_ops() if op.get_type_name() == "Constant" and op.get_element_type() == ov.Type.i8
+    ]
+    assert len(int8_constants) == 2 == built.settings["compressed_weights"]  # both MatMul weights
+    assert model.get_rt_info(["runtime_options", "DYNAMIC_QUANTIZATION_GROUP_SIZE"]).astype(int) == 32
+    assert built.files[1].stat().st_size < 0.5 * mlp.model.stat().st_size
+    assert built.runtime.providers == ("openvino:CPU:f32",)
+    assert _runs_close(built.model_file, "openvino", built.runtime, mlp.model) >= 0.9
+
+
 def test_fp16_needs_a_gpu() -> None:
     import onnxruntime as ort
 
