@@ -48,7 +48,8 @@ def test_fallback_searches_the_family_closest_to_the_budget_first() -> None:
 
 
 def test_fallback_skips_families_that_already_fit_or_were_not_built() -> None:
-    variants = [_member("int8-static", 0.98, "accepted"), _member("int8-dynamic", 0.5)]
+    faster_dynamic = replace(_member("int8-dynamic", 0.5), measurements=_v("x", 0.1, 9000, 0.5).measurements)
+    variants = [_member("int8-static", 0.98, "accepted"), faster_dynamic]
     assert fallback_order(variants, ("int8-static", "int8-dynamic", "fp16"), 0.99, True) == ["int8-dynamic"]
 
 
@@ -66,3 +67,18 @@ def test_the_summary_speaks_of_what_chose_the_variant() -> None:
     assert "2.00x the original's speed at batch 1" in _message(fast, [fast], original, "latency")
     assert "3.00x the original's throughput" in _message(fast, [fast], original, "throughput")
     assert "original model is served" in _message(original, [], original, "throughput")
+
+
+def test_fallback_skips_families_that_cannot_beat_an_accepted_variant() -> None:
+    # Keeping nodes in float never speeds a model up: a family slower than a servable variant
+    # cannot win, so its minutes-long search is not run.
+    fast = _v("ov-int8-weights", 0.2, 5000, 0.998)
+    slow_dynamic = replace(_v("dyn", 0.4, 1800, 0.9886, "rejected"), method="int8-dynamic")
+    faster_static = replace(_v("qdq", 0.1, 9000, 0.40, "rejected"), method="int8-static")
+    variants = [fast, slow_dynamic, faster_static]
+    assert fallback_order(variants, ("int8-static", "int8-dynamic"), 0.99, True, "throughput") == ["int8-static"]
+    assert fallback_order(variants, ("int8-static", "int8-dynamic"), 0.99, True, "latency") == ["int8-static"]
+    assert fallback_order([slow_dynamic, faster_static], ("int8-static", "int8-dynamic"), 0.99, True) == [
+        "int8-dynamic",
+        "int8-static",
+    ]

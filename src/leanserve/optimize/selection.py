@@ -63,18 +63,27 @@ def keep(
 
 
 def fallback_order(
-    variants: Sequence[VariantResult], families: Sequence[str], limit: float, higher_is_better: bool
+    variants: Sequence[VariantResult],
+    families: Sequence[str],
+    limit: float,
+    higher_is_better: bool,
+    objective: Objective = "latency",
 ) -> list[str]:
     """The quantized families to search for nodes to keep in float, closest to the budget first.
 
-    Only families none of whose members fits are searched. The search costs minutes on a
+    Only families none of whose members fits are searched, and only those whose fastest member
+    beats every accepted variant: keeping nodes in float never makes a model faster, so a family
+    already slower than a servable variant cannot win. The search costs minutes on a
     transformer; the family whose best member misses by least is the likeliest to fit with a few
     nodes in float (MiniLM's int8 dynamic misses 0.99 cosine by 0.001, its static QDQ by 0.6).
     """
+    best_accepted = min((_key(v, objective) for v in variants if _servable(v)), default=math.inf)
     gaps: dict[str, float] = {}
     for family in families:
         members = [v for v in variants if v.method == family and v.score is not None]
         if not members or any(v.status == "accepted" for v in members):
+            continue
+        if min(_key(v, objective) for v in members) >= best_accepted:
             continue
         best = max(v.score.value if higher_is_better else -v.score.value for v in members)  # type: ignore[union-attr]
         gaps[family] = (limit - best) if higher_is_better else (-best - limit)
