@@ -511,7 +511,7 @@ def environment() -> dict[str, Any]:
     except OSError:
         pass
     versions = {}
-    for dist in ("leanserve", "onnxruntime", "openvino", "onnx", "torch", "numpy"):
+    for dist in ("leanserve", "onnxruntime", "openvino", "nncf", "onnx", "torch", "numpy"):
         try:
             versions[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:

@@ -216,7 +216,7 @@ def environment() -> Environment:
     except OSError:
         pass
     libraries = {}
-    for dist in ("leanserve", "onnxruntime", "onnx", "openvino", "numpy", "torch"):
+    for dist in ("leanserve", "onnxruntime", "onnx", "openvino", "nncf", "numpy", "torch"):
         try:
             libraries[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
