@@ -56,6 +56,24 @@ def test_the_chosen_version_is_served_by_default(optimized: Path) -> None:
         server.stop()
 
 
+def test_every_version_takes_as_many_rows_as_the_model_allows(optimized: Path) -> None:
+    # The sweep's best batch steers the batcher; it must not shrink what a client may send.
+    config = tomllib.loads((optimized / "digits" / "model.toml").read_text())
+    rows = config["max_batch_size"]
+    images = np.repeat(digits_example(optimized).image, rows, axis=0)
+    body = {
+        "inputs": [{"name": "image", "datatype": "FP32", "shape": list(images.shape), "data": images.ravel().tolist()}]
+    }
+    server = RunningServer(optimized).start()
+    try:
+        for version in config["version_policy"]["versions"]:
+            r = httpx.post(f"{server.url}/v2/models/digits/versions/{version}/infer", json=body)
+            assert r.status_code == 200, (version, r.text)
+            assert r.json()["outputs"][0]["shape"][0] == rows
+    finally:
+        server.stop()
+
+
 def test_minilm_is_judged_per_language_korean_included(demo_repo: Path, tmp_path: Path) -> None:
     shutil.copytree(demo_repo / "minilm", tmp_path / "minilm")
     optimize_demo_repository(tmp_path, models=("minilm",), quick=True, variants=["ort-int8-dynamic-matmul-pc"])

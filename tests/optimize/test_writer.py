@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import tomllib
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -66,3 +67,19 @@ def test_bad_name_is_refused(tmp_path: Path) -> None:
 
     with pytest.raises(UsageError):
         write_versions(tmp_path, "../x", [_entry(tmp_path, "a")], "a")
+
+
+@pytest.mark.parametrize(("planned", "served_max", "preferred"), [(1, 8, ()), (4, 8, (4,)), (64, 64, (64,))])
+def test_the_planned_batch_never_lowers_what_a_request_may_send(
+    tmp_path: Path, planned: int, served_max: int, preferred: tuple[int, ...]
+) -> None:
+    # A sweep that finds batch 1 best (MiniLM on OpenVINO) must not turn a 2-sentence request
+    # into a 400: the plan steers the batcher, the model's max_batch_size stays the request limit.
+    repo = tmp_path / "repo"
+    (repo / "m").mkdir(parents=True)
+    (repo / "m" / "model.toml").write_text("max_batch_size = 8\n")
+    entry = replace(_entry(tmp_path, "v"), batch_size=planned)
+    write_versions(repo, "m", [entry], default_label="v")
+    version = load_model_config(repo / "m").for_version(1)
+    assert version.max_batch_size == served_max
+    assert version.dynamic_batching.preferred_batch_sizes == preferred

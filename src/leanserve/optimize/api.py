@@ -400,7 +400,7 @@ class _Run:
             files=files if files[0] == model_file else (model_file, *files),
             platform=v.platform,
             runtime=replace(runtime, intra_op_threads=plan.threads) if plan else runtime,
-            max_batch_size=plan.max_batch_size if plan else None,
+            batch_size=plan.max_batch_size if plan else None,
             dynamic_batching=DynamicBatching(max_queue_delay_ms=plan.max_queue_delay_ms)
             if plan and plan.max_batch_size > 1
             else None,

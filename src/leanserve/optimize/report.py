@@ -141,7 +141,7 @@ def _table(result: OptimizeResult, rows: Sequence[VariantResult]) -> str:
     for v in rows:
         m = v.measurements
         plan = (
-            (f"{v.plan.threads} threads, max batch {v.plan.max_batch_size}, delay {v.plan.max_queue_delay_ms:g} ms")
+            (f"{v.plan.threads} threads, batches of {v.plan.max_batch_size}, delay {v.plan.max_queue_delay_ms:g} ms")
             if v.plan
             else "—"
         )

@@ -22,6 +22,7 @@ import tomli_w
 
 from ..config import DynamicBatching, RuntimeOptions, load_model_config
 from ..errors import ConfigError, ServerError, UsageError
+from ..repository import DEFAULT_MAX_BATCH_SIZE
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,7 +31,9 @@ class VersionEntry:
     files: tuple[Path, ...]
     platform: str
     runtime: RuntimeOptions
-    max_batch_size: int | None
+    # The batch the sweep found best. It becomes the batcher's preferred size; it never lowers
+    # the rows a client may send, which stay the model's max_batch_size.
+    batch_size: int | None
     dynamic_batching: DynamicBatching | None
     provenance: dict[str, Any]
 
@@ -86,20 +89,22 @@ def _runtime_table(r: RuntimeOptions) -> dict[str, Any]:
     return table
 
 
-def _version_table(e: VersionEntry) -> dict[str, Any]:
+def _version_table(e: VersionEntry, model_max_batch: int) -> dict[str, Any]:
     table: dict[str, Any] = {
         "platform": e.platform,
         "model_file": e.model_file,
         "label": e.label,
         "runtime": _runtime_table(e.runtime),
     }
-    if e.max_batch_size is not None:
-        table["max_batch_size"] = e.max_batch_size
+    if e.batch_size is not None and e.batch_size > model_max_batch > 0:
+        table["max_batch_size"] = e.batch_size  # measured to run well: requests may send that many
     if e.dynamic_batching is not None:
         table["dynamic_batching"] = {
             "max_queue_delay_ms": e.dynamic_batching.max_queue_delay_ms,
             "max_queue_size": e.dynamic_batching.max_queue_size,
         }
+        if e.batch_size is not None and e.batch_size > 1:
+            table["dynamic_batching"]["preferred_batch_sizes"] = [e.batch_size]
     table["provenance"] = tomlable(e.provenance)
     return table
 
@@ -129,7 +134,8 @@ def write_versions(repo: Path, name: str, entries: Sequence[VersionEntry], defau
             created.append(folder)
             for f in entry.files:
                 shutil.copyfile(f, folder / f.name)
-            data.setdefault("versions", {})[str(version)] = _version_table(entry)
+            model_max_batch = int(data.get("max_batch_size", DEFAULT_MAX_BATCH_SIZE))
+            data.setdefault("versions", {})[str(version)] = _version_table(entry, model_max_batch)
             numbers[entry.label] = version
         data.setdefault("platform", "onnxruntime")
         data["default_version"] = numbers[default_label]
