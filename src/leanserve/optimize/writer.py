@@ -124,6 +124,7 @@ def write_versions(repo: Path, name: str, entries: Sequence[VersionEntry], defau
     ordered = [e for e in entries if e.label != default_label] + [e for e in entries if e.label == default_label]
     declared = [int(k) for k in data.get("versions", {}) if str(k).isdigit()]
     first = max([0, *existing_versions(model_dir), *declared]) + 1
+    model_max_batch = int(data.get("max_batch_size", DEFAULT_MAX_BATCH_SIZE))
     numbers: dict[str, int] = {}
     created: list[Path] = []
     try:
@@ -134,7 +135,6 @@ def write_versions(repo: Path, name: str, entries: Sequence[VersionEntry], defau
             created.append(folder)
             for f in entry.files:
                 shutil.copyfile(f, folder / f.name)
-            model_max_batch = int(data.get("max_batch_size", DEFAULT_MAX_BATCH_SIZE))
             data.setdefault("versions", {})[str(version)] = _version_table(entry, model_max_batch)
             numbers[entry.label] = version
         data.setdefault("platform", "onnxruntime")
