@@ -22,14 +22,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, replace
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +36,7 @@ import numpy as np
 from leanserve.config import RuntimeOptions, load_model_config
 from leanserve.optimize import OptimizeResult, optimize
 from leanserve.optimize.data import from_arrays, split
+from leanserve.optimize.measure import environment as measured_environment
 from leanserve.optimize.metrics import cosine_per_example
 from leanserve.optimize.selection import choose
 from leanserve.repository import resolve_version
@@ -502,26 +501,13 @@ def print_variants(case: dict[str, Any]) -> None:
 
 
 def environment() -> dict[str, Any]:
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    versions = {}
-    for dist in ("leanserve", "onnxruntime", "openvino", "nncf", "onnx", "torch", "numpy"):
-        try:
-            versions[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            continue
+    env = measured_environment()  # what every optimize report records, plus the date of the run
     return {
         "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
-        "cpu": cpu,
-        "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "python": platform.python_version(),
-        "versions": versions,
+        "cpu": env.cpu_model,
+        "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else env.logical_cores,
+        "python": env.python,
+        "versions": env.libraries,
     }
 
 

@@ -128,6 +128,8 @@ def test_fp16_needs_a_gpu() -> None:
 def test_select() -> None:
     assert [s.name for s in select(["ov-fp32", "ov-fp32"], quick=False)] == ["ov-fp32"]
     assert all("entropy" not in s.name for s in select(None, quick=False))
+    # OpenVINO running the static QDQ model shares that family's fallback.
+    assert CATALOG["ov-int8"].family == CATALOG["ort-int8-static-minmax-pc"].family == "int8-static"
     with pytest.raises(UsageError, match="unknown variant"):
         select(["int4"], quick=False)
 

@@ -128,11 +128,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _worst_group(v: VariantResult, higher_is_better: bool) -> str:
-    if v.score is None or not v.score.groups:
-        return "—"
-    pick = min if higher_is_better else max
-    name = pick(v.score.groups, key=lambda g: v.score.groups[g].value)  # type: ignore[union-attr]
-    return f"{name} {v.score.groups[name].value:.4f}"
+    from ..optimize.metrics import worst_group
+
+    name = worst_group(v.score, higher_is_better) if v.score else None
+    return "—" if name is None or v.score is None else f"{name} {v.score.groups[name].value:.4f}"
 
 
 def _print_summary(result: OptimizeResult) -> None:

@@ -33,7 +33,7 @@ from .report import write_html, write_json
 from .results import OptimizeResult, SourceInfo, SplitInfo, VariantResult
 from .selection import OBJECTIVES, Objective, choose, fallback_order, keep
 from .sweep import batch_candidates, thread_candidates
-from .variants import Builder, BuiltVariant, VariantSpec, select, unavailable
+from .variants import CATALOG, Builder, BuiltVariant, VariantSpec, select, unavailable
 from .writer import VersionEntry, write_versions
 
 Progress = Callable[[str], None]
@@ -188,9 +188,8 @@ class _Run:
         if fallback:
             limit = self.bench.budget.limit(self.bench.original_score)
             higher = self.bench.metric.higher_is_better
-            # ov-int8 is the best static QDQ model run by OpenVINO: a member of that family.
-            members = [replace(v, method="int8-static") if v.name == "ov-int8" else v for v in self.results.values()]
-            for family in fallback_order(members, _FALLBACK_FAMILIES, limit, higher, objective):
+            results = list(self.results.values())
+            for family in fallback_order(results, _FALLBACK_FAMILIES, limit, higher, objective, _family):
                 if self._fallback(family, original):
                     if family == "int8-static" and ov_int8:
                         self._ov_int8(ov_int8)  # OpenVINO runs the model that fits
@@ -414,6 +413,11 @@ class _Run:
         if v.status == "accepted":
             return replace(v, note="inside the budget but another variant is better on every axis")
         return v
+
+
+def _family(v: VariantResult) -> str:
+    """A variant's fallback family: its catalog entry's, or its method for a fallback's own result."""
+    return CATALOG[v.name].family if v.name in CATALOG else v.method
 
 
 def _cores() -> int:

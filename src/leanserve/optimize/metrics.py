@@ -163,6 +163,14 @@ def score_groups(
     return replace(overall, groups=by_group)
 
 
+def worst_group(score: Score, higher_is_better: bool) -> str | None:
+    """The group with the worst figure, or None when the score has no groups."""
+    if not score.groups:
+        return None
+    pick = min if higher_is_better else max
+    return pick(score.groups, key=lambda g: score.groups[g].value)
+
+
 def make_metric(spec: str, output: str, has_labels: bool) -> Metric:
     """Build a metric from its name, ``module:function``, or ``auto`` (accuracy with labels, else top1)."""
     if spec == "auto":

@@ -12,6 +12,7 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
+from .metrics import worst_group
 from .results import OptimizeResult, VariantResult
 
 _COLORS = {"chosen": "#1b7f3b", "accepted": "#2f6fb3", "rejected": "#c0392b", "original": "#444444"}
@@ -211,12 +212,11 @@ def _groups(result: OptimizeResult) -> str:
     if not judged:
         return ""
     names = sorted({g for v in judged for g in v.score.groups})  # type: ignore[union-attr]
-    pick = min if result.higher_is_better else max
     head = "".join(f"<th>{html.escape(g)}</th>" for g in names)
     rows = []
     for v in judged:
         groups = v.score.groups  # type: ignore[union-attr]
-        worst = pick(groups, key=lambda g: groups[g].value)
+        worst = worst_group(v.score, result.higher_is_better)  # type: ignore[arg-type]
         cells = []
         for g in names:
             s = groups.get(g)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 from .results import VariantResult
@@ -68,6 +68,7 @@ def fallback_order(
     limit: float,
     higher_is_better: bool,
     objective: Objective = "latency",
+    family_of: Callable[[VariantResult], str] = lambda v: v.method,
 ) -> list[str]:
     """The quantized families to search for nodes to keep in float, closest to the budget first.
 
@@ -80,7 +81,7 @@ def fallback_order(
     best_accepted = min((_key(v, objective) for v in variants if _servable(v)), default=math.inf)
     gaps: dict[str, float] = {}
     for family in families:
-        members = [v for v in variants if v.method == family and v.score is not None]
+        members = [v for v in variants if family_of(v) == family and v.score is not None]
         if not members or any(v.status == "accepted" for v in members):
             continue
         if min(_key(v, objective) for v in members) >= best_accepted:

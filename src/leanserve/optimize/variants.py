@@ -59,8 +59,11 @@ class VariantSpec:
 
     @property
     def family(self) -> str:
-        """Variants of one family share a fallback: the node-exclusion search runs once per family."""
-        return self.kind
+        """Variants of one family share a fallback: the node-exclusion search runs once per family.
+
+        ov-int8 is the static QDQ model run by OpenVINO, so it belongs to that family.
+        """
+        return "int8-static" if self.precision == "int8" else self.kind
 
 
 CATALOG: dict[str, VariantSpec] = {
@@ -363,15 +366,7 @@ class Builder:
             "weights": "int8, symmetric, one scale per output channel (NNCF compress_weights INT8_SYM)",
             "activations": f"int8, quantized at run time in groups of {DYNAMIC_QUANTIZATION_GROUP} values",
             "inference_precision": "f32",
-            "compressed_weights": _compressed_constants(out),
+            "compressed_weights": sum(
+                op.get_type_name() == "Constant" and op.get_element_type() == ov.Type.i8 for op in model.get_ops()
+            ),
         }
-
-
-def _compressed_constants(ir: Path) -> int:
-    """How many weight constants the IR stores as int8."""
-    import openvino as ov
-
-    from ..runtimes.openvino import core
-
-    model = core().read_model(str(ir))
-    return sum(op.get_type_name() == "Constant" and op.get_element_type() == ov.Type.i8 for op in model.get_ops())
