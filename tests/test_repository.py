@@ -8,7 +8,7 @@ import pytest
 
 from leanserve.config import TensorSpec
 from leanserve.errors import ConfigError, InvalidInput
-from leanserve.repository import resolve_version, safe_model_name, scan_repository
+from leanserve.repository import resolve_version, safe_model_name, scan_repository, version_folder_number
 from tests.fixtures.onnx_models import write_mlp
 
 
@@ -104,6 +104,8 @@ def test_non_version_entries_and_hidden_folders_are_ignored(tmp_path: Path) -> N
     (d / "report.html").write_text("<html/>")
     (d / "eval.npz").write_bytes(b"")
     (d / "01").mkdir()
+    (d / "0").mkdir()
+    (d / "\u00b2").mkdir()  # superscript 2: a digit to str.isdigit(), not to int()
     (d / "notes").mkdir()
     (tmp_path / ".staging").mkdir()
     (entry,) = scan_repository(tmp_path).models
@@ -130,3 +132,14 @@ def test_unsafe_model_names(name: str) -> None:
 def test_safe_model_names() -> None:
     for name in ("digits", "minilm-v2", "resnet_50", "a.b"):
         assert safe_model_name(name) == name
+
+
+@pytest.mark.parametrize(
+    ("name", "number"),
+    [
+        *[("1", 1), ("42", 42), ("0", None), ("01", None), ("007", None), ("-1", None), ("+1", None)],
+        *[("1.0", None), ("\u00b2", None), ("\u0661", None), ("", None), (" 1", None)],  # superscript 2, Arabic 1
+    ],
+)
+def test_only_canonical_positive_integers_are_version_folders(name: str, number: int | None) -> None:
+    assert version_folder_number(name) == number

@@ -59,12 +59,22 @@ def safe_model_name(name: str) -> str:
     return name
 
 
-def _version_folders(directory: Path) -> list[int]:
-    # "01" would alias "1": only canonical positive integers are versions.
+def version_folder_number(name: str) -> int | None:
+    """The version a folder called ``name`` holds, or None when it is no version folder.
+
+    Only canonical positive integers are versions: "01" would alias "1", and "0" is not a version.
+    Every reader and writer of a repository asks here, so that they agree on what a version is.
+    """
+    # isascii first: str.isdigit() also accepts digits such as "²" that int() cannot read.
+    if not (name.isascii() and name.isdigit()) or name.startswith("0"):
+        return None
+    return int(name)
+
+
+def version_folders(directory: Path) -> list[int]:
+    """The versions present under a model folder, ascending."""
     return sorted(
-        int(p.name)
-        for p in directory.iterdir()
-        if p.is_dir() and p.name.isdigit() and p.name == str(int(p.name)) and int(p.name) > 0
+        number for p in directory.iterdir() if p.is_dir() and (number := version_folder_number(p.name)) is not None
     )
 
 
@@ -80,7 +90,7 @@ def scan_repository(root: Path) -> RepositoryScan:
             continue  # not a model folder (e.g. __pycache__-like or odd names)
         try:
             config = load_model_config(directory)
-            available = _version_folders(directory)
+            available = version_folders(directory)
             if not available:
                 raise ConfigError(str(directory), None, "has no version folder", hint="put the model in <model>/1/")
             versions = tuple(config.version_policy.select(available))

@@ -8,6 +8,7 @@ import pytest
 
 from leanserve.config import DynamicBatching, RuntimeOptions, load_model_config
 from leanserve.optimize.writer import VersionEntry, write_versions
+from leanserve.repository import scan_repository
 
 
 def _entry(tmp_path: Path, label: str, platform: str = "onnxruntime") -> VersionEntry:
@@ -83,3 +84,15 @@ def test_the_planned_batch_never_lowers_what_a_request_may_send(
     version = load_model_config(repo / "m").for_version(1)
     assert version.max_batch_size == served_max
     assert version.dynamic_batching.preferred_batch_sizes == preferred
+
+
+def test_folders_the_repository_ignores_do_not_number_new_versions(tmp_path: Path) -> None:
+    # "01" and "0" are no versions to the server, so they must not push the numbering either:
+    # the written version is 1, and the server finds it.
+    repo = tmp_path / "repo"
+    for folder in ("0", "01", "007"):
+        (repo / "m" / folder).mkdir(parents=True)
+    numbers = write_versions(repo, "m", [_entry(tmp_path, "original")], default_label="original")
+    assert numbers == {"original": 1}
+    (entry,) = scan_repository(repo).models
+    assert entry.error is None and entry.versions == (1,)

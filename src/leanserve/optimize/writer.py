@@ -22,7 +22,7 @@ import tomli_w
 
 from ..config import DynamicBatching, RuntimeOptions, load_model_config
 from ..errors import ConfigError, ServerError, UsageError
-from ..repository import DEFAULT_MAX_BATCH_SIZE
+from ..repository import DEFAULT_MAX_BATCH_SIZE, version_folder_number, version_folders
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,12 +40,6 @@ class VersionEntry:
     @property
     def model_file(self) -> str:
         return self.files[0].name
-
-
-def existing_versions(model_dir: Path) -> list[int]:
-    if not model_dir.is_dir():
-        return []
-    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -122,8 +116,8 @@ def write_versions(repo: Path, name: str, entries: Sequence[VersionEntry], defau
     previous_text = toml_path.read_text(encoding="utf-8") if toml_path.exists() else None
 
     ordered = [e for e in entries if e.label != default_label] + [e for e in entries if e.label == default_label]
-    declared = [int(k) for k in data.get("versions", {}) if str(k).isdigit()]
-    first = max([0, *existing_versions(model_dir), *declared]) + 1
+    declared = [n for k in data.get("versions", {}) if (n := version_folder_number(str(k))) is not None]
+    first = max([0, *version_folders(model_dir), *declared]) + 1
     model_max_batch = int(data.get("max_batch_size", DEFAULT_MAX_BATCH_SIZE))
     numbers: dict[str, int] = {}
     created: list[Path] = []
