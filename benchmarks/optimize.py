@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/optimize.py [--skip-minilm] [--skip-resnet] [--resnet-size 224]
 
-Three cases, each optimized into its own temporary repository by ``leanserve.optimize.optimize``:
+Three cases, each optimized into its own temporary repository by ``leanserve.optimize``:
 
 * ``digits``: the demo CNN, metric accuracy against the labels, budget 0.5 point;
 * ``minilm``: the demo all-MiniLM-L6-v2, metric mean cosine to the original, budget 0.99,
@@ -34,11 +34,11 @@ from typing import Any
 import numpy as np
 
 from leanserve.config import RuntimeOptions, load_model_config
-from leanserve.optimize import OptimizeResult, optimize
-from leanserve.optimize.data import from_arrays, split
-from leanserve.optimize.measure import environment as measured_environment
-from leanserve.optimize.metrics import cosine_per_example
-from leanserve.optimize.selection import choose
+from leanserve.optimization import OptimizeResult, optimize
+from leanserve.optimization.data import from_arrays, split
+from leanserve.optimization.measure import environment as measured_environment
+from leanserve.optimization.metrics import cosine_per_example
+from leanserve.optimization.selection import choose
 from leanserve.repository import resolve_version
 from leanserve.runtimes import Runtime, load_runtime
 

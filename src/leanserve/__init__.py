@@ -24,7 +24,7 @@ from .errors import (
     ServerError,
     UsageError,
 )
-from .optimize import OptimizeResult, optimize
+from .optimization import OptimizeResult, optimize
 from .protocol import InferInput, InferRequest, InferRequestedOutput, InferResult, Limits
 from .repository import scan_repository
 from .server import Server, build_app, serve

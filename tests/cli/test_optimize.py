@@ -11,7 +11,7 @@ import pytest
 import leanserve.cli
 from leanserve.cli import main
 from leanserve.config import load_model_config
-from tests.optimize.conftest import build_mlp
+from tests.optimization.conftest import build_mlp
 
 
 @pytest.fixture(autouse=True)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ..optimize import OptimizeResult, VariantResult
+    from ..optimization import OptimizeResult, VariantResult
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from ..errors import UsageError
-    from ..optimize import CATALOG, optimize
+    from ..optimization import CATALOG, optimize
 
     if args.list_variants:
         for name, spec in CATALOG.items():
@@ -128,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _worst_group(v: VariantResult, higher_is_better: bool) -> str:
-    from ..optimize.metrics import worst_group
+    from ..optimization.metrics import worst_group
 
     name = worst_group(v.score, higher_is_better) if v.score else None
     return "—" if name is None or v.score is None else f"{name} {v.score.groups[name].value:.4f}"

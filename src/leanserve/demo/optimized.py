@@ -24,7 +24,7 @@ def optimize_demo_repository(
     variants: Sequence[str] | None = None,
 ) -> list[str]:
     """Optimize each demo model that has no report yet; returns one summary line per model."""
-    from ..optimize import optimize
+    from ..optimization import optimize
 
     say = progress or (lambda _m: None)
     lines = []

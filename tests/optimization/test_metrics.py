@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from leanserve.errors import UsageError
-from leanserve.optimize.metrics import make_metric, score_groups
+from leanserve.optimization.metrics import make_metric, score_groups
 
 REF = {"y": np.array([[0.1, 0.9], [0.8, 0.2], [0.3, 0.7]], np.float32)}
 CAND = {"y": np.array([[0.2, 0.8], [0.1, 0.9], [0.4, 0.6]], np.float32)}

@@ -11,8 +11,8 @@ import pytest
 
 from leanserve.config import RuntimeOptions
 from leanserve.errors import UsageError
-from leanserve.optimize.data import from_arrays
-from leanserve.optimize.variants import CATALOG, Builder, openvino_available, select, unavailable
+from leanserve.optimization.data import from_arrays
+from leanserve.optimization.variants import CATALOG, Builder, openvino_available, select, unavailable
 from leanserve.runtimes import load_runtime
 
 from .conftest import ModelFixture

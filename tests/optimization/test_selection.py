@@ -2,10 +2,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from leanserve.optimize.measure import NOT_MEASURABLE, Energy, Latency, Spread
-from leanserve.optimize.metrics import Score
-from leanserve.optimize.results import Measurements, Status, VariantResult
-from leanserve.optimize.selection import choose, fallback_order, keep
+from leanserve.optimization.measure import NOT_MEASURABLE, Energy, Latency, Spread
+from leanserve.optimization.metrics import Score
+from leanserve.optimization.results import Measurements, Status, VariantResult
+from leanserve.optimization.selection import choose, fallback_order, keep
 
 
 def _v(name: str, p50: float, tput: float, score: float, status: Status = "accepted") -> VariantResult:
@@ -60,7 +60,7 @@ def test_fallback_order_for_an_error_ceiling() -> None:
 
 
 def test_the_summary_speaks_of_what_chose_the_variant() -> None:
-    from leanserve.optimize.api import _message
+    from leanserve.optimization.api import _message
 
     original = replace(ORIGINAL, speedup=1.0)
     fast = replace(_v("fast", 0.5, 3000, 0.99), speedup=2.0)

@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 
 from leanserve.errors import UsageError
-from leanserve.optimize.budget import parse_budget
-from leanserve.optimize.metrics import Score, make_metric
+from leanserve.optimization.budget import parse_budget
+from leanserve.optimization.metrics import Score, make_metric
 
 ACC = make_metric("accuracy", "y", True)
 COS = make_metric("cosine", "y", False)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from leanserve.optimize.measure import (
+from leanserve.optimization.measure import (
     NOT_MEASURABLE,
     Settings,
     energy_per_inference,

@@ -9,7 +9,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from leanserve.errors import UsageError
-from leanserve.optimize.sources import prepare, unique_node_names
+from leanserve.optimization.sources import prepare, unique_node_names
 
 from .conftest import ModelFixture
 

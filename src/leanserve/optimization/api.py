@@ -65,7 +65,7 @@ def optimize(
 
     ``data`` is an .npz file, a folder of them, or a mapping of arrays (one per model input, plus
     ``labels`` and ``groups`` if named; ``groups`` holds a group name per example, and every
-    figure of the metric is also reported per group). See :mod:`leanserve.optimize.budget` for how ``budget`` reads.
+    figure of the metric is also reported per group). See :mod:`leanserve.optimization.budget` for how ``budget`` reads.
     """
     say = progress or (lambda _msg: None)
     if objective not in OBJECTIVES:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from leanserve.errors import UsageError
-from leanserve.optimize.data import conform, from_arrays, load_data, split
+from leanserve.optimization.data import conform, from_arrays, load_data, split
 from leanserve.runtimes import EngineTensor
 
 INPUTS = (EngineTensor("x", "FP32", (-1, 4)),)

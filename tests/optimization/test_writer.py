@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from leanserve.config import DynamicBatching, RuntimeOptions, load_model_config
-from leanserve.optimize.writer import VersionEntry, write_versions
+from leanserve.optimization.writer import VersionEntry, write_versions
 from leanserve.repository import scan_repository
 
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from leanserve.optimize.sweep import SweepPoint, batch_candidates, recommend, thread_candidates, tile
+from leanserve.optimization.sweep import SweepPoint, batch_candidates, recommend, thread_candidates, tile
 
 
 def _p(threads: int, batch: int, ms: float) -> SweepPoint:

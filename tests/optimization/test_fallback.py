@@ -6,9 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from leanserve.optimize.data import from_arrays
-from leanserve.optimize.fallback import Attempt, RankedNode, exclusion_steps, rank_nodes, search
-from leanserve.optimize.variants import CATALOG, Builder, BuiltVariant
+from leanserve.optimization.data import from_arrays
+from leanserve.optimization.fallback import Attempt, RankedNode, exclusion_steps, rank_nodes, search
+from leanserve.optimization.variants import CATALOG, Builder, BuiltVariant
 
 from .conftest import ModelFixture
 

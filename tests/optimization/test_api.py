@@ -11,7 +11,7 @@ import pytest
 
 from leanserve.config import load_model_config
 from leanserve.errors import UsageError
-from leanserve.optimize import OptimizeResult, optimize
+from leanserve.optimization import OptimizeResult, optimize
 from leanserve.runtimes import load_runtime
 
 from .conftest import ModelFixture
