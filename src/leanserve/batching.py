@@ -29,6 +29,7 @@ import numpy as np
 
 from .config import DynamicBatching
 from .errors import InferenceFailed, LeanserveError, ModelNotReady, Overloaded
+from .futures import call_as_future
 from .runtimes import Runtime
 from .stats import ModelStats
 
@@ -232,6 +233,7 @@ class Batcher:
                 Overloaded(
                     f"model {self._stats.name!r} has {len(self._pending)} requests queued, the most allowed",
                     hint="retry later, or raise dynamic_batching.max_queue_size",
+                    retry_after=1,
                 ),
             )
             return
@@ -243,19 +245,7 @@ class Batcher:
 
     async def infer(self, inputs: Mapping[str, np.ndarray], rows: int) -> Tensors:
         """:meth:`submit` for async callers: the request's outputs, or its error raised."""
-        future: asyncio.Future[Tensors] = asyncio.get_running_loop().create_future()
-
-        def done(outputs: Tensors | None, error: LeanserveError | None) -> None:
-            if future.done():
-                return
-            if error is not None:
-                future.set_exception(error)
-            else:
-                assert outputs is not None
-                future.set_result(outputs)
-
-        self.submit(inputs, rows, done)
-        return await future
+        return await call_as_future(lambda done: self.submit(inputs, rows, done))
 
     async def drain(self) -> None:
         """Wait until nothing is queued or running."""

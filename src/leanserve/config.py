@@ -16,13 +16,16 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from .errors import ConfigError
+from .errors import ConfigError, UsageError
+from .memory import parse_size
 from .protocol.datatypes import DATATYPES
 
 Platform = Literal["onnxruntime", "openvino"]
 PLATFORMS: tuple[str, ...] = ("onnxruntime", "openvino")
 DEFAULT_MODEL_FILES: dict[str, str] = {"onnxruntime": "model.onnx", "openvino": "model.xml"}
 VersionPolicyKind = Literal["latest", "all", "specific"]
+LoadPolicy = Literal["always", "on_demand"]
+LOAD_POLICIES: tuple[str, ...] = ("always", "on_demand")
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +102,11 @@ class ModelConfig:
     default_version: int | None = None  # None: the highest loaded version
     metadata: dict[str, Any] = field(default_factory=dict)
     versions: dict[int, VersionOverrides] = field(default_factory=dict)
+    # "always": loaded at start-up and never evicted; "on_demand": loaded by its first request,
+    # evicted when the memory budget needs room. None: the server's default (--load).
+    load: LoadPolicy | None = None
+    # Overrides the measured size, for engines whose memory the resident set does not show.
+    memory_bytes: int | None = None
     source: str | None = None  # the file this was read from, for error messages
 
     @property
@@ -140,6 +148,8 @@ _TOP_LEVEL_KEYS = {
     "default_version",
     "metadata",
     "versions",
+    "load",
+    "memory",
 }
 
 
@@ -358,8 +368,20 @@ def parse_model_config(data: dict[str, Any], default_name: str, source: str) -> 
         default_version=default_version,
         metadata=r.table(data["metadata"], "metadata") if "metadata" in data else {},
         versions=_version_overrides(r, data["versions"]) if "versions" in data else {},
+        load=r.string(data["load"], "load", LOAD_POLICIES) if "load" in data else None,  # type: ignore[arg-type]
+        memory_bytes=_size(r, data["memory"], "memory") if "memory" in data else None,
         source=source,
     )
+
+
+def _size(r: _Reader, value: Any, where: str) -> int:
+    try:
+        size = parse_size(value) if isinstance(value, (str, int)) and not isinstance(value, bool) else None
+    except UsageError as e:
+        raise r.fail(where, e.message, e.hint) from None
+    if size is None or size <= 0:
+        raise r.fail(where, f'expected a positive size such as "300MiB", got {value!r}')
+    return size
 
 
 def load_model_config(model_dir: Path) -> ModelConfig:

@@ -14,10 +14,11 @@ class LeanserveError(Exception):
     status: int = 500
     exit_code: int = 1
 
-    def __init__(self, message: str, hint: str | None = None) -> None:
+    def __init__(self, message: str, hint: str | None = None, retry_after: int | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
+        self.retry_after = retry_after  # seconds, sent as Retry-After when set
 
     def __str__(self) -> str:
         return f"{self.message} ({self.hint})" if self.hint else self.message
@@ -48,6 +49,18 @@ class UnsupportedMediaType(ClientError):
 
 class MethodNotAllowed(ClientError):
     status = 405
+
+
+class Unauthorized(ClientError):
+    """No credentials where the endpoint needs them."""
+
+    status = 401
+
+
+class Forbidden(ClientError):
+    """Wrong credentials, or an endpoint that is switched off."""
+
+    status = 403
 
 
 class ConfigError(ClientError):

@@ -1,8 +1,16 @@
-"""The models the server holds: which versions are loaded, their state, engine and batcher.
+"""The model versions the server knows, which of them are resident, and the one way to a running one.
 
-This is the seam where a later memory budget with on-demand loading and eviction plugs in:
-everything that wants a model asks :meth:`ModelRegistry.get`, and only the registry creates or
-drops engines.
+Every version in the repository is known with its completed configuration whether or not its
+engine is loaded, so metadata and configuration answer for an unloaded model. A request reaches
+an engine only through :meth:`ModelRegistry.acquire` (which may wait for a load) and gives it
+back with :meth:`ModelRegistry.release`; a version with acquired requests is never unloaded.
+
+Resident versions share one memory budget, in bytes *measured* as the resident-set growth over
+each version's load and warm-up (loads run one at a time, so the figure is attributable). To
+make room, the least recently used unacquired ``on_demand`` versions are unloaded first
+(:mod:`leanserve.eviction` decides), and their freed heap is handed back to the system.
+
+State is touched on the event loop only; engines load and close on one loader thread.
 """
 
 from __future__ import annotations
@@ -10,19 +18,35 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-import os
 import time
+from collections.abc import Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .batching import Batcher
 from .check import check_version
-from .errors import ModelNotFound, ModelNotReady
-from .repository import ModelEntry, ModelVersionSpec, resolve_version, safe_model_name, scan_repository
+from .config import LoadPolicy, ModelConfig
+from .errors import ConfigError, LeanserveError, ModelNotFound, ModelNotReady
+from .eviction import Resident, choose_victims
+from .memory import format_size, release_freed_memory, resident_bytes
+from .repository import (
+    ModelEntry,
+    ModelVersionSpec,
+    model_fingerprint,
+    resolve_version,
+    safe_model_name,
+    scan_model,
+    scan_repository,
+)
 from .runtimes import Runtime
 from .stats import ModelStats
 
 log = logging.getLogger("leanserve.registry")
+
+NOT_LOADED = "not loaded (on demand): the next inference request loads it"
+OPERATOR_UNLOADED = "unloaded through the control API"
 
 
 class State(enum.Enum):
@@ -32,57 +56,322 @@ class State(enum.Enum):
     UNLOADING = "UNLOADING"
 
 
-@dataclass(slots=True)
-class ModelVersion:
-    """One version of a model, loaded or not; ``reason`` says why it is not READY."""
+@dataclass(frozen=True, slots=True)
+class RegistryOptions:
+    memory_budget: int | None = None  # bytes; None: no budget
+    default_load: LoadPolicy = "always"  # for models whose model.toml does not say
+    load_timeout_seconds: float = 60.0  # longest a request waits for its model to load
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Lease:
+    """A running version, held by one request from acquire to release. One per loaded version."""
+
+    name: str
+    version: int
+    config: ModelConfig
+    batcher: Batcher
+    stats: ModelStats
+    slot: _Slot
+
+
+@dataclass(frozen=True, slots=True)
+class VersionSnapshot:
+    """What handlers, metrics and the index may know of a version: no engine, no batcher."""
 
     name: str
     version: int
     state: State
+    reason: str
+    load: LoadPolicy
+    config: ModelConfig | None  # None when the version's files could not be read
+    memory_bytes: int  # measured (or declared) size; 0 before the first load
+    memory_declared: bool
+    resident: bool
+    acquired: int
+    queued: int
+    providers: tuple[str, ...]
     stats: ModelStats
-    spec: ModelVersionSpec | None = None
-    runtime: Runtime | None = None
-    batcher: Batcher | None = None
-    reason: str = ""
 
     @property
     def ready(self) -> bool:
         return self.state is State.READY
 
 
-@dataclass(slots=True)
-class Model:
+@dataclass(frozen=True, slots=True)
+class ModelSnapshot:
     name: str
-    versions: dict[int, ModelVersion] = field(default_factory=dict)
-    default_version: int | None = None
-    error: str = ""  # a model-level problem (its model.toml), when no version could be read
+    error: str
+    default_version: int | None
+    versions: tuple[VersionSnapshot, ...]
 
     @property
     def ready(self) -> bool:
-        return any(v.ready for v in self.versions.values())
+        return any(v.ready for v in self.versions)
 
 
-def _resident_bytes() -> int:
-    """This process's resident memory, from /proc (0 where there is none)."""
-    try:
-        with open("/proc/self/statm", "rb") as f:
-            pages = int(f.read().split()[1])
-    except (OSError, ValueError, IndexError):
-        return 0
-    return pages * os.sysconf("SC_PAGE_SIZE")
+class _Slot:
+    """One version's mutable state, owned by the registry and changed on the event loop only."""
+
+    __slots__ = (
+        "acquired",
+        "batcher",
+        "drained",
+        "failure",
+        "last_used",
+        "lease",
+        "load",
+        "memory_bytes",
+        "memory_declared",
+        "name",
+        "operator_unloaded",
+        "reason",
+        "runtime",
+        "spec",
+        "state",
+        "stats",
+        "transition",
+        "version",
+    )
+
+    def __init__(self, name: str, version: int, spec: ModelVersionSpec | None, failure: str, load: LoadPolicy) -> None:
+        self.name = name
+        self.version = version
+        self.spec = spec
+        self.load: LoadPolicy = load
+        self.stats = ModelStats(name, version)
+        self.failure = failure  # set: the version cannot load until its files change or the API loads it
+        self.state = State.UNAVAILABLE
+        self.reason = failure or NOT_LOADED
+        self.runtime: Runtime | None = None
+        self.batcher: Batcher | None = None
+        self.lease: Lease | None = None
+        self.acquired = 0
+        self.last_used = 0.0
+        self.transition: asyncio.Future[None] | None = None  # a load or unload in progress
+        self.drained: asyncio.Event | None = None  # set when ``acquired`` drops to 0, if someone waits
+        self.operator_unloaded = False
+        declared = spec.config.memory_bytes if spec is not None else None
+        self.memory_bytes = declared or 0
+        self.memory_declared = declared is not None
+
+    @property
+    def resident(self) -> bool:
+        return self.runtime is not None
+
+    def snapshot(self) -> VersionSnapshot:
+        return VersionSnapshot(
+            self.name,
+            self.version,
+            self.state,
+            self.reason,
+            self.load,
+            self.spec.config if self.spec is not None else None,
+            self.memory_bytes,
+            self.memory_declared,
+            self.resident,
+            self.acquired,
+            self.batcher.queued if self.batcher is not None else 0,
+            self.runtime.providers if self.runtime is not None else (),
+            self.stats,
+        )
+
+
+@dataclass(slots=True)
+class _Model:
+    name: str
+    directory: Path
+    config: ModelConfig | None = None
+    versions: dict[int, _Slot] = field(default_factory=dict)
+    error: str = ""  # a model-level problem (its model.toml)
+    fingerprint: object = None
+    default: _Slot | None = None  # answers unversioned requests; kept current by _choose_default
+
+
+@dataclass(frozen=True, slots=True)
+class _Loaded:
+    runtime: Runtime | None
+    error: str
+    warnings: tuple[str, ...]
+    seconds: float
+    grew: int  # resident bytes the load and warm-up added
 
 
 class ModelRegistry:
-    def __init__(self, repository: Path) -> None:
-        self.repository = repository
-        self._models: dict[str, Model] = {}
-        self.loaded = False  # True once the start-up load has finished (ready or not)
+    def __init__(self, repository: Path, options: RegistryOptions | None = None) -> None:
+        self.repository = Path(repository)
+        self.options = options or RegistryOptions()
+        self._models: dict[str, _Model] = {}
+        self._loader = ThreadPoolExecutor(1, thread_name_prefix="leanserve-loader")
+        self._load_lock: asyncio.Lock | None = None  # created on the serving loop
+        self._room: asyncio.Event | None = None  # set by a release while a load waits for room
+        self.baseline_bytes = 0  # the process's resident memory with no model loaded
+        self.loaded = False  # True once every "always" version has been tried at start-up
+        self.evictions = 0
+        self._tasks: set[asyncio.Task[None]] = set()
 
-    @property
-    def models(self) -> dict[str, Model]:
-        return self._models
+    # ---- the request path ------------------------------------------------------------------
 
-    def get_model(self, name: str) -> Model:
+    def acquire_now(self, name: str, version: str | None) -> Lease | None:
+        """The version's lease when it is resident; None when it must load first (see :meth:`acquire`).
+
+        Raises 404 for an unknown model or version, 503 for one that cannot load.
+        """
+        slot = self._select(name, version)
+        lease = slot.lease
+        if lease is None or slot.state is not State.READY:
+            return None
+        slot.acquired += 1
+        slot.last_used = time.monotonic()
+        return lease
+
+    async def acquire(self, name: str, version: str | None, deadline: float | None = None) -> Lease:
+        """The version's lease, loading it first when needed (one load however many ask)."""
+        loop = asyncio.get_running_loop()
+        timeout = self.options.load_timeout_seconds
+        end = loop.time() + timeout if deadline is None else min(deadline, loop.time() + timeout)
+        while True:
+            lease = self.acquire_now(name, version)
+            if lease is not None:
+                return lease
+            slot = self._select(name, version)
+            transition = slot.transition or self._start_load(slot)
+            remaining = end - loop.time()
+            try:
+                if remaining <= 0:
+                    raise TimeoutError
+                await asyncio.wait_for(asyncio.shield(transition), remaining)
+            except TimeoutError:
+                raise ModelNotReady(
+                    f"model {name!r} version {slot.version} is still {slot.state.value.lower()} after {timeout:g} s",
+                    hint="retry shortly",
+                    retry_after=max(1, round(slot.stats.load_seconds) or 1),
+                ) from None
+
+    def release(self, lease: Lease) -> None:
+        slot = lease.slot
+        slot.acquired -= 1
+        if slot.acquired == 0:
+            if slot.drained is not None:
+                slot.drained.set()
+            if self._room is not None:
+                self._room.set()
+
+    def stats_of(self, name: str, version: str | None) -> ModelStats | None:
+        """The statistics a failed request counts against, without loading anything."""
+        model = self._models.get(name)
+        if model is None:
+            return None
+        if version is None:
+            return model.default.stats if model.default is not None else None
+        slot = model.versions.get(int(version)) if version.isdigit() else None
+        return slot.stats if slot is not None else None
+
+    # ---- what handlers and metrics read ------------------------------------------------------
+
+    def describe(self, name: str, version: str | None) -> VersionSnapshot:
+        """The version a request would reach, loaded or not (404 for unknown ones)."""
+        return self._find(name, version).snapshot()
+
+    def model(self, name: str) -> ModelSnapshot:
+        return self._model_snapshot(self._model(name))
+
+    def snapshot(self) -> tuple[ModelSnapshot, ...]:
+        return tuple(self._model_snapshot(m) for m in self._models.values())
+
+    def used_bytes(self) -> int:
+        """Budget held: the measured size of every resident or loading version."""
+        return sum(
+            s.memory_bytes for m in self._models.values() for s in m.versions.values() if s.resident or s.transition
+        )
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+
+    async def load_all(self) -> None:
+        """Read the repository; load every ``always`` version, one at a time, within the budget."""
+        self._bind_loop()
+        loop = asyncio.get_running_loop()
+        names = await loop.run_in_executor(self._loader, self._model_names)
+        for name in names:
+            await self._apply(name)
+        # Measured after the configurations are read (ONNX files parsed and dropped), before any engine.
+        self.baseline_bytes = await loop.run_in_executor(self._loader, _settled_resident_bytes)
+        for model in list(self._models.values()):
+            for slot in list(model.versions.values()):
+                if slot.load == "always" and not slot.failure:
+                    await self._start_load(slot)
+        self.loaded = True
+
+    async def load(self, name: str) -> ModelSnapshot:
+        """The control API's load: read the model's files again, then load every version now."""
+        safe_model_name(name)
+        self._bind_loop()
+        await self._apply(name, force=True)
+        model = self._model(name)
+        if model.error and not model.versions:
+            raise ConfigError(str(model.directory), None, model.error)
+        for slot in list(model.versions.values()):
+            slot.operator_unloaded = False
+            if not slot.resident and slot.spec is not None:
+                slot.failure = ""
+                await (slot.transition or self._start_load(slot))
+        snap = self.model(name)
+        failed = [v for v in snap.versions if not v.ready]
+        if failed:
+            raise ModelNotReady(
+                f"model {name!r} failed to load: " + "; ".join(f"version {v.version}: {v.reason}" for v in failed)
+            )
+        return snap
+
+    async def unload(self, name: str) -> ModelSnapshot:
+        """The control API's unload: no new requests; those acquired finish; then the engines go."""
+        model = self._model(name)
+        for slot in list(model.versions.values()):
+            slot.operator_unloaded = True
+            if slot.transition is not None:
+                await slot.transition
+            if slot.resident:
+                await self._unload(slot, "operator", OPERATOR_UNLOADED)
+            slot.reason = OPERATOR_UNLOADED
+        self._choose_default(model)
+        return self.model(name)
+
+    async def refresh(self) -> list[str]:
+        """Pick up changed, added and removed models (hot swap); returns the names that changed."""
+        self._bind_loop()
+        loop = asyncio.get_running_loop()
+        names = set(await loop.run_in_executor(self._loader, self._model_names)) | set(self._models)
+        changed = []
+        for name in sorted(names):
+            if await self._apply(name):
+                changed.append(name)
+        return changed
+
+    async def watch(self, every_seconds: float) -> None:
+        """Call :meth:`refresh` every ``every_seconds`` until cancelled."""
+        while True:
+            await asyncio.sleep(every_seconds)
+            try:
+                changed = await self.refresh()
+            except Exception:
+                log.exception("repository poll failed")
+                continue
+            if changed:
+                log.info("repository changed: %s", ", ".join(changed))
+
+    async def close(self) -> None:
+        """Let queued work finish, then release every engine."""
+        for model in self._models.values():
+            for slot in model.versions.values():
+                if slot.transition is not None:
+                    await asyncio.shield(slot.transition)
+                if slot.resident:
+                    await self._unload(slot, "shutdown", "server shutting down", wait=False)
+        self._loader.shutdown(wait=True)
+
+    # ---- selection -------------------------------------------------------------------------
+
+    def _model(self, name: str) -> _Model:
         model = self._models.get(name)
         if model is None:
             safe_model_name(name)  # a hostile name gets its own message
@@ -92,91 +381,347 @@ class ModelRegistry:
             )
         return model
 
-    def get(self, name: str, version: str | None = None) -> ModelVersion:
-        """The version to answer with; 404 for an unknown model or version, 503 when not ready."""
-        model = self.get_model(name)
-        if version:
-            if not version.isdigit():
-                raise ModelNotFound(f"model {name!r} has no version {version!r}", hint="versions are integers")
-            mv = model.versions.get(int(version))
-            if mv is None:
-                raise ModelNotFound(
-                    f"model {name!r} has no version {version}",
-                    hint=f"versions: {', '.join(str(v) for v in sorted(model.versions)) or 'none'}",
-                )
-        else:
-            mv = self._default(model)
-        if not mv.ready:
-            raise ModelNotReady(
-                f"model {name!r} version {mv.version} is {mv.state.value}" + (f": {mv.reason}" if mv.reason else "")
+    def _find(self, name: str, version: str | None) -> _Slot:
+        model = self._model(name)
+        if version is None:
+            if model.default is None:
+                raise ModelNotReady(f"model {name!r} is not available: {model.error or 'it has no version'}")
+            return model.default
+        slot = model.versions.get(int(version)) if version.isdigit() else None
+        if slot is None:
+            raise ModelNotFound(
+                f"model {name!r} has no version {version if version.isdigit() else repr(version)}",
+                hint=f"versions: {', '.join(str(v) for v in sorted(model.versions)) or 'none'}",
             )
-        return mv
+        return slot
 
-    def _default(self, model: Model) -> ModelVersion:
-        if model.default_version is not None and model.default_version in model.versions:
-            chosen = model.versions[model.default_version]
-            if chosen.ready:
-                return chosen
-        ready = [v for v in model.versions.values() if v.ready]
+    def _select(self, name: str, version: str | None) -> _Slot:
+        """The version to answer with; 503 when it cannot load."""
+        slot = self._find(name, version)
+        if slot.failure or slot.operator_unloaded:
+            raise ModelNotReady(
+                f"model {name!r} version {slot.version} is {slot.state.value}: {slot.reason}",
+                hint=f"POST /v2/repository/models/{name}/load loads it" if slot.operator_unloaded else None,
+            )
+        return slot
+
+    def _choose_default(self, model: _Model) -> None:
+        """Configured default_version if it can serve, else the highest ready, else the highest loadable."""
+        usable = {v: s for v, s in model.versions.items() if not s.failure and not s.operator_unloaded}
+        configured = model.config.default_version if model.config is not None else None
+        if configured is not None and configured in usable:
+            model.default = usable[configured]
+            return
+        ready = [v for v, s in usable.items() if s.state is State.READY]
         if ready:
-            return max(ready, key=lambda v: v.version)
-        if model.versions:
-            return model.versions[max(model.versions)]
-        raise ModelNotReady(f"model {model.name!r} is not available: {model.error or 'no version loaded'}")
+            model.default = usable[max(ready)]
+        elif usable:
+            model.default = usable[max(usable)]
+        else:
+            model.default = model.versions[max(model.versions)] if model.versions else None
 
-    async def load_all(self) -> None:
-        """Scan the repository and load every selected version; one failure never stops the others."""
+    # ---- loading and unloading -----------------------------------------------------------------
+
+    def _bind_loop(self) -> None:
+        if self._load_lock is None:
+            self._load_lock = asyncio.Lock()
+
+    def _start_load(self, slot: _Slot) -> asyncio.Future[None]:
+        self._bind_loop()
         loop = asyncio.get_running_loop()
-        scan = await loop.run_in_executor(None, scan_repository, self.repository)
-        to_load: list[tuple[ModelVersion, ModelEntry]] = []
-        for entry in scan.models:
-            model = Model(name=entry.name)
-            self._models[entry.name] = model
-            if entry.error is not None or entry.config is None:
-                model.error = str(entry.error)
-                log.error("model %s: %s", entry.name, model.error)
-                continue
-            model.default_version = entry.config.default_version
-            for version in entry.versions:
-                mv = ModelVersion(entry.name, version, State.LOADING, ModelStats(entry.name, str(version)))
-                model.versions[version] = mv
-                to_load.append((mv, entry))
-        for mv, entry in to_load:
-            # One at a time, so that the resident-memory delta is attributable to one version.
-            await loop.run_in_executor(None, self._load_version, mv, entry)
-            if mv.runtime is not None and mv.spec is not None:
-                config = mv.spec.config
-                mv.batcher = Batcher(mv.runtime, config.max_batch_size or 0, config.dynamic_batching, mv.stats)
-                mv.state = State.READY
-        self.loaded = True
+        transition: asyncio.Future[None] = loop.create_future()
+        slot.transition = transition
+        slot.state, slot.reason = State.LOADING, "loading"
+        self._spawn(self._load(slot, transition))
+        return transition
 
-    def _load_version(self, mv: ModelVersion, entry: ModelEntry) -> None:
-        before = _resident_bytes()
-        start = time.perf_counter()
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        # The loop keeps only weak references to tasks: hold them until they finish.
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _load(self, slot: _Slot, transition: asyncio.Future[None]) -> None:
+        assert self._load_lock is not None and slot.spec is not None
         try:
-            assert entry.config is not None
-            spec = resolve_version(entry.directory, entry.config, mv.version)
-            check, runtime = check_version(spec)
-        except Exception as e:
-            mv.state, mv.reason = State.UNAVAILABLE, str(e)
-            log.error("model %s version %d: %s", mv.name, mv.version, e)
-            return
-        if runtime is None or not check.ok:
-            mv.state, mv.reason = State.UNAVAILABLE, check.error or "failed its start-up check"
-            log.error("model %s version %d: %s", mv.name, mv.version, mv.reason)
-            return
-        mv.spec, mv.runtime = spec, runtime
-        mv.stats.load_seconds = time.perf_counter() - start
-        mv.stats.memory_bytes = max(0, _resident_bytes() - before)
-        log.info("model %s version %d ready (%.2fs)", mv.name, mv.version, mv.stats.load_seconds)
+            async with self._load_lock:
+                estimate = slot.memory_bytes or _file_bytes(slot.spec.path)
+                await self._make_room(slot, estimate)
+                loaded = await asyncio.get_running_loop().run_in_executor(self._loader, _load_engine, slot.spec)
+                for warning in loaded.warnings:
+                    log.warning("model %s version %d: %s", slot.name, slot.version, warning)
+                if loaded.runtime is None:
+                    self._fail(slot, loaded.error)
+                    return
+                self._install(slot, loaded)
+                budget = self.options.memory_budget
+                if budget is not None and slot.memory_bytes > budget:
+                    await self._unload(slot, "evicted", "", wait=False)
+                    self._fail(
+                        slot,
+                        f"needs {format_size(slot.memory_bytes)} ({'declared' if slot.memory_declared else 'measured'})"
+                        f", more than the whole memory budget of {format_size(budget)}",
+                    )
+                    return
+                # The measured size may exceed the estimate the room was made for.
+                await self._make_room(slot, slot.memory_bytes)
+        except LeanserveError as e:
+            self._fail(slot, str(e))
+        except Exception as e:  # a load must never leave waiters hanging
+            log.exception("model %s version %d: load failed", slot.name, slot.version)
+            self._fail(slot, f"{type(e).__name__}: {e}")
+        finally:
+            slot.transition = None
+            transition.set_result(None)
+            model = self._models.get(slot.name)
+            if model is not None:
+                self._choose_default(model)
 
-    async def close(self) -> None:
-        """Let queued work finish, then release every engine."""
-        for model in self._models.values():
-            for mv in model.versions.values():
-                if mv.batcher is not None:
-                    mv.state = State.UNLOADING
-                    await mv.batcher.close()
-                if mv.runtime is not None:
-                    mv.runtime.close()
-                    mv.runtime = None
+    def _install(self, slot: _Slot, loaded: _Loaded) -> None:
+        assert slot.spec is not None and loaded.runtime is not None
+        config = slot.spec.config
+        slot.runtime = loaded.runtime
+        if not slot.memory_declared:
+            slot.memory_bytes = loaded.grew
+        slot.batcher = Batcher(loaded.runtime, config.max_batch_size or 0, config.dynamic_batching, slot.stats)
+        slot.lease = Lease(slot.name, slot.version, config, slot.batcher, slot.stats, slot)
+        slot.stats.loads += 1
+        slot.stats.load_seconds = loaded.seconds
+        slot.stats.memory_bytes = slot.memory_bytes
+        slot.state, slot.reason = State.READY, ""
+        slot.last_used = time.monotonic()
+        log.info(
+            "model %s version %d ready (%.2f s, %s)",
+            slot.name,
+            slot.version,
+            loaded.seconds,
+            format_size(slot.memory_bytes),
+        )
+
+    def _fail(self, slot: _Slot, error: str) -> None:
+        slot.failure = error or "failed its start-up check"
+        slot.state, slot.reason = State.UNAVAILABLE, slot.failure
+        slot.stats.load_failures += 1
+        log.error("model %s version %d: %s", slot.name, slot.version, slot.failure)
+
+    async def _make_room(self, loading: _Slot, need: int) -> None:
+        """Unload least recently used versions until ``need`` more bytes fit; wait for busy ones."""
+        budget = self.options.memory_budget
+        if budget is None:
+            return
+        loop = asyncio.get_running_loop()
+        end = loop.time() + self.options.load_timeout_seconds
+        while True:
+            residents = [
+                # A version being replaced stays while its successor loads: requests still use it.
+                Resident(s, s.memory_bytes, s.last_used, s.acquired, s.load == "always" or _same(s, loading))
+                for m in self._models.values()
+                for s in m.versions.values()
+                if s.resident and s is not loading and s.state is State.READY
+            ]
+            accounted = sum(r.bytes for r in residents)
+            # What the process really holds counts too: memory an unload did not give back.
+            own = loading.memory_bytes if loading.resident else 0
+            outside = max(accounted, resident_bytes() - self.baseline_bytes - own)
+            victims = choose_victims(residents, need, outside, budget)
+            if victims is None:
+                victims = choose_victims(residents, need, accounted, budget)
+            if victims is not None:
+                for key in victims:
+                    victim: _Slot = key  # type: ignore[assignment]
+                    self.evictions += 1
+                    await self._unload(victim, "evicted", NOT_LOADED, wait=False)
+                return
+            remaining = end - loop.time()
+            if remaining <= 0:
+                busy = sum(r.bytes for r in residents if r.acquired or r.pinned)
+                raise ModelNotReady(
+                    f"model {loading.name!r} version {loading.version} needs about {format_size(need)} but "
+                    f"{format_size(busy)} of the {format_size(budget)} budget is held by versions in use or "
+                    'loaded with load = "always"',
+                    hint='retry later, raise --memory-budget, or make fewer models load = "always"',
+                    retry_after=1,
+                )
+            self._room = asyncio.Event()
+            try:
+                await asyncio.wait_for(self._room.wait(), remaining)
+            except TimeoutError:
+                pass
+            finally:
+                self._room = None
+
+    async def _unload(self, slot: _Slot, why: str, reason: str, wait: bool = True) -> None:
+        """Stop routing to ``slot``; when its requests are done (``wait``), close its engine."""
+        loop = asyncio.get_running_loop()
+        transition: asyncio.Future[None] = loop.create_future()
+        own_transition = slot.transition is None
+        if own_transition:
+            slot.transition = transition
+        slot.state, slot.reason = State.UNLOADING, "unloading"
+        try:
+            if wait and slot.acquired:
+                slot.drained = asyncio.Event()
+                await slot.drained.wait()
+                slot.drained = None
+            batcher, runtime = slot.batcher, slot.runtime
+            slot.batcher = slot.lease = None
+            if batcher is not None:
+                await batcher.close()
+            returned = await loop.run_in_executor(self._loader, _close_engine, runtime)
+            slot.runtime = None
+            slot.stats.unloads[why] += 1
+            slot.stats.memory_not_returned_bytes = max(0, slot.memory_bytes - returned)
+            log.info(
+                "model %s version %d unloaded (%s): %s of %s returned to the system",
+                slot.name,
+                slot.version,
+                why,
+                format_size(max(0, returned)),
+                format_size(slot.memory_bytes),
+            )
+        finally:
+            slot.state, slot.reason = State.UNAVAILABLE, reason or slot.reason
+            if own_transition:
+                slot.transition = None
+                transition.set_result(None)
+
+    # ---- reading the repository (start-up, hot swap, control API) ---------------------------
+
+    def _model_names(self) -> list[str]:
+        return [m.name for m in scan_repository(self.repository, names_only=True).models]
+
+    async def _apply(self, name: str, force: bool = False) -> bool:
+        """Bring one model in line with its files: new versions load beside the old, then switch."""
+        loop = asyncio.get_running_loop()
+        directory = self.repository / name
+        fingerprint = await loop.run_in_executor(self._loader, model_fingerprint, directory)
+        model = self._models.get(name)
+        if model is not None and model.fingerprint == fingerprint and not force:
+            return False
+        if fingerprint is None:  # the folder is gone
+            if model is not None:
+                del self._models[name]
+                for slot in model.versions.values():
+                    self._spawn(self._retire(slot, "removed"))
+            return model is not None
+        entry, specs = await loop.run_in_executor(self._loader, _read_model, directory)
+        if model is None:
+            model = self._models[name] = _Model(name, directory)
+        model.fingerprint = fingerprint
+        if entry.config is None:
+            model.error = str(entry.error)
+            if model.versions:
+                model.error += " (still serving the previous configuration)"
+            log.error("model %s: %s", name, model.error)
+            return True
+        model.error = ""
+        new_versions: dict[int, _Slot] = {}
+        for version in entry.versions:
+            spec, error = specs[version]
+            old = model.versions.get(version)
+            load: LoadPolicy = entry.config.load or self.options.default_load
+            slot = _Slot(name, version, spec, error, load)
+            if old is not None:
+                slot.stats = old.stats
+                if (
+                    not slot.memory_declared
+                    and old.spec is not None
+                    and spec is not None
+                    and old.spec.path == spec.path
+                ):
+                    slot.memory_bytes = old.memory_bytes  # the size is a good estimate until measured again
+            serving = old is not None and old.resident and not old.failure
+            if serving or (self.loaded and load == "always" and not error):
+                if not error:
+                    await self._start_load(slot)
+                if slot.failure and serving:
+                    assert old is not None
+                    old.reason = f"new files failed to load, still serving the previous ones: {slot.failure}"
+                    log.error("model %s version %d: %s", name, version, old.reason)
+                    new_versions[version] = old
+                    continue
+            new_versions[version] = slot
+        previous = model.versions
+        model.config = entry.config
+        model.versions = new_versions  # the switch: one assignment, between two requests
+        self._choose_default(model)
+        for version, old in previous.items():
+            if new_versions.get(version) is not old:
+                self._spawn(self._retire(old, "replaced" if version in new_versions else "removed"))
+        return True
+
+    async def _retire(self, slot: _Slot, why: str) -> None:
+        if slot.transition is not None:
+            await asyncio.shield(slot.transition)
+        if slot.resident:
+            await self._unload(slot, why, f"{why}; no longer served")
+
+    def _model_snapshot(self, model: _Model) -> ModelSnapshot:
+        return ModelSnapshot(
+            model.name,
+            model.error,
+            model.default.version if model.default is not None else None,
+            tuple(s.snapshot() for _, s in sorted(model.versions.items())),
+        )
+
+
+# ---- on the loader thread ----------------------------------------------------------------------
+
+
+def _read_model(directory: Path) -> tuple[ModelEntry, dict[int, tuple[ModelVersionSpec | None, str]]]:
+    """The model's entry and each selected version's completed configuration (or why it has none)."""
+    entry = scan_model(directory)
+    specs: dict[int, tuple[ModelVersionSpec | None, str]] = {}
+    if entry.config is not None:
+        for version in entry.versions:
+            try:
+                specs[version] = (resolve_version(entry.directory, entry.config, version), "")
+            except LeanserveError as e:
+                specs[version] = (None, str(e))
+            except Exception as e:
+                specs[version] = (None, f"{type(e).__name__}: {e}")
+    release_freed_memory()  # the model files were parsed to read their signatures
+    return entry, specs
+
+
+def _load_engine(spec: ModelVersionSpec) -> _Loaded:
+    """Load and check one version; what it added to the resident set is its size."""
+    before = _settled_resident_bytes()
+    start = time.perf_counter()
+    check, runtime = check_version(spec)
+    seconds = time.perf_counter() - start
+    warnings: tuple[str, ...] = getattr(check, "warnings", ())
+    if runtime is None:
+        release_freed_memory()
+        return _Loaded(None, check.error or "failed its start-up check", warnings, seconds, 0)
+    return _Loaded(runtime, "", warnings, seconds, max(0, _settled_resident_bytes() - before))
+
+
+def _close_engine(runtime: Runtime | None) -> int:
+    """Close an engine and give its memory back; returns the resident bytes that came back."""
+    before = resident_bytes()
+    if runtime is not None:
+        runtime.close()
+    del runtime
+    release_freed_memory()
+    return before - resident_bytes()
+
+
+def _same(a: _Slot, b: _Slot) -> bool:
+    return a.name == b.name and a.version == b.version
+
+
+def _settled_resident_bytes() -> int:
+    release_freed_memory()
+    return resident_bytes()
+
+
+def _file_bytes(path: Path) -> int:
+    """A first guess at a version's size before it was ever measured: its files on disk."""
+    try:
+        return sum(p.stat().st_size for p in path.parent.iterdir() if p.is_file())
+    except OSError:
+        return 0
+
+
+__all__ = ["Lease", "ModelRegistry", "ModelSnapshot", "RegistryOptions", "State", "VersionSnapshot"]

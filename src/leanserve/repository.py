@@ -78,8 +78,11 @@ def version_folders(directory: Path) -> list[int]:
     )
 
 
-def scan_repository(root: Path) -> RepositoryScan:
-    """Every model folder under ``root`` with its configuration, or the error that stops it."""
+def scan_repository(root: Path, names_only: bool = False) -> RepositoryScan:
+    """Every model folder under ``root`` with its configuration, or the error that stops it.
+
+    ``names_only`` lists the model folders without reading their configurations.
+    """
     if not root.is_dir():
         raise ConfigError(str(root), None, "is not a directory", hint="pass the model repository folder")
     entries: list[ModelEntry] = []
@@ -88,28 +91,56 @@ def scan_repository(root: Path) -> RepositoryScan:
             safe_model_name(directory.name)
         except InvalidInput:
             continue  # not a model folder (e.g. __pycache__-like or odd names)
-        try:
-            config = load_model_config(directory)
-            available = version_folders(directory)
-            if not available:
-                raise ConfigError(str(directory), None, "has no version folder", hint="put the model in <model>/1/")
-            versions = tuple(config.version_policy.select(available))
-            if not versions:
-                raise ConfigError(
-                    config.source or str(directory),
-                    "version_policy",
-                    f"selects none of the versions present ({', '.join(map(str, available))})",
-                )
-            if config.default_version is not None and config.default_version not in versions:
-                raise ConfigError(
-                    config.source or str(directory),
-                    "default_version",
-                    f"version {config.default_version} is not among the loaded versions {list(versions)}",
-                )
-            entries.append(ModelEntry(directory.name, directory, config, versions))
-        except ConfigError as e:
-            entries.append(ModelEntry(directory.name, directory, None, (), e))
+        entries.append(ModelEntry(directory.name, directory, None, ()) if names_only else scan_model(directory))
     return RepositoryScan(root, tuple(entries))
+
+
+def scan_model(directory: Path) -> ModelEntry:
+    """One model folder: its configuration and the versions its policy selects, or the error that stops it."""
+    try:
+        config = load_model_config(directory)
+        available = version_folders(directory)
+        if not available:
+            raise ConfigError(str(directory), None, "has no version folder", hint="put the model in <model>/1/")
+        versions = tuple(config.version_policy.select(available))
+        if not versions:
+            raise ConfigError(
+                config.source or str(directory),
+                "version_policy",
+                f"selects none of the versions present ({', '.join(map(str, available))})",
+            )
+        if config.default_version is not None and config.default_version not in versions:
+            raise ConfigError(
+                config.source or str(directory),
+                "default_version",
+                f"version {config.default_version} is not among the loaded versions {list(versions)}",
+            )
+        return ModelEntry(directory.name, directory, config, versions)
+    except ConfigError as e:
+        return ModelEntry(directory.name, directory, None, (), e)
+
+
+def model_fingerprint(directory: Path) -> tuple[object, ...] | None:
+    """What changes when a model's files change (model.toml, version folders, their files); None if gone.
+
+    Names, sizes and modification times: cheap enough to poll every second, and a replaced file
+    changes at least its time.
+    """
+    if not directory.is_dir():
+        return None
+    items: list[tuple[str, int, int]] = []
+    try:
+        for path in sorted(directory.iterdir()):
+            if path.is_dir():
+                for child in sorted(path.iterdir()):
+                    stat = child.stat()
+                    items.append((f"{path.name}/{child.name}", stat.st_size, stat.st_mtime_ns))
+            else:
+                stat = path.stat()
+                items.append((path.name, stat.st_size, stat.st_mtime_ns))
+    except OSError:
+        return ("unreadable",)
+    return tuple(items)
 
 
 def read_signature(path: Path, platform: str) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:

@@ -1,50 +1,125 @@
-"""Between the protocol and the models: resolve a request to a model version and run it.
+"""The one path from a request to a model: name and version -> acquired version -> batcher -> result.
 
-Later, experiments (A/B, canary, shadow) hook in here: an alias resolves to several versions
-and a policy picks one per request. The protocol layer never touches engines or batchers.
+Both front ends (the fast HTTP protocol and the ASGI app) build a :class:`RequestContext` and call
+:meth:`Router.infer`. The router acquires the version from the registry (waiting for a load when
+the model is not resident), decodes and validates the body against that version's configuration,
+queues it, releases the version when the answer is out, and counts every outcome once, including
+requests that fail while decoding. Experiments (an alias in front of several versions) plug in
+here: they choose the name and version to acquire.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import LeanserveError
-from .protocol import InferOutput, InferRequest, InferResult, validate_request
-from .registry import ModelRegistry, ModelVersion
+from .errors import LeanserveError, PayloadTooLarge
+from .futures import call_as_future
+from .protocol import (
+    InferOutput,
+    InferRequest,
+    InferResult,
+    Limits,
+    decode_infer_request,
+    decompress,
+    parse_header_length,
+    validate_request,
+)
+from .registry import Lease, ModelRegistry
 
 ResultCallback = Callable[[InferResult | None, LeanserveError | None], None]
 
+_ids = itertools.count(1)
+
+
+def next_request_id() -> str:
+    """A process-unique id for requests that bring none (cheap: a counter, not a UUID)."""
+    return f"ls-{next(_ids):x}"
+
+
+@dataclass(frozen=True, slots=True)
+class RequestContext:
+    """What a front end knows of a request besides its body; the same from every front end."""
+
+    request_id: str
+    client: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)  # lower-case names: those that matter past the front end
+    deadline: float | None = None  # event-loop time by which the answer is useless
+    authorization: str | None = field(default=None, repr=False)  # never logged
+
+
+@dataclass(frozen=True, slots=True)
+class InferBody:
+    """An inference request as it came off the wire, before decoding."""
+
+    body: bytes
+    header_length: str | None = None  # Inference-Header-Content-Length
+    content_encoding: str | None = None
+
 
 class Router:
-    def __init__(self, registry: ModelRegistry) -> None:
+    def __init__(self, registry: ModelRegistry, limits: Limits) -> None:
         self.registry = registry
+        self.limits = limits
+        # Requests that named no model or version of this repository, by status: not per model,
+        # so a client cannot create label values (and metric series) at will.
+        self.unrouted: dict[int, int] = {}
 
-    def resolve(self, name: str, version: str | None) -> ModelVersion:
-        return self.registry.get(name, version)
-
-    def submit(self, target: ModelVersion, request: InferRequest, done: ResultCallback) -> None:
-        """Validate and queue ``request``; ``done`` receives its result or error, on the event loop.
-
-        Statistics (outcome, end-to-end time, in-flight) are kept here so every front end counts alike.
-        """
-        assert target.spec is not None and target.batcher is not None
-        config = target.spec.config
-        stats = target.stats
+    def infer(self, ctx: RequestContext, name: str, version: str | None, wire: InferBody, done: ResultCallback) -> None:
+        """Answer one request through ``done`` (on the event loop): at once if it fails early, else when run."""
         start = time.perf_counter()
         try:
+            if len(wire.body) > self.limits.max_body_bytes:
+                raise PayloadTooLarge(
+                    f"request body of {len(wire.body)} bytes exceeds the limit of {self.limits.max_body_bytes}",
+                    hint="send fewer items per request or raise --max-body-bytes",
+                )
+            lease = self.registry.acquire_now(name, version)
+        except LeanserveError as e:
+            self._reject(name, version, e, start, done)
+            return
+        if lease is None:  # not resident: load it (or wait for the load under way) off this call
+            asyncio.get_running_loop().create_task(self._infer_after_load(ctx, name, version, wire, done, start))
+            return
+        self._run(lease, wire, done, start)
+
+    async def infer_async(self, ctx: RequestContext, name: str, version: str | None, wire: InferBody) -> InferResult:
+        return await call_as_future(lambda done: self.infer(ctx, name, version, wire, done))
+
+    async def _infer_after_load(
+        self, ctx: RequestContext, name: str, version: str | None, wire: InferBody, done: ResultCallback, start: float
+    ) -> None:
+        try:
+            lease = await self.registry.acquire(name, version, ctx.deadline)
+        except LeanserveError as e:
+            self._reject(name, version, e, start, done)
+            return
+        self._run(lease, wire, done, start)
+
+    def _run(self, lease: Lease, wire: InferBody, done: ResultCallback, start: float) -> None:
+        stats = lease.stats
+        config = lease.config
+        try:
+            body = wire.body
+            if wire.content_encoding:
+                body = decompress(body, wire.content_encoding, self.limits.max_body_bytes)
+            request = decode_infer_request(body, parse_header_length(wire.header_length), self.limits)
             rows = validate_request(request, config.inputs, config.outputs, config.max_batch_size or 0)
         except LeanserveError as e:
-            stats.record_request("client_error", time.perf_counter() - start)
+            self.registry.release(lease)
+            stats.record_request("client_error" if e.status < 500 else "server_error", time.perf_counter() - start)
             done(None, e)
             return
         stats.in_flight += 1
 
         def finish(outputs: dict[str, np.ndarray] | None, error: LeanserveError | None) -> None:
             stats.in_flight -= 1
+            self.registry.release(lease)
             if error is not None:
                 stats.record_request(
                     "client_error" if error.status < 500 else "server_error", time.perf_counter() - start
@@ -53,26 +128,22 @@ class Router:
                 return
             assert outputs is not None
             stats.record_request("success", time.perf_counter() - start)
-            done(_result(target, request, outputs), None)
+            done(_result(lease, request, outputs), None)
 
-        target.batcher.submit({i.name: i.data for i in request.inputs}, rows, finish)
+        lease.batcher.submit({i.name: i.data for i in request.inputs}, rows, finish)
 
-    async def infer(self, target: ModelVersion, request: InferRequest) -> InferResult:
-        """:meth:`submit` for async callers."""
-        future: asyncio.Future[InferResult] = asyncio.get_running_loop().create_future()
-
-        def done(result: InferResult | None, error: LeanserveError | None) -> None:
-            if not future.done():
-                if error is not None:
-                    future.set_exception(error)
-                else:
-                    future.set_result(result)  # type: ignore[arg-type]
-
-        self.submit(target, request, done)
-        return await future
+    def _reject(
+        self, name: str, version: str | None, error: LeanserveError, start: float, done: ResultCallback
+    ) -> None:
+        stats = self.registry.stats_of(name, version)
+        if stats is None:
+            self.unrouted[error.status] = self.unrouted.get(error.status, 0) + 1
+        else:
+            stats.record_request("client_error" if error.status < 500 else "server_error", time.perf_counter() - start)
+        done(None, error)
 
 
-def _result(target: ModelVersion, request: InferRequest, outputs: dict[str, np.ndarray]) -> InferResult:
+def _result(lease: Lease, request: InferRequest, outputs: dict[str, np.ndarray]) -> InferResult:
     if request.outputs is None:
         selected = [InferOutput(name, array, request.binary_data_output) for name, array in outputs.items()]
     else:
@@ -81,9 +152,12 @@ def _result(target: ModelVersion, request: InferRequest, outputs: dict[str, np.n
             for o in request.outputs
         ]
     return InferResult(
-        model_name=target.name,
-        model_version=str(target.version),
+        model_name=lease.name,
+        model_version=str(lease.version),
         outputs=selected,
         id=request.id,
         parameters=request.parameters,
     )
+
+
+__all__ = ["InferBody", "RequestContext", "ResultCallback", "Router", "next_request_id"]

@@ -36,6 +36,9 @@ LATENCY_BUCKETS: Final[tuple[float, ...]] = (
 BATCH_SIZE_BUCKETS: Final[tuple[float, ...]] = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 OUTCOMES: Final[tuple[str, ...]] = ("success", "client_error", "server_error")
+# Why a version was unloaded: to make room in the memory budget, by the control API, replaced by
+# new files (hot swap), removed from the repository, or at shutdown.
+UNLOAD_REASONS: Final[tuple[str, ...]] = ("evicted", "operator", "replaced", "removed", "shutdown")
 
 
 class Histogram:
@@ -89,9 +92,13 @@ class Duration:
 @dataclass(slots=True)
 class ModelStats:
     name: str
-    version: str
+    version: int
     load_seconds: float = 0.0
-    memory_bytes: int = 0  # resident memory the model added when it loaded
+    memory_bytes: int = 0  # resident memory the model added when it loaded (and warmed up)
+    loads: int = 0
+    load_failures: int = 0
+    unloads: dict[str, int] = field(default_factory=lambda: dict.fromkeys(UNLOAD_REASONS, 0))
+    memory_not_returned_bytes: int = 0  # of the last unload: what the process kept of the model's memory
     last_inference_ms: int = 0
     inference_count: int = 0  # rows (items) inferred
     execution_count: int = 0  # engine runs (batches)
@@ -136,7 +143,7 @@ class ModelStats:
         empty = Duration().as_dict()
         return {
             "name": self.name,
-            "version": self.version,
+            "version": str(self.version),
             "last_inference": self.last_inference_ms,
             "inference_count": self.inference_count,
             "execution_count": self.execution_count,
@@ -161,6 +168,8 @@ class ModelStats:
             ],
             "memory_usage": [{"type": "CPU", "id": 0, "byte_size": self.memory_bytes}],
             "load_seconds": round(self.load_seconds, 6),
+            "loads": self.loads,
+            "unloads": dict(self.unloads),
             "in_flight": self.in_flight,
             "outcomes": dict(self.outcomes),
         }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 from pathlib import Path
 
 from ..errors import UsageError
@@ -15,17 +16,64 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
     p.add_argument("--port", type=int, default=8000, help="port to listen on (default: %(default)s)")
     p.add_argument("--max-body-bytes", type=int, default=None, help="largest request body accepted (default: 64 MiB)")
+    p.add_argument(
+        "--memory-budget",
+        default=None,
+        help="memory for resident models, measured (B, KiB, MiB, GiB; default: no budget); "
+        "least recently used on_demand models are unloaded to make room",
+    )
+    p.add_argument(
+        "--load",
+        choices=["always", "on_demand"],
+        default="always",
+        help="when models load unless their model.toml says (load = ...): at start-up, or on their first request",
+    )
+    p.add_argument(
+        "--load-timeout", type=float, default=60.0, help="longest a request waits for its model to load (seconds)"
+    )
+    p.add_argument(
+        "--admin-token",
+        default=None,
+        help="token for model control (POST /v2/repository/models/.../load|unload); "
+        "default: $LEANSERVE_ADMIN_TOKEN; without one, control is off",
+    )
+    p.add_argument("--token", default=None, help="also require this bearer token for inference and model data")
+    p.add_argument(
+        "--poll-seconds",
+        type=float,
+        default=None,
+        help="look for new versions and changed model.toml files every N seconds and swap them in",
+    )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..memory import parse_size
     from ..protocol import Limits
+    from ..registry import RegistryOptions
     from ..server import serve
+    from ..server.auth import ADMIN_TOKEN_ENV, Tokens
 
     if not args.repository.is_dir():
         raise UsageError(f"{args.repository} is not a directory", hint="pass a model repository folder")
+    if args.poll_seconds is not None and args.poll_seconds <= 0:
+        raise UsageError("--poll-seconds must be positive")
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     limits = Limits() if args.max_body_bytes is None else Limits(max_body_bytes=args.max_body_bytes)
-    serve(args.repository, host=args.host, port=args.port, limits=limits)
+    options = RegistryOptions(
+        memory_budget=parse_size(args.memory_budget) if args.memory_budget is not None else None,
+        default_load=args.load,
+        load_timeout_seconds=args.load_timeout,
+    )
+    tokens = Tokens(admin=args.admin_token or os.environ.get(ADMIN_TOKEN_ENV) or None, inference=args.token)
+    serve(
+        args.repository,
+        host=args.host,
+        port=args.port,
+        limits=limits,
+        options=options,
+        tokens=tokens,
+        poll_seconds=args.poll_seconds,
+    )
     return 0

@@ -8,6 +8,7 @@ from .codec import (
     encode_infer_request,
     encode_infer_result,
 )
+from .compression import decompress
 from .datatypes import DATATYPES, datatype_of, numpy_dtype
 from .limits import Limits
 from .types import InferInput, InferOutput, InferRequest, InferRequestedOutput, InferResult, Parameters
@@ -26,6 +27,7 @@ __all__ = [
     "datatype_of",
     "decode_infer_request",
     "decode_infer_result",
+    "decompress",
     "encode_error",
     "encode_infer_request",
     "encode_infer_result",

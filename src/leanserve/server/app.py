@@ -10,9 +10,10 @@ import socket
 from pathlib import Path
 
 from ..protocol import Limits
-from ..registry import ModelRegistry
+from ..registry import ModelRegistry, RegistryOptions
 from ..router import Router
 from .asgi import build_app
+from .auth import Tokens
 from .handlers import Handlers
 from .http import ConnectionTracker, HttpProtocol
 
@@ -29,18 +30,24 @@ class Server:
         port: int = 8000,
         limits: Limits | None = None,
         shutdown_grace_seconds: float = 30.0,
+        *,
+        options: RegistryOptions | None = None,
+        tokens: Tokens | None = None,
+        poll_seconds: float | None = None,
     ) -> None:
         self.repository = Path(repository)
         self.host = host
         self.port = port
         self.limits = limits or Limits()
         self.shutdown_grace_seconds = shutdown_grace_seconds
-        self.registry = ModelRegistry(self.repository)
-        self.router = Router(self.registry)
-        self.handlers = Handlers(self.registry, self.router, self.limits)
+        self.poll_seconds = poll_seconds  # None: no polling; the control API still reloads
+        self.registry = ModelRegistry(self.repository, options)
+        self.router = Router(self.registry, self.limits)
+        self.handlers = Handlers(self.registry, self.router, tokens)
         self.app = build_app(self.handlers)
         self._tracker = ConnectionTracker()
         self._server: asyncio.Server | None = None
+        self._watch: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
 
     @property
@@ -63,14 +70,19 @@ class Server:
         )
         log.info("listening on http://%s:%d", self.host, self.bound_port)
         await self.registry.load_all()
-        ready = sum(1 for m in self.registry.models.values() for v in m.versions.values() if v.ready)
+        ready = sum(1 for m in self.registry.snapshot() for v in m.versions if v.ready)
         log.info("repository %s loaded: %d version(s) ready", self.repository, ready)
+        if self.poll_seconds:
+            self._watch = loop.create_task(self.registry.watch(self.poll_seconds))
 
     async def stop(self) -> None:
         """Stop accepting, let in-flight requests finish (up to the grace period), release models."""
         if self._server is None:
             return
         self.handlers.shutting_down = True
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
         self._server.close()
         for connection in list(self._tracker.connections):
             connection.close()
@@ -106,7 +118,16 @@ def run_event_loop(main: object) -> None:
         uvloop.run(main)  # type: ignore[arg-type]
 
 
-def serve(repository: Path, host: str = "127.0.0.1", port: int = 8000, limits: Limits | None = None) -> None:
+def serve(
+    repository: Path,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    limits: Limits | None = None,
+    *,
+    options: RegistryOptions | None = None,
+    tokens: Tokens | None = None,
+    poll_seconds: float | None = None,
+) -> None:
     """Serve ``repository`` until SIGINT/SIGTERM; returns after a graceful shutdown."""
-    server = Server(repository, host, port, limits)
+    server = Server(repository, host, port, limits, options=options, tokens=tokens, poll_seconds=poll_seconds)
     run_event_loop(server.serve_until_signal())

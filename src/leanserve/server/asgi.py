@@ -8,7 +8,7 @@ arguments out of the URL and call :class:`.handlers.Handlers`.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
@@ -20,8 +20,9 @@ from starlette.routing import Route
 
 from ..errors import InvalidInput
 from ..protocol import Limits, encode_error
-from ..registry import ModelRegistry
-from ..router import Router
+from ..registry import ModelRegistry, RegistryOptions
+from ..router import InferBody, RequestContext, Router, next_request_id
+from .auth import Tokens
 from .handlers import Handlers, Reply, error_reply
 
 HEADER_LENGTH = "inference-header-content-length"
@@ -29,8 +30,19 @@ Lifespan = Callable[[Starlette], AbstractAsyncContextManager[None]]
 
 
 def to_response(reply: Reply) -> Response:
-    headers = {HEADER_LENGTH: str(reply.header_length)} if reply.header_length is not None else None
+    headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in reply.headers}
+    if reply.header_length is not None:
+        headers[HEADER_LENGTH] = str(reply.header_length)
     return Response(reply.body, reply.status, headers=headers, media_type=reply.content_type.decode())
+
+
+def request_context(request: Request) -> RequestContext:
+    """The same context the fast front end builds, from a Starlette request."""
+    return RequestContext(
+        request.headers.get("x-request-id", "")[:128] or next_request_id(),
+        request.client.host if request.client else None,
+        authorization=request.headers.get("authorization"),
+    )
 
 
 def build_app(handlers: Handlers, lifespan: Lifespan | None = None) -> Starlette:
@@ -41,13 +53,21 @@ def build_app(handlers: Handlers, lifespan: Lifespan | None = None) -> Starlette
     async def infer(request: Request) -> Response:
         body = await request.body()
         reply = await handlers.infer_async(
+            request_context(request),
             request.path_params["model"],
             version_of(request),
-            body,
-            request.headers.get(HEADER_LENGTH),
-            request.headers.get("content-encoding"),
+            InferBody(body, request.headers.get(HEADER_LENGTH), request.headers.get("content-encoding")),
         )
         return to_response(reply)
+
+    def guarded(endpoint: Callable[[Request], Reply]) -> Callable[[Request], Awaitable[Response]]:
+        """Model data needs the inference token when the server has one (--token)."""
+
+        async def route(request: Request) -> Response:
+            denied = handlers.authorize(request.headers.get("authorization"))
+            return to_response(denied if denied is not None else endpoint(request))
+
+        return route
 
     async def live(request: Request) -> Response:
         return to_response(handlers.live())
@@ -58,20 +78,33 @@ def build_app(handlers: Handlers, lifespan: Lifespan | None = None) -> Starlette
     async def server_metadata(request: Request) -> Response:
         return to_response(handlers.server_metadata())
 
-    async def model_metadata(request: Request) -> Response:
-        return to_response(handlers.model_metadata(request.path_params["model"], version_of(request)))
+    @guarded
+    def model_metadata(request: Request) -> Reply:
+        return handlers.model_metadata(request.path_params["model"], version_of(request))
 
-    async def model_ready(request: Request) -> Response:
-        return to_response(handlers.model_ready(request.path_params["model"], version_of(request)))
+    @guarded
+    def model_ready(request: Request) -> Reply:
+        return handlers.model_ready(request.path_params["model"], version_of(request))
 
-    async def model_config(request: Request) -> Response:
-        return to_response(handlers.model_config(request.path_params["model"], version_of(request)))
+    @guarded
+    def model_config(request: Request) -> Reply:
+        return handlers.model_config(request.path_params["model"], version_of(request))
 
-    async def model_stats(request: Request) -> Response:
-        return to_response(handlers.model_stats(request.path_params.get("model"), version_of(request)))
+    @guarded
+    def model_stats(request: Request) -> Reply:
+        return handlers.model_stats(request.path_params.get("model"), version_of(request))
 
     async def repository_index(request: Request) -> Response:
-        return to_response(handlers.repository_index())
+        denied = handlers.authorize(request.headers.get("authorization"))
+        return to_response(denied or handlers.repository_index(await request.body()))
+
+    async def load_model(request: Request) -> Response:
+        reply = await handlers.load_model(request.path_params["model"], request.headers.get("authorization"))
+        return to_response(reply)
+
+    async def unload_model(request: Request) -> Response:
+        reply = await handlers.unload_model(request.path_params["model"], request.headers.get("authorization"))
+        return to_response(reply)
 
     async def metrics(request: Request) -> Response:
         body, content_type = handlers.metrics()
@@ -85,6 +118,8 @@ def build_app(handlers: Handlers, lifespan: Lifespan | None = None) -> Starlette
         Route("/v2", server_metadata, methods=["GET"]),
         Route("/v2/models/stats", model_stats, methods=["GET"]),
         Route("/v2/repository/index", repository_index, methods=["POST", "GET"]),
+        Route("/v2/repository/models/{model}/load", load_model, methods=["POST"]),
+        Route("/v2/repository/models/{model}/unload", unload_model, methods=["POST"]),
         Route("/metrics", metrics, methods=["GET"]),
     ]
     for prefix in (model, versioned):
@@ -131,10 +166,15 @@ def _leaves_the_repository(raw_path: bytes) -> bool:
     return lowered.startswith(b"/v2/models/") and (b"%2f" in lowered or b"%5c" in lowered)
 
 
-def asgi_app(repository: Path, limits: Limits | None = None) -> Starlette:
+def asgi_app(
+    repository: Path,
+    limits: Limits | None = None,
+    options: RegistryOptions | None = None,
+    tokens: Tokens | None = None,
+) -> Starlette:
     """A standalone ASGI app for a repository (uvicorn, Ray Serve): models load at lifespan start-up."""
-    registry = ModelRegistry(Path(repository))
-    handlers = Handlers(registry, Router(registry), limits or Limits())
+    registry = ModelRegistry(Path(repository), options)
+    handlers = Handlers(registry, Router(registry, limits or Limits()), tokens)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -7,9 +7,7 @@ answers come back. Every error becomes ``{"error": "..."}`` with its status here
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -17,24 +15,20 @@ from typing import Any
 import orjson
 
 from .. import __version__
-from ..errors import InvalidInput, LeanserveError, PayloadTooLarge, UnsupportedMediaType
-from ..protocol import (
-    InferResult,
-    Limits,
-    decode_infer_request,
-    encode_error,
-    encode_infer_result,
-    parse_header_length,
-)
-from ..registry import Model, ModelRegistry, ModelVersion
-from ..router import Router
+from ..errors import InvalidInput, LeanserveError, ModelNotReady
+from ..futures import call_as_future
+from ..protocol import InferResult, encode_error, encode_infer_result
+from ..registry import ModelRegistry, ModelSnapshot, VersionSnapshot
+from ..router import InferBody, RequestContext, Router
+from .auth import Tokens, require_admin, require_inference
 from .metrics import metrics_registry, render_metrics
 
 log = logging.getLogger("leanserve.server")
 
 JSON = b"application/json"
 OCTET = b"application/octet-stream"
-EXTENSIONS = ("binary_tensor_data", "statistics", "model_configuration")
+EXTENSIONS = ("binary_tensor_data", "statistics", "model_configuration", "model_repository")
+Headers = tuple[tuple[bytes, bytes], ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,11 +37,17 @@ class Reply:
     body: bytes = b""
     content_type: bytes = JSON
     header_length: int | None = None  # Inference-Header-Content-Length, for binary outputs
+    headers: Headers = ()
 
 
 def error_reply(error: LeanserveError) -> Reply:
     message = f"{error.message} ({error.hint})" if error.hint else error.message
-    return Reply(error.status, encode_error(message))
+    headers: Headers = ()
+    if error.retry_after is not None:
+        headers = ((b"retry-after", str(error.retry_after).encode()),)
+    elif error.status == 401:
+        headers = ((b"www-authenticate", b"Bearer"),)
+    return Reply(error.status, encode_error(message), headers=headers)
 
 
 def json_reply(data: Any, status: int = 200) -> Reply:
@@ -60,38 +60,25 @@ def _result_reply(result: InferResult) -> Reply:
 
 
 class Handlers:
-    def __init__(self, registry: ModelRegistry, router: Router, limits: Limits) -> None:
+    def __init__(self, registry: ModelRegistry, router: Router, tokens: Tokens | None = None) -> None:
         self.registry = registry
         self.router = router
-        self.limits = limits
+        self.tokens = tokens or Tokens()
         self.shutting_down = False
-        self._metrics = metrics_registry(registry)
+        self._metrics = metrics_registry(registry, router)
 
     # ---- inference (hot path) -------------------------------------------------------------
 
     def infer(
-        self,
-        model: str,
-        version: str | None,
-        body: bytes,
-        header_length: str | None,
-        content_encoding: str | None,
-        respond: Callable[[Reply], None],
+        self, ctx: RequestContext, model: str, version: str | None, wire: InferBody, respond: Callable[[Reply], None]
     ) -> None:
         """Answer one inference request through ``respond``: at once when it fails early, else when it ran."""
-        try:
-            if len(body) > self.limits.max_body_bytes:
-                raise PayloadTooLarge(
-                    f"request body of {len(body)} bytes exceeds the limit of {self.limits.max_body_bytes}",
-                    hint="send fewer items per request or raise --max-body-bytes",
-                )
-            target = self.router.resolve(model, version)
-            if content_encoding:
-                body = decompress(body, content_encoding, self.limits.max_body_bytes)
-            request = decode_infer_request(body, parse_header_length(header_length), self.limits)
-        except LeanserveError as e:
-            respond(error_reply(e))
-            return
+        if self.tokens.inference is not None:
+            try:
+                require_inference(self.tokens, ctx.authorization)
+            except LeanserveError as e:
+                respond(error_reply(e))
+                return
 
         def done(result: InferResult | None, error: LeanserveError | None) -> None:
             if error is not None:
@@ -104,14 +91,13 @@ class Handlers:
                 reply = error_reply(e)
             respond(reply)
 
-        self.router.submit(target, request, done)
+        self.router.infer(ctx, model, version, wire, done)
 
-    async def infer_async(
-        self, model: str, version: str | None, body: bytes, header_length: str | None, content_encoding: str | None
-    ) -> Reply:
-        future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
-        self.infer(model, version, body, header_length, content_encoding, future.set_result)
-        return await future
+    async def infer_async(self, ctx: RequestContext, model: str, version: str | None, wire: InferBody) -> Reply:
+        reply: Reply = await call_as_future(
+            lambda done: self.infer(ctx, model, version, wire, lambda reply: done(reply, None))
+        )
+        return reply
 
     # ---- health ------------------------------------------------------------------------------
 
@@ -124,29 +110,39 @@ class Handlers:
 
     def model_ready(self, model: str, version: str | None) -> Reply:
         try:
-            self.router.resolve(model, version)
+            snap = self.registry.describe(model, version)
         except LeanserveError as e:
             return error_reply(e)
-        return Reply(200)
+        if snap.ready:
+            return Reply(200)
+        return Reply(503, encode_error(f"model {model!r} version {snap.version} is {snap.state.value}: {snap.reason}"))
 
     # ---- metadata, configuration, statistics ------------------------------------------------
+
+    def authorize(self, authorization: str | None) -> Reply | None:
+        """None when the request may read models; else the 401/403 to answer."""
+        try:
+            require_inference(self.tokens, authorization)
+        except LeanserveError as e:
+            return error_reply(e)
+        return None
 
     def server_metadata(self) -> Reply:
         return json_reply({"name": "leanserve", "version": __version__, "extensions": list(EXTENSIONS)})
 
     def model_metadata(self, model: str, version: str | None) -> Reply:
         try:
-            mv = self.router.resolve(model, version)
-            m = self.registry.get_model(model)
+            snap = self._configured(model, version)
+            versions = [str(v.version) for v in self.registry.model(model).versions]
         except LeanserveError as e:
             return error_reply(e)
-        assert mv.spec is not None
-        config = mv.spec.config
+        config = snap.config
+        assert config is not None
         batch = [-1] if config.batching else []
         return json_reply(
             {
                 "name": model,
-                "versions": [str(v) for v in sorted(m.versions)],
+                "versions": versions,
                 "platform": config.platform,
                 "inputs": [
                     {"name": t.name, "datatype": t.datatype, "shape": batch + list(t.shape)} for t in config.inputs
@@ -154,72 +150,108 @@ class Handlers:
                 "outputs": [
                     {"name": t.name, "datatype": t.datatype, "shape": batch + list(t.shape)} for t in config.outputs
                 ],
-                "parameters": {"version": str(mv.version), "metadata": config.metadata},
+                "parameters": {
+                    "version": str(snap.version),
+                    "metadata": config.metadata,
+                    "state": snap.state.value,
+                    "load": snap.load,
+                    "memory_bytes": snap.memory_bytes,
+                },
             }
         )
 
     def model_config(self, model: str, version: str | None) -> Reply:
         try:
-            mv = self.router.resolve(model, version)
+            snap = self._configured(model, version)
         except LeanserveError as e:
             return error_reply(e)
-        return json_reply(_triton_config(mv))
+        return json_reply(_triton_config(snap))
+
+    def _configured(self, model: str, version: str | None) -> VersionSnapshot:
+        """The version's snapshot when its configuration is known (loaded or not); 503 when it is not."""
+        snap = self.registry.describe(model, version)
+        if snap.config is None:
+            raise ModelNotReady(f"model {model!r} version {snap.version} is {snap.state.value}: {snap.reason}")
+        return snap
 
     def model_stats(self, model: str | None, version: str | None) -> Reply:
         try:
             if model is None:
-                versions = [mv for m in self.registry.models.values() for mv in m.versions.values()]
+                versions = [v for m in self.registry.snapshot() for v in m.versions]
             elif version:
-                versions = [self._version(model, version)]
+                versions = [self.registry.describe(model, version)]
             else:
-                versions = list(self.registry.get_model(model).versions.values())
+                versions = list(self.registry.model(model).versions)
         except LeanserveError as e:
             return error_reply(e)
-        return json_reply({"model_stats": [mv.stats.triton_dict() for mv in versions]})
+        return json_reply({"model_stats": [v.stats.triton_dict() for v in versions]})
 
-    def _version(self, model: str, version: str) -> ModelVersion:
-        m = self.registry.get_model(model)
-        if not version.isdigit() or int(version) not in m.versions:
-            self.registry.get(model, version)  # raises the 404 with its hint
-        return m.versions[int(version)]
+    # ---- the model repository extension ---------------------------------------------------------
 
-    def repository_index(self) -> Reply:
-        return json_reply([entry for m in self.registry.models.values() for entry in _index_entries(m)])
+    def repository_index(self, body: bytes = b"") -> Reply:
+        """Triton's index: every model version with its state and reason; ``{"ready": true}`` filters."""
+        try:
+            ready_only = _ready_filter(body)
+        except LeanserveError as e:
+            return error_reply(e)
+        entries = [entry for m in self.registry.snapshot() for entry in _index_entries(m)]
+        if ready_only:
+            entries = [e for e in entries if e["state"] == "READY"]
+        return json_reply(entries)
+
+    async def load_model(self, model: str, authorization: str | None) -> Reply:
+        try:
+            require_admin(self.tokens, authorization)
+            await self.registry.load(model)
+        except LeanserveError as e:
+            return error_reply(e)
+        return Reply(200)
+
+    async def unload_model(self, model: str, authorization: str | None) -> Reply:
+        try:
+            require_admin(self.tokens, authorization)
+            await self.registry.unload(model)
+        except LeanserveError as e:
+            return error_reply(e)
+        return Reply(200)
 
     def metrics(self) -> tuple[bytes, bytes]:
         return render_metrics(self._metrics)
 
 
-def decompress(body: bytes, encoding: str, limit: int) -> bytes:
-    """A gzip or deflate body (tritonclient's request compression), never inflated past ``limit``."""
-    encoding = encoding.strip().lower()
-    if encoding == "identity":
-        return body
-    if encoding not in ("gzip", "deflate"):
-        raise UnsupportedMediaType(f"Content-Encoding {encoding!r} is not supported", hint="use gzip, deflate or none")
-    inflater = zlib.decompressobj(wbits=31 if encoding == "gzip" else 15)
+def _ready_filter(body: bytes) -> bool:
+    if not body.strip():
+        return False
     try:
-        data = inflater.decompress(body, limit + 1)
-    except zlib.error as e:
-        raise InvalidInput(f"request body is not valid {encoding} data: {e}") from None
-    if len(data) > limit or inflater.unconsumed_tail:
-        raise PayloadTooLarge(f"decompressed request body exceeds the limit of {limit} bytes")
-    return data
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as e:
+        raise InvalidInput(f"repository index request is not valid JSON: {e}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("ready", False), bool):
+        raise InvalidInput('repository index request must be a JSON object such as {"ready": true}')
+    return bool(doc.get("ready", False))
 
 
-def _index_entries(model: Model) -> list[dict[str, str]]:
+def _index_entries(model: ModelSnapshot) -> list[dict[str, Any]]:
     if not model.versions:
         return [{"name": model.name, "version": "", "state": "UNAVAILABLE", "reason": model.error}]
     return [
-        {"name": model.name, "version": str(v), "state": mv.state.value, "reason": mv.reason}
-        for v, mv in sorted(model.versions.items())
+        {
+            "name": model.name,
+            "version": str(v.version),
+            "state": v.state.value,
+            "reason": v.reason or model.error,
+            "load": v.load,
+            "memory_bytes": v.memory_bytes,
+            "resident": v.resident,
+        }
+        for v in model.versions
     ]
 
 
-def _triton_config(mv: ModelVersion) -> dict[str, Any]:
+def _triton_config(mv: VersionSnapshot) -> dict[str, Any]:
     """The configuration in Triton's JSON form, so Triton users and tools recognise it."""
-    assert mv.spec is not None
-    c = mv.spec.config
+    assert mv.config is not None
+    c = mv.config
     overrides = c.versions.get(mv.version)
     return {
         "name": c.name,
@@ -243,21 +275,23 @@ def _triton_config(mv: ModelVersion) -> dict[str, Any]:
         "parameters": {
             "intra_op_threads": c.runtime.intra_op_threads,
             "inter_op_threads": c.runtime.inter_op_threads,
-            "providers": list(mv.runtime.providers) if mv.runtime else [],
+            "providers": list(mv.providers),
             "graph_optimization": c.runtime.graph_optimization,
             "allow_spinning": c.runtime.allow_spinning,
         },
         "metadata": c.metadata,
         "default_version": c.default_version,
+        "load": mv.load,
+        "memory_bytes": mv.memory_bytes,
         "version": mv.version,
         "label": overrides.label if overrides else None,
         "provenance": overrides.provenance if overrides else {},
     }
 
 
-def _policy_body(mv: ModelVersion) -> dict[str, Any]:
-    assert mv.spec is not None
-    p = mv.spec.config.version_policy
+def _policy_body(mv: VersionSnapshot) -> dict[str, Any]:
+    assert mv.config is not None
+    p = mv.config.version_policy
     if p.kind == "latest":
         return {"num_versions": p.num_versions}
     if p.kind == "specific":

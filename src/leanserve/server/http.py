@@ -23,6 +23,7 @@ import httptools
 
 from ..errors import InvalidInput, LeanserveError, PayloadTooLarge
 from ..protocol import Limits, encode_error
+from ..router import InferBody, RequestContext, next_request_id
 from .handlers import Handlers, Reply
 
 log = logging.getLogger("leanserve.http")
@@ -32,6 +33,8 @@ _REASONS = {
     100: b"Continue",
     200: b"OK",
     400: b"Bad Request",
+    401: b"Unauthorized",
+    403: b"Forbidden",
     404: b"Not Found",
     405: b"Method Not Allowed",
     413: b"Payload Too Large",
@@ -39,6 +42,7 @@ _REASONS = {
     431: b"Request Header Fields Too Large",
     500: b"Internal Server Error",
     503: b"Service Unavailable",
+    504: b"Gateway Timeout",
 }
 MAX_HEADER_BYTES = 64 * 1024
 MAX_PIPELINED = 64  # requests parsed ahead on one connection before reading pauses
@@ -55,6 +59,8 @@ class _Request:
     keep_alive: bool
     header_length: str | None = None
     content_encoding: str | None = None
+    request_id: str | None = None
+    authorization: str | None = None
 
 
 @dataclass(slots=True)
@@ -87,6 +93,8 @@ class HttpProtocol(asyncio.Protocol):
         self._body_size = 0
         self._header_length: str | None = None
         self._content_encoding: str | None = None
+        self._request_id: str | None = None
+        self._authorization: str | None = None
         self._queue: deque[_Request] = deque()
         self._active = False
         self._closing = False  # no more requests: close once the current one is answered
@@ -146,6 +154,8 @@ class HttpProtocol(asyncio.Protocol):
         self._body_size = 0
         self._header_length = None
         self._content_encoding = None
+        self._request_id = None
+        self._authorization = None
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -162,6 +172,10 @@ class HttpProtocol(asyncio.Protocol):
             self._header_length = value.decode("latin-1")
         elif name == b"content-encoding":
             self._content_encoding = value.decode("latin-1")
+        elif name == b"x-request-id":
+            self._request_id = value[:128].decode("latin-1")
+        elif name == b"authorization":
+            self._authorization = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
         length = self._content_length()
@@ -193,6 +207,8 @@ class HttpProtocol(asyncio.Protocol):
             self._parser.should_keep_alive(),
             self._header_length,
             self._content_encoding,
+            self._request_id,
+            self._authorization,
         )
         self._queue.append(request)
         if len(self._queue) > MAX_PIPELINED and self._transport is not None and not self._paused:
@@ -230,12 +246,16 @@ class HttpProtocol(asyncio.Protocol):
                 if "%" in model or (version and "%" in version):
                     model, version = unquote(model), version and unquote(version)
                 keep_alive = request.keep_alive
+                ctx = RequestContext(
+                    request.request_id or next_request_id(),
+                    self._client[0] if self._client else None,
+                    authorization=request.authorization,
+                )
                 self._handlers.infer(
+                    ctx,
                     model,
                     version,
-                    request.body,
-                    request.header_length,
-                    request.content_encoding,
+                    InferBody(request.body, request.header_length, request.content_encoding),
                     lambda reply: self._send(reply, keep_alive),
                 )
                 return
@@ -264,6 +284,8 @@ class HttpProtocol(asyncio.Protocol):
         ]
         if reply.header_length is not None:
             head += [b"inference-header-content-length: ", str(reply.header_length).encode(), b"\r\n"]
+        for name, value in reply.headers:
+            head += [name, b": ", value, b"\r\n"]
         if not keep_alive:
             head.append(b"connection: close\r\n")
         head.append(b"\r\n")

@@ -14,8 +14,21 @@ Metric names (all labelled ``model``, ``version``):
 - ``leanserve_in_flight_requests``: requests accepted and not yet answered, gauge
 - ``leanserve_queue_depth``: requests waiting in the batcher, gauge
 - ``leanserve_model_ready``: 1 when the version answers, gauge
-- ``leanserve_model_memory_bytes``: resident memory the version added at load, gauge
+- ``leanserve_model_memory_bytes``: resident memory the version added at load and warm-up (its
+  measured size, kept after an unload), gauge
+- ``leanserve_model_resident``: 1 while the version's engine is in memory, gauge
 - ``leanserve_model_load_seconds``: time to load and check the version, gauge
+- ``leanserve_model_loads_total``, ``leanserve_model_load_failures_total``: loads, and loads that failed
+- ``leanserve_model_unloads_total{reason}``: unloads by reason (evicted, operator, replaced, removed, shutdown)
+- ``leanserve_model_memory_not_returned_bytes``: of the version's last unload, memory the process kept
+
+Without the ``model``/``version`` labels:
+
+- ``leanserve_memory_budget_bytes``: the budget (absent without one); ``leanserve_memory_used_bytes``:
+  measured size of the resident versions; ``leanserve_memory_baseline_bytes``: the process's
+  resident memory before any model loaded
+- ``leanserve_evictions_total``: versions unloaded to make room
+- ``leanserve_unrouted_requests_total{status}``: requests naming no model or version of the repository
 
 plus prometheus-client's standard ``process_*`` and ``python_*`` metrics.
 """
@@ -37,14 +50,16 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from ..registry import ModelRegistry
+from ..router import Router
 from ..stats import Histogram
 
 LABELS = ["model", "version"]
 
 
 class ModelCollector(Collector):
-    def __init__(self, registry: ModelRegistry) -> None:
+    def __init__(self, registry: ModelRegistry, router: Router) -> None:
         self._registry = registry
+        self._router = router
 
     def collect(self) -> Iterator[Metric]:
         requests = CounterMetricFamily(
@@ -71,9 +86,24 @@ class ModelCollector(Collector):
             "leanserve_model_memory_bytes", "Resident memory the version added at load.", labels=LABELS
         )
         load = GaugeMetricFamily("leanserve_model_load_seconds", "Time to load and check the version.", labels=LABELS)
+        resident = GaugeMetricFamily(
+            "leanserve_model_resident", "1 while the version's engine is in memory.", labels=LABELS
+        )
+        loads = CounterMetricFamily("leanserve_model_loads", "Loads of the version.", labels=LABELS)
+        load_failures = CounterMetricFamily(
+            "leanserve_model_load_failures", "Loads of the version that failed.", labels=LABELS
+        )
+        unloads = CounterMetricFamily(
+            "leanserve_model_unloads", "Unloads of the version, by reason.", labels=[*LABELS, "reason"]
+        )
+        not_returned = GaugeMetricFamily(
+            "leanserve_model_memory_not_returned_bytes",
+            "Of the version's last unload, resident memory the process did not give back.",
+            labels=LABELS,
+        )
 
-        for model in self._registry.models.values():
-            for mv in model.versions.values():
+        for model in self._registry.snapshot():
+            for mv in model.versions:
                 s = mv.stats
                 labels = [mv.name, str(mv.version)]
                 for outcome, count in s.outcomes.items():
@@ -85,24 +115,57 @@ class ModelCollector(Collector):
                 _add_histogram(histograms["compute"], labels, s.compute_seconds)
                 _add_histogram(histograms["batch"], labels, s.batch_size)
                 in_flight.add_metric(labels, s.in_flight)
-                queue_depth.add_metric(labels, mv.batcher.queued if mv.batcher else 0)
+                queue_depth.add_metric(labels, mv.queued)
                 ready.add_metric(labels, 1.0 if mv.ready else 0.0)
-                memory.add_metric(labels, s.memory_bytes)
+                memory.add_metric(labels, mv.memory_bytes)
+                resident.add_metric(labels, 1.0 if mv.resident else 0.0)
                 load.add_metric(labels, s.load_seconds)
+                loads.add_metric(labels, s.loads)
+                load_failures.add_metric(labels, s.load_failures)
+                for reason, count in s.unloads.items():
+                    unloads.add_metric([*labels, reason], count)
+                not_returned.add_metric(labels, s.memory_not_returned_bytes)
         yield requests
         yield inferences
         yield executions
         yield from histograms.values()
-        yield from (in_flight, queue_depth, ready, memory, load)
+        yield from (in_flight, queue_depth, ready, memory, resident, load, loads, load_failures, unloads, not_returned)
+        yield from self._server_metrics()
+
+    def _server_metrics(self) -> Iterator[Metric]:
+        registry = self._registry
+        if registry.options.memory_budget is not None:
+            yield GaugeMetricFamily(
+                "leanserve_memory_budget_bytes", "Memory budget for resident models.", registry.options.memory_budget
+            )
+        yield GaugeMetricFamily(
+            "leanserve_memory_used_bytes", "Measured size of the resident model versions.", registry.used_bytes()
+        )
+        yield GaugeMetricFamily(
+            "leanserve_memory_baseline_bytes",
+            "The process's resident memory before any model loaded.",
+            registry.baseline_bytes,
+        )
+        yield CounterMetricFamily(
+            "leanserve_evictions", "Model versions unloaded to make room in the budget.", registry.evictions
+        )
+        unrouted = CounterMetricFamily(
+            "leanserve_unrouted_requests",
+            "Requests that named no model or version of the repository, by status.",
+            labels=["status"],
+        )
+        for status, count in sorted(self._router.unrouted.items()):
+            unrouted.add_metric([str(status)], count)
+        yield unrouted
 
 
 def _add_histogram(family: HistogramMetricFamily, labels: list[str], h: Histogram) -> None:
     family.add_metric(labels, h.cumulative(), sum_value=h.sum)
 
 
-def metrics_registry(registry: ModelRegistry) -> CollectorRegistry:
+def metrics_registry(registry: ModelRegistry, router: Router) -> CollectorRegistry:
     reg = CollectorRegistry(auto_describe=False)
-    reg.register(ModelCollector(registry))
+    reg.register(ModelCollector(registry, router))
     ProcessCollector(registry=reg)
     PlatformCollector(registry=reg)
     GCCollector(registry=reg)
