@@ -6,6 +6,7 @@ from leanserve.optimization.measure import NOT_MEASURABLE, Energy, Latency, Spre
 from leanserve.optimization.metrics import Score
 from leanserve.optimization.results import Measurements, Status, VariantResult
 from leanserve.optimization.selection import choose, fallback_order, keep
+from leanserve.optimization.sweep import DEFAULT_OBJECTIVE
 
 
 def _v(name: str, p50: float, tput: float, score: float, status: Status = "accepted") -> VariantResult:
@@ -38,25 +39,33 @@ def test_keep_drops_dominated_variants() -> None:
 
 
 def _member(family: str, score: float, status: Status = "rejected") -> VariantResult:
-    return replace(_v(f"{family}-{score}", 0.5, 1000, score, status), method=family)
+    return _v(f"{family}:{score}", 0.5, 1000, score, status)
+
+
+def _family(v: VariantResult) -> str:
+    return v.name.partition(":")[0]
+
+
+def _order(variants: list[VariantResult], families: tuple[str, ...], limit: float, higher: bool) -> list[str]:
+    return fallback_order(variants, families, limit, higher, DEFAULT_OBJECTIVE, _family)
 
 
 def test_fallback_searches_the_family_closest_to_the_budget_first() -> None:
     # MiniLM at a 0.99 cosine floor: dynamic int8 just misses, static QDQ is destroyed.
     variants = [_member("int8-static", 0.40), _member("int8-static", 0.37), _member("int8-dynamic", 0.9886)]
-    assert fallback_order(variants, ("int8-static", "int8-dynamic"), 0.99, True) == ["int8-dynamic", "int8-static"]
+    assert _order(variants, ("int8-static", "int8-dynamic"), 0.99, True) == ["int8-dynamic", "int8-static"]
 
 
 def test_fallback_skips_families_that_already_fit_or_were_not_built() -> None:
     faster_dynamic = replace(_member("int8-dynamic", 0.5), measurements=_v("x", 0.1, 9000, 0.5).measurements)
     variants = [_member("int8-static", 0.98, "accepted"), faster_dynamic]
-    assert fallback_order(variants, ("int8-static", "int8-dynamic", "fp16"), 0.99, True) == ["int8-dynamic"]
+    assert _order(variants, ("int8-static", "int8-dynamic", "fp16"), 0.99, True) == ["int8-dynamic"]
 
 
 def test_fallback_order_for_an_error_ceiling() -> None:
     # mae of at most 0.01: the family with the smaller error is closer.
     variants = [_member("int8-static", 0.02), _member("int8-dynamic", 0.5)]
-    assert fallback_order(variants, ("int8-dynamic", "int8-static"), 0.01, False) == ["int8-static", "int8-dynamic"]
+    assert _order(variants, ("int8-dynamic", "int8-static"), 0.01, False) == ["int8-static", "int8-dynamic"]
 
 
 def test_the_summary_speaks_of_what_chose_the_variant() -> None:
@@ -73,12 +82,22 @@ def test_fallback_skips_families_that_cannot_beat_an_accepted_variant() -> None:
     # Keeping nodes in float never speeds a model up: a family slower than a servable variant
     # cannot win, so its minutes-long search is not run.
     fast = _v("ov-int8-weights", 0.2, 5000, 0.998)
-    slow_dynamic = replace(_v("dyn", 0.4, 1800, 0.9886, "rejected"), method="int8-dynamic")
-    faster_static = replace(_v("qdq", 0.1, 9000, 0.40, "rejected"), method="int8-static")
+    slow_dynamic = replace(_member("int8-dynamic", 0.9886), measurements=_v("x", 0.4, 1800, 0).measurements)
+    faster_static = replace(_member("int8-static", 0.40), measurements=_v("x", 0.1, 9000, 0).measurements)
     variants = [fast, slow_dynamic, faster_static]
-    assert fallback_order(variants, ("int8-static", "int8-dynamic"), 0.99, True, "throughput") == ["int8-static"]
-    assert fallback_order(variants, ("int8-static", "int8-dynamic"), 0.99, True, "latency") == ["int8-static"]
-    assert fallback_order([slow_dynamic, faster_static], ("int8-static", "int8-dynamic"), 0.99, True) == [
-        "int8-dynamic",
-        "int8-static",
-    ]
+    families = ("int8-static", "int8-dynamic")
+    assert fallback_order(variants, families, 0.99, True, "throughput", _family) == ["int8-static"]
+    assert fallback_order(variants, families, 0.99, True, "latency", _family) == ["int8-static"]
+    assert _order([slow_dynamic, faster_static], families, 0.99, True) == ["int8-dynamic", "int8-static"]
+
+
+def test_a_family_is_not_a_method() -> None:
+    # ov-int8 is made by OpenVINO (its method) from the static QDQ model (its family): once it
+    # fits, the static family has a member inside the budget and is not searched.
+    from leanserve.optimization.api import _family as family_of_result
+
+    static = replace(_v("ort-int8-static-minmax-pt", 0.5, 1000, 0.40, "rejected"), method="int8-static")
+    ov_int8 = replace(_v("ov-int8", 0.3, 3000, 0.995), method="openvino")
+    fallback = replace(_v("ort-int8-static-minmax-pt-fallback", 0.4, 2000, 0.9, "rejected"), method="int8-static")
+    assert [family_of_result(v) for v in (static, ov_int8, fallback)] == ["int8-static"] * 3
+    assert fallback_order([static, ov_int8], ("int8-static",), 0.99, True, "latency", family_of_result) == []

@@ -2,7 +2,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from leanserve.optimization.sweep import SweepPoint, batch_candidates, recommend, thread_candidates, tile
+from leanserve.optimization.sweep import (
+    DEFAULT_OBJECTIVE,
+    SweepPoint,
+    batch_candidates,
+    recommend,
+    thread_candidates,
+    tile,
+)
 
 
 def _p(threads: int, batch: int, ms: float) -> SweepPoint:
@@ -53,3 +60,20 @@ def test_latency_objective_picks_the_threads_that_answer_one_request_fastest() -
     points = [_p(1, 1, 0.50), _p(1, 32, 10.0), _p(2, 1, 0.70), _p(2, 32, 6.0)]
     assert recommend(points, dynamic_batch=True, objective="throughput").threads == 2
     assert recommend(points, dynamic_batch=True, objective="latency").threads == 1
+
+
+def test_one_default_objective_everywhere() -> None:
+    import argparse
+    import inspect
+
+    from leanserve import optimize
+    from leanserve.cli import optimize as command
+
+    points = [_p(1, 1, 0.50), _p(1, 32, 10.0), _p(2, 1, 0.70), _p(2, 32, 6.0)]
+    assert DEFAULT_OBJECTIVE == "latency"
+    assert recommend(points, dynamic_batch=True).threads == 1  # the latency plan, as optimize's default
+    assert inspect.signature(optimize).parameters["objective"].default == DEFAULT_OBJECTIVE
+    parser = argparse.ArgumentParser()
+    command.register(parser.add_subparsers())
+    args = parser.parse_args(["optimize", "m.onnx"])
+    assert args.objective == DEFAULT_OBJECTIVE

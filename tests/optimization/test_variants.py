@@ -130,6 +130,8 @@ def test_select() -> None:
     assert all("entropy" not in s.name for s in select(None, quick=False))
     # OpenVINO running the static QDQ model shares that family's fallback.
     assert CATALOG["ov-int8"].family == CATALOG["ort-int8-static-minmax-pc"].family == "int8-static"
+    # ... while how each is made, its method, differs.
+    assert CATALOG["ov-int8"].method == "openvino" and CATALOG["ort-int8-static-minmax-pc"].method == "int8-static"
     with pytest.raises(UsageError, match="unknown variant"):
         select(["int4"], quick=False)
 

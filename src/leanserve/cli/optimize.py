@@ -17,6 +17,10 @@ if TYPE_CHECKING:
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    # Importing leanserve has loaded the optimizer already: its objectives cost nothing here,
+    # and the command cannot drift from the library's default.
+    from ..optimization.sweep import DEFAULT_OBJECTIVE, OBJECTIVES
+
     p = sub.add_parser(
         "optimize",
         help="build optimized variants, reject those outside an accuracy budget, serve the fastest",
@@ -58,8 +62,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--quick", action="store_true", help="fewer variants, shorter measurements, smaller sweep")
     p.add_argument(
         "--objective",
-        choices=["latency", "throughput"],
-        default="latency",
+        choices=OBJECTIVES,
+        default=DEFAULT_OBJECTIVE,
         help="what 'fastest' means: batch-1 p50 latency or best throughput (default: %(default)s)",
     )
     p.add_argument(
@@ -82,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.list_variants:
         for name, spec in CATALOG.items():
-            print(f"{name:32s} {spec.platform:12s} {spec.kind}")
+            print(f"{name:32s} {spec.platform:12s} {spec.method}")
         return 0
     missing = [
         what for what, value in (("MODEL", args.model), ("--data", args.data), ("--repo", args.repo)) if not value

@@ -31,8 +31,8 @@ from .measure import Settings, environment
 from .metrics import make_metric, score_groups
 from .report import write_html, write_json
 from .results import OptimizeResult, SourceInfo, SplitInfo, VariantResult
-from .selection import OBJECTIVES, Objective, choose, fallback_order, keep
-from .sweep import batch_candidates, thread_candidates
+from .selection import choose, fallback_order, keep
+from .sweep import DEFAULT_OBJECTIVE, OBJECTIVES, Objective, batch_candidates, thread_candidates
 from .variants import CATALOG, Builder, BuiltVariant, VariantSpec, select, unavailable
 from .writer import VersionEntry, write_versions
 
@@ -55,7 +55,7 @@ def optimize(
     output: str | None = None,
     variants: Sequence[str] | None = None,
     quick: bool = False,
-    objective: str = "latency",
+    objective: str = DEFAULT_OBJECTIVE,
     calibration_fraction: float = 0.25,
     seed: int = 0,
     fallback: bool = True,
@@ -94,7 +94,7 @@ def optimize(
             output=output,
             specs=specs,
             quick=quick,
-            objective=objective,  # type: ignore[arg-type]
+            objective=objective,
             calibration_fraction=calibration_fraction,
             seed=seed,
             fallback=fallback,
@@ -251,14 +251,14 @@ class _Run:
     def _variant(self, spec: VariantSpec, *, qdq_model: Path | None = None) -> None:
         why = unavailable(spec)
         if why:
-            self.results[spec.name] = VariantResult(spec.name, spec.kind, spec.platform, "skipped", why)
+            self.results[spec.name] = VariantResult(spec.name, spec.method, spec.platform, "skipped", why)
             return
         self.say(f"building {spec.name}")
         try:
             built = self.builder.build(spec, qdq_model=qdq_model)
         except Exception as e:  # a quantizer or converter failing is a result, not a crash
             self.results[spec.name] = VariantResult(
-                spec.name, spec.kind, spec.platform, "failed", f"build failed: {type(e).__name__}: {e}"
+                spec.name, spec.method, spec.platform, "failed", f"build failed: {type(e).__name__}: {e}"
             )
             return
         self._assess(built)
@@ -282,7 +282,7 @@ class _Run:
         except Exception as e:
             result = VariantResult(
                 built.name,
-                spec.kind,
+                spec.method,
                 spec.platform,
                 "failed",
                 f"could not run: {type(e).__name__}: {e}",
@@ -293,7 +293,7 @@ class _Run:
         self.built[built.name] = built
         result = VariantResult(
             name=built.name,
-            method=spec.kind,
+            method=spec.method,
             platform=spec.platform,
             status="accepted" if verdict.accepted else "rejected",
             reason=verdict.reason if verdict.accepted else f"rejected, never served: {verdict.reason}",
@@ -311,6 +311,8 @@ class _Run:
         """Search ``family``'s worst member for nodes to keep in float; whether a variant now fits."""
         if original.measurements is None:
             return False
+        # The members its quantizer made, which it can make again with nodes left out (ov-int8 is
+        # of the family but converted from one of them).
         members = [v for v in self.results.values() if v.method == family and v.score is not None]
         sign = 1.0 if self.bench.metric.higher_is_better else -1.0
         # The member closest to the budget: the fewest nodes in float should make it fit.
@@ -345,7 +347,7 @@ class _Run:
         ]
         if not statics:
             self.results[spec.name] = VariantResult(
-                spec.name, spec.kind, spec.platform, "skipped", "needs an int8 static QDQ variant to convert"
+                spec.name, spec.method, spec.platform, "skipped", "needs an int8 static QDQ variant to convert"
             )
             return
         sign = 1.0 if self.bench.metric.higher_is_better else -1.0

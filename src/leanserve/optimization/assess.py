@@ -6,7 +6,6 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 
@@ -17,7 +16,7 @@ from .data import Dataset
 from .measure import Settings, energy_per_inference, file_size, peak_memory, time_for, time_runs
 from .metrics import Metric, Score, score_groups
 from .results import Measurements
-from .sweep import ServingPlan, SweepPoint, recommend, sweep, tile
+from .sweep import Objective, ServingPlan, SweepPoint, recommend, sweep, tile
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +35,7 @@ class Bench:
     threads: tuple[int, ...]
     batch_sizes: tuple[int, ...]
     timing_inputs: Mapping[str, np.ndarray]  # a slice of the evaluation inputs, tiled into batches
-    objective: Literal["latency", "throughput"] = "latency"  # which threads the serving plan picks
+    objective: Objective  # which threads the serving plan picks
 
 
 def predict(runtime: Runtime, data: Dataset, batch_size: int) -> dict[str, np.ndarray]:

@@ -33,7 +33,7 @@ class Measurements:
 @dataclass(frozen=True, slots=True)
 class VariantResult:
     name: str
-    method: str
+    method: str  # how it was made: its VariantSpec's method, or "original"
     platform: str
     status: Status
     reason: str

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Literal
 
 from .results import VariantResult
-
-Objective = Literal["latency", "throughput"]
-OBJECTIVES: tuple[str, ...] = ("latency", "throughput")
+from .sweep import Objective
 
 
 def _servable(v: VariantResult) -> bool:
@@ -67,8 +64,8 @@ def fallback_order(
     families: Sequence[str],
     limit: float,
     higher_is_better: bool,
-    objective: Objective = "latency",
-    family_of: Callable[[VariantResult], str] = lambda v: v.method,
+    objective: Objective,
+    family_of: Callable[[VariantResult], str],
 ) -> list[str]:
     """The quantized families to search for nodes to keep in float, closest to the budget first.
 

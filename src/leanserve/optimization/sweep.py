@@ -8,12 +8,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Final, Literal
 
 import numpy as np
 
 from ..runtimes import Runtime
 from .measure import Settings, time_for
+
+# What "fastest" means: batch-1 p50 latency, or rows per second at each variant's best batch.
+# It picks the serving plan's threads here and the variant served in selection.
+Objective = Literal["latency", "throughput"]
+OBJECTIVES: Final[tuple[Objective, ...]] = ("latency", "throughput")
+DEFAULT_OBJECTIVE: Final[Objective] = "latency"
 
 # A larger batch must buy at least this much throughput to be worth its extra latency.
 _BATCH_GAIN = 1.10
@@ -104,7 +110,7 @@ def _points(
 
 
 def recommend(
-    points: Sequence[SweepPoint], dynamic_batch: bool, objective: Literal["latency", "throughput"] = "throughput"
+    points: Sequence[SweepPoint], dynamic_batch: bool, objective: Objective = DEFAULT_OBJECTIVE
 ) -> ServingPlan:
     """How to serve: threads, max_batch_size and max_queue_delay_ms from the sweep.
 
@@ -144,7 +150,7 @@ def recommend(
     )
 
 
-def _threads(points: Sequence[SweepPoint], objective: Literal["latency", "throughput"]) -> int:
+def _threads(points: Sequence[SweepPoint], objective: Objective) -> int:
     singles = {p.threads: p.latency_ms for p in points if p.batch_size == 1}
     if objective == "latency" and singles:
         # On a small model a second thread costs more in hand-offs than it computes: the

@@ -40,14 +40,15 @@ from .data import Dataset
 # 32 is OpenVINO's CPU default and the most accurate setting that runs the int8 kernels.
 DYNAMIC_QUANTIZATION_GROUP = 32
 
-Kind = Literal["ort-optimized", "int8-dynamic", "int8-static", "fp16", "openvino"]
+# How a variant is made; provenance and report.json record it as "method".
+Method = Literal["ort-optimized", "int8-dynamic", "int8-static", "fp16", "openvino"]
 Calibration = Literal["minmax", "percentile", "entropy"]
 
 
 @dataclass(frozen=True, slots=True)
 class VariantSpec:
     name: str
-    kind: Kind
+    method: Method
     per_channel: bool = False
     op_types: tuple[str, ...] = ()  # empty: every op type the quantizer knows
     calibration: Calibration | None = None
@@ -55,15 +56,16 @@ class VariantSpec:
 
     @property
     def platform(self) -> str:
-        return "openvino" if self.kind == "openvino" else "onnxruntime"
+        return "openvino" if self.method == "openvino" else "onnxruntime"
 
     @property
     def family(self) -> str:
-        """Variants of one family share a fallback: the node-exclusion search runs once per family.
-
-        ov-int8 is the static QDQ model run by OpenVINO, so it belongs to that family.
+        """The variants whose models one quantizer makes share a family, and the family shares a
+        fallback: the node-exclusion search runs once per family. A family is named after the
+        method of that quantizer; ov-int8 is made by converting the static QDQ model, so its
+        method is openvino but its family is int8-static.
         """
-        return "int8-static" if self.precision == "int8" else self.kind
+        return "int8-static" if self.precision == "int8" else self.method
 
 
 CATALOG: dict[str, VariantSpec] = {
@@ -131,9 +133,9 @@ def openvino_has_bf16() -> bool:
 
 def unavailable(spec: VariantSpec) -> str | None:
     """Why ``spec`` cannot be built on this machine, or None."""
-    if spec.kind == "fp16" and "CUDAExecutionProvider" not in ort.get_available_providers():
+    if spec.method == "fp16" and "CUDAExecutionProvider" not in ort.get_available_providers():
         return "no GPU execution provider here (fp16 pays off only on a GPU)"
-    if spec.kind == "openvino":
+    if spec.method == "openvino":
         if not openvino_available():
             return "openvino is not installed (pip install 'leanserve[optimize]')"
         if spec.precision == "bf16" and not openvino_has_bf16():
@@ -228,24 +230,24 @@ class Builder:
         nodes_to_exclude: Sequence[str],
         qdq_model: Path | None,
     ) -> BuiltVariant:
-        settings: dict[str, Any] = {"method": spec.kind}
+        settings: dict[str, Any] = {"method": spec.method}
         runtime = RuntimeOptions()
-        if spec.kind == "ort-optimized":
+        if spec.method == "ort-optimized":
             model = folder / "model.onnx"
             self._ort_optimized(model)
             settings["graph_optimization"] = "all, saved offline for this CPU"
             # The file is already optimized: loading it need not optimize again.
             runtime = RuntimeOptions(graph_optimization="disabled")
             files: tuple[Path, ...] = (model,)
-        elif spec.kind == "int8-dynamic":
+        elif spec.method == "int8-dynamic":
             model = folder / "model.onnx"
             settings |= self._dynamic(spec, model, nodes_to_exclude)
             files = (model,)
-        elif spec.kind == "int8-static":
+        elif spec.method == "int8-static":
             model = folder / "model.onnx"
             settings |= self._static(spec, model, nodes_to_exclude)
             files = (model,)
-        elif spec.kind == "fp16":
+        elif spec.method == "fp16":
             model = folder / "model.onnx"
             self._fp16(model)
             settings["keep_io_types"] = True
