@@ -152,3 +152,41 @@ def test_pre_processing_leaves_nothing_in_the_working_directory(
     assert "symbolic shape inference skipped" in note
     assert prepared.exists()
     assert list(cwd.iterdir()) == []
+
+
+def test_a_build_mutes_only_the_quantizer_and_only_during_its_call(
+    builder: Builder,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # optimize may run inside a server: the server's own warnings during a build must still be
+    # logged, and nothing about logging may stay changed after it.
+    import logging
+
+    import onnxruntime.quantization as q
+
+    real = q.quantize_dynamic
+    ort_file = str(Path(q.__file__).resolve())
+
+    def chatty(*args: object, **kwargs: object) -> None:
+        print("Collecting tensor data ...")  # as ORT's calibrators print
+        logging.getLogger().handle(  # as ORT's quantizer warns, with logging.warning()
+            logging.LogRecord("root", logging.WARNING, ort_file, 1, "per-channel axis", None, None)
+        )
+        logging.getLogger("onnxruntime.quantization").warning("quantizer detail")
+        logging.getLogger("leanserve.server").warning("the server's own warning")
+        real(*args, **kwargs)
+
+    monkeypatch.setattr(q, "quantize_dynamic", chatty)
+    levels = {name: logging.getLogger(name).level for name in ("onnxruntime", "nncf", "openvino")}
+    with caplog.at_level(logging.WARNING):
+        builder.build(CATALOG["ort-int8-dynamic"], name="quiet-check")
+        print("after the build")
+    messages = [r.getMessage() for r in caplog.records]
+    assert "the server's own warning" in messages
+    assert "per-channel axis" not in messages and "quantizer detail" not in messages
+    out = capsys.readouterr().out
+    assert "Collecting tensor data" not in out and "after the build" in out
+    assert {name: logging.getLogger(name).level for name in levels} == levels
+    assert not logging.getLogger().filters and logging.root.manager.disable == logging.NOTSET

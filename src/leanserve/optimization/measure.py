@@ -21,9 +21,11 @@ from pathlib import Path
 import numpy as np
 
 from ..config import RuntimeOptions
+from ..errors import ServerError
 from ..runtimes import Runtime
 
 NOT_MEASURABLE = "not measurable here"
+_PEAK_TIMEOUT_S = 600
 _RAPL = Path("/sys/class/powercap")
 
 
@@ -142,7 +144,8 @@ def peak_memory(path: Path, platform: str, options: RuntimeOptions, feed: Mappin
 
     A fresh process, because in this one the allocator reuses what earlier variants freed and
     the peak would read near zero. The figure is the process's peak RSS minus its RSS after the
-    imports: the engine, the weights and the arena of one batch. None where /proc is missing.
+    imports: the engine, the weights and the arena of one batch. None where /proc is missing;
+    ServerError, with the process's stderr, when the process crashes.
     """
     if not Path("/proc/self/status").exists():
         return None
@@ -155,13 +158,30 @@ def peak_memory(path: Path, platform: str, options: RuntimeOptions, feed: Mappin
             ",".join(options.providers),
             str(Path(tmp) / "feed.npz"),
         ]
+        where = f"measuring the peak memory of {path}"
         try:
             done = subprocess.run(
-                [sys.executable, "-c", _PEAK_SCRIPT, *args], capture_output=True, text=True, timeout=600, check=True
+                [sys.executable, "-c", _PEAK_SCRIPT, *args], capture_output=True, text=True, timeout=_PEAK_TIMEOUT_S
             )
-            return int(done.stdout.strip().splitlines()[-1]) / 1024.0
-        except (subprocess.SubprocessError, ValueError, IndexError, OSError):
-            return None
+        except subprocess.TimeoutExpired:
+            raise ServerError(f"{where} did not finish within {_PEAK_TIMEOUT_S} s") from None
+    # A crash is the variant's (or leanserve's) failure, never a figure that cannot be measured.
+    if done.returncode < 0:
+        raise ServerError(
+            f"{where} crashed, killed by signal {-done.returncode}; its stderr: {_tail(done.stderr)}",
+            hint="a process killed by signal 9 has usually run out of memory",
+        )
+    if done.returncode != 0:
+        raise ServerError(f"{where} crashed with exit code {done.returncode}; its stderr: {_tail(done.stderr)}")
+    try:
+        return int(done.stdout.strip().splitlines()[-1]) / 1024.0
+    except (ValueError, IndexError):
+        raise ServerError(f"{where} printed no figure; its stdout: {_tail(done.stdout)}") from None
+
+
+def _tail(text: str, lines: int = 12) -> str:
+    """The end of a process's output, where a traceback says what went wrong."""
+    return "\n".join(text.strip().splitlines()[-lines:])[-2000:] or "(no output)"
 
 
 # ---- energy --------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ import io
 import logging
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -41,6 +41,12 @@ from .data import Dataset
 DYNAMIC_QUANTIZATION_GROUP = 32
 
 # How a variant is made; provenance and report.json record it as "method".
+# Loggers of the quantizers and converters: their warnings (per-channel axes of LayerNorm
+# weights, NNCF's statistics) say nothing actionable to a user of optimize.
+_QUIET_LOGGERS = ("onnxruntime", "nncf", "openvino")
+# ONNX Runtime's quantizer also warns through logging.warning(), on the root logger itself.
+_ORT_DIR = str(Path(ort.__file__).resolve().parent)
+
 Method = Literal["ort-optimized", "int8-dynamic", "int8-static", "fp16", "openvino"]
 Calibration = Literal["minmax", "percentile", "entropy"]
 
@@ -145,6 +151,35 @@ def unavailable(spec: VariantSpec) -> str | None:
     return None
 
 
+@contextlib.contextmanager
+def _quiet_quantizer() -> Iterator[None]:
+    """Silence a quantizer or converter for the duration of one call.
+
+    Their progress lines on stdout would corrupt the CLI's ``--json`` output, and their warnings
+    say nothing a user can act on. Only their own loggers and records are muted, and only during
+    the call, so a server that runs optimize keeps its logging. stdout itself is one object per
+    process: whatever another thread prints during the call is lost with the quantizer's lines.
+    """
+    loggers = [logging.getLogger(name) for name in _QUIET_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    root = logging.getLogger()
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    root.addFilter(_not_from_onnxruntime)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        root.removeFilter(_not_from_onnxruntime)
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
+def _not_from_onnxruntime(record: logging.LogRecord) -> bool:
+    """Keep a record on the root logger unless ONNX Runtime's code logged it below ERROR."""
+    return record.levelno >= logging.ERROR or not record.pathname.startswith(_ORT_DIR)
+
+
 class _Reader:
     """Feeds the calibration split to ORT's calibrator, a batch at a time."""
 
@@ -184,12 +219,14 @@ class Builder:
             # directory and leaves it there; run it where that litter is ours to clean up.
             with contextlib.chdir(self.workdir):
                 try:
-                    quant_pre_process(str(source), str(out))
+                    with _quiet_quantizer():
+                        quant_pre_process(str(source), str(out))
                 except Exception:
                     # Symbolic shape inference fails on some exporter output (dynamo MiniLM); ONNX
                     # shape inference alone is enough for the quantizer.
                     try:
-                        quant_pre_process(str(source), str(out), skip_symbolic_shape=True)
+                        with _quiet_quantizer():
+                            quant_pre_process(str(source), str(out), skip_symbolic_shape=True)
                         note = "quant_pre_process (symbolic shape inference skipped: it failed)"
                     except Exception as e:
                         shutil.copyfile(source, out)
@@ -210,16 +247,7 @@ class Builder:
         if folder.exists():
             shutil.rmtree(folder)
         folder.mkdir(parents=True)
-        t0 = time.perf_counter()
-        # The quantizers print progress on stdout, which belongs to the CLI (--json), and log
-        # warnings on the root logger (per-channel axes of LayerNorm weights) that say nothing
-        # actionable to a user.
-        logging.disable(logging.WARNING)
-        try:
-            with contextlib.redirect_stdout(io.StringIO()):
-                return self._build(spec, folder, name, t0, nodes_to_exclude, qdq_model)
-        finally:
-            logging.disable(logging.NOTSET)
+        return self._build(spec, folder, name, time.perf_counter(), nodes_to_exclude, qdq_model)
 
     def _build(
         self,
@@ -294,14 +322,15 @@ class Builder:
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
         prepared, note = self.prepared()
-        quantize_dynamic(
-            str(prepared),
-            str(out),
-            per_channel=spec.per_channel,
-            weight_type=QuantType.QInt8,
-            op_types_to_quantize=list(spec.op_types) or None,
-            nodes_to_exclude=list(exclude) or None,
-        )
+        with _quiet_quantizer():
+            quantize_dynamic(
+                str(prepared),
+                str(out),
+                per_channel=spec.per_channel,
+                weight_type=QuantType.QInt8,
+                op_types_to_quantize=list(spec.op_types) or None,
+                nodes_to_exclude=list(exclude) or None,
+            )
         return {
             "weights": "int8",
             "activations": "uint8, quantized at run time",
@@ -320,18 +349,19 @@ class Builder:
             "percentile": CalibrationMethod.Percentile,
             "entropy": CalibrationMethod.Entropy,
         }[spec.calibration or "minmax"]
-        quantize_static(
-            str(prepared),
-            str(out),
-            _Reader(self.calibration, self.calibration_batch),
-            quant_format=QuantFormat.QDQ,
-            per_channel=spec.per_channel,
-            activation_type=QuantType.QInt8,
-            weight_type=QuantType.QInt8,
-            calibrate_method=method,
-            nodes_to_exclude=list(exclude) or None,
-            op_types_to_quantize=list(spec.op_types) or None,
-        )
+        with _quiet_quantizer():
+            quantize_static(
+                str(prepared),
+                str(out),
+                _Reader(self.calibration, self.calibration_batch),
+                quant_format=QuantFormat.QDQ,
+                per_channel=spec.per_channel,
+                activation_type=QuantType.QInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=method,
+                nodes_to_exclude=list(exclude) or None,
+                op_types_to_quantize=list(spec.op_types) or None,
+            )
         return {
             "format": "QDQ",
             "weights": "int8",
@@ -347,19 +377,23 @@ class Builder:
     def _fp16(self, out: Path) -> None:
         from onnxruntime.transformers.float16 import convert_float_to_float16
 
-        model = convert_float_to_float16(onnx.load(str(self.source)), keep_io_types=True)
+        with _quiet_quantizer():
+            model = convert_float_to_float16(onnx.load(str(self.source)), keep_io_types=True)
         onnx.save(model, str(out))
 
     def _openvino(self, src: Path, out: Path, compress_to_fp16: bool) -> None:
         import openvino as ov
 
-        ov.save_model(ov.convert_model(str(src)), str(out), compress_to_fp16=compress_to_fp16)
+        with _quiet_quantizer():
+            model = ov.convert_model(str(src))
+        ov.save_model(model, str(out), compress_to_fp16=compress_to_fp16)
 
     def _openvino_int8_weights(self, out: Path) -> dict[str, Any]:
         import nncf
         import openvino as ov
 
-        model = nncf.compress_weights(ov.convert_model(str(self.source)), mode=nncf.CompressWeightsMode.INT8_SYM)
+        with _quiet_quantizer():
+            model = nncf.compress_weights(ov.convert_model(str(self.source)), mode=nncf.CompressWeightsMode.INT8_SYM)
         # The CPU plugin reads runtime options from the IR; pinning the group size there keeps the
         # file running as it was measured even if OpenVINO's default changes.
         model.set_rt_info(str(DYNAMIC_QUANTIZATION_GROUP), ["runtime_options", "DYNAMIC_QUANTIZATION_GROUP_SIZE"])
