@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -35,10 +34,13 @@ import numpy as np
 
 from leanserve.config import RuntimeOptions, load_model_config
 from leanserve.optimization import OptimizeResult, optimize
+from leanserve.optimization.assess import predict
 from leanserve.optimization.data import from_arrays, split
 from leanserve.optimization.measure import environment as measured_environment
+from leanserve.optimization.measure import usable_cores
 from leanserve.optimization.metrics import cosine_per_example
 from leanserve.optimization.selection import choose
+from leanserve.optimization.sweep import tile
 from leanserve.repository import resolve_version
 from leanserve.runtimes import Runtime, load_runtime
 
@@ -127,20 +129,6 @@ def side_by_side(baseline: Runtime, chosen: Runtime, feed: Mapping[str, np.ndarr
     )
 
 
-def tile(inputs: Mapping[str, np.ndarray], batch: int) -> dict[str, np.ndarray]:
-    reps = -(-batch // len(next(iter(inputs.values()))))
-    return {k: np.ascontiguousarray(np.concatenate([v] * reps)[:batch]) for k, v in inputs.items()}
-
-
-def predict(runtime: Runtime, inputs: Mapping[str, np.ndarray], output: str) -> np.ndarray:
-    n = len(next(iter(inputs.values())))
-    parts = [
-        runtime.run({k: v[i : i + BIG_BATCH] for k, v in inputs.items()}, [output])[output]
-        for i in range(0, n, BIG_BATCH)
-    ]
-    return np.concatenate(parts)
-
-
 # ---- one case --------------------------------------------------------------------------------
 
 
@@ -166,7 +154,7 @@ def loaded_versions(result: OptimizeResult, threads: int | None) -> Loaded:
     original = resolve_version(model_dir, config, original_version)
     runtime = chosen.config.runtime
     # Both engines get the same threads: the plan's for the chosen variant unless told otherwise.
-    n = threads or runtime.intra_op_threads or (os.cpu_count() or 1)
+    n = threads or runtime.intra_op_threads or usable_cores()
     return Loaded(original.path, chosen.path, chosen.config.platform, runtime, n, chosen.config.outputs[0].name)
 
 
@@ -189,7 +177,7 @@ def outputs_on(loaded: Loaded, inputs: Mapping[str, np.ndarray], output: str) ->
     ):
         runtime = load_runtime(path, plat, options)
         try:
-            results.append(predict(runtime, inputs, output))
+            results.append(predict(runtime, from_arrays(inputs), BIG_BATCH)[output])
         finally:
             runtime.close()
     return results[0], results[1]
@@ -505,7 +493,7 @@ def environment() -> dict[str, Any]:
     return {
         "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
         "cpu": env.cpu_model,
-        "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else env.logical_cores,
+        "cores": env.usable_cores,
         "python": env.python,
         "versions": env.libraries,
     }

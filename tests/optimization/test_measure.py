@@ -115,5 +115,5 @@ def test_energy_is_never_estimated(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 
 def test_environment() -> None:
     env = environment()
-    assert env.logical_cores >= 1 and "onnxruntime" in env.libraries and env.cpu_model
+    assert 1 <= env.usable_cores <= env.logical_cores and "onnxruntime" in env.libraries and env.cpu_model
     assert env.python == ".".join(map(str, sys.version_info[:3]))

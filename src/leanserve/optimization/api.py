@@ -27,7 +27,7 @@ from . import sources
 from .assess import Bench, judge, measure, predict, quick_p50
 from .budget import parse_budget
 from .data import conform, from_arrays, load_data, split
-from .measure import Settings, environment
+from .measure import Settings, environment, usable_cores
 from .metrics import make_metric, score_groups
 from .report import write_html, write_json
 from .results import OptimizeResult, SourceInfo, SplitInfo, VariantResult
@@ -170,7 +170,7 @@ class _Run:
             eval_batch=eval_batch,
             dynamic_batch=dynamic,
             settings=settings,
-            threads=tuple(thread_candidates(_cores())),
+            threads=tuple(thread_candidates(usable_cores())),
             batch_sizes=tuple(batch_candidates(dynamic, quick)),
             timing_inputs={k: v[:64] for k, v in parts.evaluation.inputs.items()},
             objective=objective,
@@ -420,15 +420,6 @@ class _Run:
 def _family(v: VariantResult) -> str:
     """A variant's fallback family: its catalog entry's, or its method for a fallback's own result."""
     return CATALOG[v.name].family if v.name in CATALOG else v.method
-
-
-def _cores() -> int:
-    import os
-
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 def _message(

@@ -68,7 +68,8 @@ class Energy:
 @dataclass(frozen=True, slots=True)
 class Environment:
     cpu_model: str
-    logical_cores: int
+    logical_cores: int  # in the machine
+    usable_cores: int  # this process may run on (its affinity mask): what the thread sweep tries
     cpu_flags: tuple[str, ...]
     machine: str
     python: str
@@ -224,6 +225,14 @@ def energy_per_inference(run: Callable[[], object], inferences_per_run: int, sec
 _FLAGS_OF_INTEREST = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16")
 
 
+def usable_cores() -> int:
+    """The cores this process may run on: fewer than the machine's in a container or under taskset."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # no affinity mask outside Linux
+        return os.cpu_count() or 1
+
+
 def environment() -> Environment:
     model, flags = platform.processor() or "unknown", set[str]()
     try:
@@ -244,6 +253,7 @@ def environment() -> Environment:
     return Environment(
         cpu_model=model,
         logical_cores=os.cpu_count() or 1,
+        usable_cores=usable_cores(),
         cpu_flags=tuple(f for f in _FLAGS_OF_INTEREST if f in flags),
         machine=f"{platform.system()} {platform.release()} {platform.machine()}",
         python=platform.python_version(),

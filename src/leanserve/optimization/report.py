@@ -254,7 +254,7 @@ tr.rejected{{color:#8a2a20}} code{{font-size:11px}}
 <h2>Variants</h2>{_table(result, _all(result))}
 {_groups(result)}
 <h2>Accuracy-aware fallback</h2>{_fallbacks(result)}
-<h2>Environment</h2><p>{html.escape(env.cpu_model)}, {env.logical_cores} logical cores
+<h2>Environment</h2><p>{html.escape(env.cpu_model)}, {env.logical_cores} logical cores ({env.usable_cores} usable)
 (flags: {html.escape(", ".join(env.cpu_flags) or "none of interest")}); {html.escape(env.machine)};
 Python {env.python}; {html.escape(libs)}.</p>
 <p>Every figure was measured on this machine: warm-up runs, then repeated rounds; p50/p99 over all runs,
