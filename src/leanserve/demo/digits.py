@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..errors import ServerError
-from .export import ExportSpec, compare_with_torch, export_onnx
+from ..optimization.export import ExportSpec, compare_with_torch, export_onnx
 from .progress import Progress, StepTimes
 
 NAME = "digits"

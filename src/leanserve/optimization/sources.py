@@ -1,8 +1,8 @@
 """Where a model comes from: an ONNX file, a ``torch.export`` program (.pt2), or a live module.
 
-Every source becomes one ONNX file with unique node names (the fallback names nodes to keep
-in float). Nothing here unpickles an arbitrary file: formats that need pickle are refused, and
-a .pt2 archive is opened only when none of its payloads is pickled.
+Every source becomes one ONNX file (torch models through :mod:`.export`) with unique node names
+(the fallback names nodes to keep in float). Nothing here unpickles an arbitrary file: formats
+that need pickle are refused, and a .pt2 archive is opened only when none of its payloads is pickled.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any, Literal
 import onnx
 
 from ..errors import UsageError
+from .export import ExportSpec, batch_spec, export_onnx
 
 _PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin", ".joblib", ".sav")
 
@@ -161,7 +162,7 @@ def _from_pt2(path: Path, workdir: Path) -> Source:
 
     program = torch.export.load(str(path))
     out = workdir / "exported.onnx"
-    notes = _export(program, (), out)
+    notes = _export(program, (), ExportSpec(), out)  # the program carries its own dynamic shapes
     model = _load_onnx(out)
     renamed = unique_node_names(model)
     onnx.save(model, str(workdir / "source.onnx"))
@@ -173,8 +174,7 @@ def _from_pt2(path: Path, workdir: Path) -> Source:
 
 def _from_module(module: Any, example_inputs: tuple[Any, ...], workdir: Path) -> Source:
     out = workdir / "exported.onnx"
-    module.eval()
-    notes = _export(module, example_inputs, out)
+    notes = _export(module, example_inputs, batch_spec(module, len(example_inputs)), out)
     model = _load_onnx(out)
     renamed = unique_node_names(model)
     src = workdir / "source.onnx"
@@ -184,40 +184,12 @@ def _from_module(module: Any, example_inputs: tuple[Any, ...], workdir: Path) ->
     return Source("torch.nn.Module", type(module).__name__, sha256_of(src), src, src, tuple(notes))
 
 
-def _export(model: Any, args: tuple[Any, ...], out: Path) -> list[str]:
-    """Export with the dynamo exporter; fall back to the TorchScript one, saying so."""
-    import torch
-
-    batch = torch.export.Dim("batch", min=1, max=4096)
-    is_program = isinstance(model, torch.export.ExportedProgram)
-    dynamic = None if is_program else tuple({0: batch} for _ in args)
-    try:
-        program = torch.onnx.export(
-            model, args, dynamo=True, dynamic_shapes=dynamic, external_data=False, verbose=False
-        )
-        if program is None:
-            raise RuntimeError("the exporter returned nothing")
-        program.save(str(out), external_data=False)
-        return ["exported with the dynamo ONNX exporter"]
-    except Exception as e:
-        if is_program:
-            raise UsageError(f"the ONNX exporter cannot export this program: {e}") from e
-        first = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-    names = [f"input_{i}" for i in range(len(args))]
-    try:
-        torch.onnx.export(
-            model,
-            args,
-            str(out),
-            dynamo=False,
-            input_names=names,
-            dynamic_axes={n: {0: "batch"} for n in names},
-        )
-    except Exception as e:
-        raise UsageError(
-            f"neither ONNX exporter can export the module: dynamo said {first}; TorchScript said {e}"
-        ) from e
-    return [f"the dynamo exporter failed ({first}); exported with the TorchScript exporter instead"]
+def _export(model: Any, args: tuple[Any, ...], spec: ExportSpec, out: Path) -> list[str]:
+    """Export with the shared exporter; the notes say which exporter made the file, and why."""
+    notes: list[str] = []  # a fallback to TorchScript says why as it happens
+    if export_onnx(model, args, out, spec, notes.append) == "dynamo":
+        notes.append("exported with the dynamo ONNX exporter")
+    return notes
 
 
 def _is_torch_module(obj: Any) -> bool:
