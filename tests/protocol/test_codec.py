@@ -78,7 +78,7 @@ def triton_body(inputs: list[triton.InferInput], **kwargs: object) -> tuple[byte
 @given(data=st.data())
 def test_request_round_trip(datatype: str, binary: bool, data: st.DataObject) -> None:
     array = data.draw(tensors(datatype, json_safe=not binary))
-    request = InferRequest([InferInput("x", datatype, array.shape, array)], id="r-1")
+    request = InferRequest([InferInput("x", array.shape, datatype, array)], id="r-1")
     body, header_length = encode_infer_request(request, binary=binary)
     decoded = decode_infer_request(body, header_length, Limits())
     (inp,) = decoded.inputs
@@ -321,8 +321,10 @@ def test_json_nested_past_what_the_parser_takes_is_malformed() -> None:
 
 
 def test_client_refuses_a_datatype_that_does_not_match_the_array() -> None:
-    request = InferRequest([InferInput("x", "FP32", (1,), np.array([1.0]))])
     with pytest.raises(UsageError, match="input 'x': datatype is FP32 but the array holds float64"):
+        InferInput("x", (1,), "FP32", np.array([1.0]))
+    request = InferRequest([InferInput("x", (1,), "FP32")])
+    with pytest.raises(UsageError, match="input 'x' has no data"):
         encode_infer_request(request, binary=False)
 
 

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from leanserve.config import TensorSpec
@@ -12,7 +11,7 @@ OUTPUTS = (TensorSpec("scores", "FP32", (10,)), TensorSpec("label", "INT64", ())
 
 
 def tensor(name: str, datatype: str, shape: tuple[int, ...]) -> InferInput:
-    return InferInput(name, datatype, shape, np.zeros(0))  # validation looks at the declared shape only
+    return InferInput(name, shape, datatype)  # validation looks at the declared shape only
 
 
 def request(*inputs: InferInput, outputs: list[str] | None = None) -> InferRequest:

@@ -190,7 +190,7 @@ def _decode_tensor(index: int, raw: object, kind: str, reader: BinaryReader, lim
             f"{where}: has neither 'data' nor parameters.binary_data_size",
             hint="shared memory is not supported; send the tensor in the request",
         )
-    return InferInput(name, datatype, shape, data, parameters)
+    return InferInput._decoded(name, shape, datatype, data, parameters)
 
 
 def _shape(where: str, raw: object) -> tuple[int, ...]:
