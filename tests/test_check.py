@@ -1,16 +1,21 @@
-"""`check`: configs parse, signatures match, each version loads and answers a smoke inference."""
+"""`check`: configs parse, signatures match, each version loads and answers a warm-up inference."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
+from onnx import TensorProto, helper, numpy_helper
 
-from leanserve.check import check_repository, smoke_inputs
+from leanserve import check
+from leanserve.check import check_repository, check_version, smoke_inputs
 from leanserve.cli import check as check_command
-from leanserve.repository import resolve_version, scan_repository
+from leanserve.repository import ModelVersionSpec, resolve_version, scan_repository
+from leanserve.runtimes import Runtime
 from tests.fixtures.onnx_models import write_mlp
 
 
@@ -78,3 +83,167 @@ def test_leanserve_check_command_end_to_end(repo: Path) -> None:
     done = subprocess.run([sys.executable, "-m", "leanserve", "check", str(repo)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "good" in done.stdout
+
+
+# ---- warm-up ----------------------------------------------------------------------------------
+
+
+def write_framer(path: Path, frame: int = 400) -> Path:
+    """Audio [batch, samples] cut into frames of ``frame`` samples, energy [batch, frames] their means.
+
+    A valid model that ONNX Runtime cannot run on audio shorter than a frame: the Reshape fails
+    for the synthetic one-sample input, and succeeds for real audio (a multiple of the frame).
+    """
+    nodes = [
+        helper.make_node("Reshape", ["audio", "frames_shape"], ["frames"]),
+        helper.make_node("ReduceMean", ["frames"], ["energy"], axes=[2], keepdims=0),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "framer",
+        [helper.make_tensor_value_info("audio", TensorProto.FLOAT, ["batch", "samples"])],
+        [helper.make_tensor_value_info("energy", TensorProto.FLOAT, ["batch", "frames"])],
+        [numpy_helper.from_array(np.array([0, -1, frame], np.int64), "frames_shape")],
+    )
+    return _save(graph, path)
+
+
+def write_single_row(path: Path) -> Path:
+    """Declares a batch dimension but reshapes its input to one row: a batch of more rows fails."""
+    rng = np.random.default_rng(0)
+    nodes = [
+        helper.make_node("Reshape", ["x", "one_row"], ["row"]),
+        helper.make_node("MatMul", ["row", "w"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "single_row",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3])],
+        [
+            numpy_helper.from_array(np.array([1, 4], np.int64), "one_row"),
+            numpy_helper.from_array(rng.normal(size=(4, 3)).astype(np.float32), "w"),
+        ],
+    )
+    return _save(graph, path)
+
+
+def _save(graph: onnx.GraphProto, path: Path) -> Path:
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    return path
+
+
+def _spec(repo: Path, name: str) -> ModelVersionSpec:
+    entry = next(m for m in scan_repository(repo).models if m.name == name)
+    assert entry.config is not None, entry.error
+    return resolve_version(entry.directory, entry.config, entry.versions[-1])
+
+
+class _Recording:
+    """A runtime that remembers the shape of every feed it ran."""
+
+    def __init__(self, runtime: Runtime, shapes: list[dict[str, tuple[int, ...]]]) -> None:
+        self._runtime = runtime
+        self._shapes = shapes
+
+    def run(self, inputs: Mapping[str, np.ndarray], output_names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        self._shapes.append({name: a.shape for name, a in inputs.items()})
+        return self._runtime.run(inputs, output_names)
+
+    def close(self) -> None:
+        self._runtime.close()
+
+
+@pytest.fixture
+def runs(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, tuple[int, ...]]]:
+    shapes: list[dict[str, tuple[int, ...]]] = []
+    real = check.load_runtime
+    monkeypatch.setattr(check, "load_runtime", lambda *a: _Recording(real(*a), shapes))
+    return shapes
+
+
+def test_a_model_that_refuses_the_synthetic_input_serves_with_a_warning(tmp_path: Path) -> None:
+    write_framer(tmp_path / "audio" / "1" / "model.onnx")
+    result, runtime = check_version(_spec(tmp_path, "audio"))
+    assert result.ok and runtime is not None  # the registry keeps this engine and serves it
+    (warning,) = result.warnings
+    assert "rejects the synthetic smoke input (audio [1, 1])" in warning and "Reshape" in warning
+    assert str(tmp_path / "audio" / "warmup.npz") in warning
+    audio = np.random.default_rng(0).normal(size=(3, 16000)).astype(np.float32)
+    assert runtime.run({"audio": audio})["energy"].shape == (3, 40)  # real audio runs
+    runtime.close()
+
+
+def test_warmup_samples_replace_the_synthetic_input_then_the_largest_batch_runs(
+    tmp_path: Path, runs: list[dict[str, tuple[int, ...]]]
+) -> None:
+    write_framer(tmp_path / "audio" / "1" / "model.onnx")
+    (tmp_path / "audio" / "model.toml").write_text("max_batch_size = 8\n")
+    np.savez(tmp_path / "audio" / "warmup.npz", audio=np.zeros((2, 800), np.float32))
+    result, runtime = check_version(_spec(tmp_path, "audio"))
+    assert result.ok and result.warnings == () and result.smoke_latency_ms > 0
+    assert runs == [{"audio": (2, 800)}, {"audio": (8, 800)}]  # the samples, then tiled to max_batch_size
+    assert runtime is not None
+    runtime.close()
+
+
+def test_a_model_that_does_not_batch_warms_up_once(tmp_path: Path, runs: list[dict[str, tuple[int, ...]]]) -> None:
+    write_mlp(tmp_path / "fixed" / "1" / "model.onnx", batch_dynamic=False)
+    result, runtime = check_version(_spec(tmp_path, "fixed"))
+    assert result.ok and runs == [{"x": (1, 4)}]
+    assert runtime is not None
+    runtime.close()
+
+
+def test_a_failing_user_sample_is_an_error(tmp_path: Path) -> None:
+    write_framer(tmp_path / "audio" / "1" / "model.onnx")
+    np.savez(tmp_path / "audio" / "warmup.npz", audio=np.zeros((1, 401), np.float32))
+    result, runtime = check_version(_spec(tmp_path, "audio"))
+    assert runtime is None and not result.ok
+    assert f"{tmp_path / 'audio' / 'warmup.npz'}: the model fails on these warm-up samples" in (result.error or "")
+
+
+@pytest.mark.parametrize(
+    ("arrays", "message"),
+    [
+        ({}, "warmup.npz: x: is missing"),
+        ({"x": np.zeros((2, 4), np.float32), "y": np.zeros(2)}, "warmup.npz: y: is no input of the model"),
+        ({"x": np.zeros((2, 4), np.float64)}, "warmup.npz: x: holds float64, but the input is FP32"),
+        ({"x": np.zeros((2, 5), np.float32)}, "warmup.npz: x: has shape [2, 5], expected [rows, 4]"),
+        ({"x": np.zeros((9, 4), np.float32)}, "warmup.npz: rows per input (x 9) must be one count in 1..8"),
+        ({"x": np.zeros((0, 4), np.float32)}, "rows per input (x 0) must be one count in 1..8"),
+    ],
+)
+def test_warmup_samples_are_checked_against_the_inputs(
+    tmp_path: Path, arrays: dict[str, np.ndarray], message: str
+) -> None:
+    write_mlp(tmp_path / "mlp" / "1" / "model.onnx")
+    (tmp_path / "mlp" / "model.toml").write_text("max_batch_size = 8\n")
+    np.savez(tmp_path / "mlp" / "warmup.npz", **arrays)  # type: ignore[arg-type]
+    result, runtime = check_version(_spec(tmp_path, "mlp"))
+    assert runtime is None and message in (result.error or ""), result.error
+
+
+def test_a_largest_batch_that_fails_is_a_warning(tmp_path: Path) -> None:
+    write_single_row(tmp_path / "one" / "1" / "model.onnx")
+    result, runtime = check_version(_spec(tmp_path, "one"))
+    assert result.ok and runtime is not None
+    (warning,) = result.warnings
+    assert warning.startswith("a batch of 32 rows (max_batch_size) fails") and "lower max_batch_size" in warning
+    runtime.close()
+
+
+def test_cli_prints_warnings_and_still_exits_zero(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import argparse
+
+    write_framer(tmp_path / "audio" / "1" / "model.onnx")
+    assert check_command.run(argparse.Namespace(repository=tmp_path, json=False)) == 0
+    out = " ".join(capsys.readouterr().out.split())  # as rich wrapped it, unwrapped
+    assert "ok, 1" in out and "warning audio version 1: the model rejects the synthetic" in out
+    assert check_command.run(argparse.Namespace(repository=tmp_path, json=True)) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["ok"] is True and "rejects the synthetic" in data["results"][0]["warnings"][0]

@@ -2,20 +2,34 @@
 
 ``serve`` runs :func:`check_version` on each version at start-up and keeps the loaded engine,
 so a version that fails here is never reported ready while the others serve.
+
+What the model answers is a warm-up, as Triton's ``model_warmup``: the samples in
+``<repo>/<model>/warmup.npz`` when the user gives them (one array per input; rows along the
+first dimension when the model batches), else synthetic ones (zeros, variable dimensions 1).
+A model may rightly refuse a synthetic input (audio shorter than one frame, a sample rate that
+must be 8000 or 16000): that is a warning, never a failure. A user's sample that fails is an
+error. A batching model then runs once more at its largest batch, so that the engine allocates
+its memory arenas here, where the registry measures what a version costs, and not under the
+first heavy load.
 """
 
 from __future__ import annotations
 
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .errors import LeanserveError
-from .protocol.datatypes import numpy_dtype
+from .config import TensorSpec
+from .errors import ConfigError, InvalidInput, LeanserveError
+from .optimization.sweep import tile
+from .protocol.datatypes import datatype_of, numpy_dtype
 from .repository import ModelVersionSpec, resolve_version, scan_repository
 from .runtimes import Runtime, load_runtime
+
+WARMUP_FILE = "warmup.npz"
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,8 +39,9 @@ class VersionCheck:
     inputs: str
     outputs: str
     load_seconds: float
-    smoke_latency_ms: float
+    smoke_latency_ms: float  # of the first warm-up run; 0.0 when it failed
     error: str | None = None
+    warnings: tuple[str, ...] = ()  # the version serves; these say what to look at
 
     @property
     def ok(self) -> bool:
@@ -42,8 +57,8 @@ class CheckReport:
         return all(r.ok for r in self.results)
 
 
-def _describe(specs: object) -> str:
-    return ", ".join(f"{t.name}:{t.datatype}{list(t.shape)}" for t in specs)  # type: ignore[attr-defined]
+def _describe(specs: tuple[TensorSpec, ...]) -> str:
+    return ", ".join(f"{t.name}:{t.datatype}{list(t.shape)}" for t in specs)
 
 
 def smoke_inputs(spec: ModelVersionSpec) -> dict[str, np.ndarray]:
@@ -59,29 +74,87 @@ def smoke_inputs(spec: ModelVersionSpec) -> dict[str, np.ndarray]:
     return feed
 
 
+def warmup_path(spec: ModelVersionSpec) -> Path:
+    # The model file is a plain name inside <repo>/<model>/<version>/ (config refuses paths).
+    return spec.path.parent.parent / WARMUP_FILE
+
+
+def warmup_samples(spec: ModelVersionSpec) -> dict[str, np.ndarray] | None:
+    """The user's warm-up samples for ``spec``, checked against its inputs; None when there are none."""
+    path = warmup_path(spec)
+    if not path.is_file():
+        return None
+    try:
+        # allow_pickle=False: an object array in an .npz is a pickle, and leanserve never unpickles.
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {name: npz[name] for name in npz.files}
+    except (OSError, ValueError, zipfile.BadZipFile) as e:
+        raise ConfigError(
+            str(path), None, f"is not a readable .npz of plain arrays: {e}", hint="write it with numpy.savez"
+        ) from None
+    config = spec.config
+    known = {t.name for t in config.inputs}
+    unknown = sorted(arrays.keys() - known)
+    if unknown:
+        raise ConfigError(str(path), unknown[0], "is no input of the model", hint=f"its inputs: {', '.join(known)}")
+    rows: dict[str, int] = {}
+    for t in config.inputs:
+        if t.name not in arrays:
+            raise ConfigError(str(path), t.name, "is missing: give one array per model input")
+        array = arrays[t.name]
+        try:
+            datatype = datatype_of(array)
+        except InvalidInput as e:
+            raise ConfigError(str(path), t.name, e.message) from None
+        if datatype != t.datatype:
+            raise ConfigError(str(path), t.name, f"holds {array.dtype}, but the input is {t.datatype}")
+        shape = array.shape[1:] if config.batching else array.shape
+        if len(shape) != len(t.shape) or any(want not in (-1, got) for got, want in zip(shape, t.shape, strict=True)):
+            expected = ("[rows, " + ", ".join(map(str, t.shape)) + "]") if config.batching else str(list(t.shape))
+            raise ConfigError(str(path), t.name, f"has shape {list(array.shape)}, expected {expected}")
+        if config.batching:
+            rows[t.name] = array.shape[0]
+    if config.batching:
+        counts = set(rows.values())
+        limit = config.max_batch_size or 0
+        if len(counts) != 1 or not 1 <= min(counts) <= limit:
+            listed = ", ".join(f"{name} {n}" for name, n in rows.items())
+            raise ConfigError(str(path), None, f"rows per input ({listed}) must be one count in 1..{limit}")
+    return arrays
+
+
 def check_version(spec: ModelVersionSpec) -> tuple[VersionCheck, Runtime | None]:
-    """Load ``spec`` and run a smoke inference; on success the loaded engine comes back for reuse."""
+    """Load ``spec`` and warm it up; on success the loaded engine comes back for reuse."""
     config = spec.config
     start = time.perf_counter()
     runtime: Runtime | None = None
+    warnings: list[str] = []
+    latency = 0.0
     try:
         runtime = load_runtime(spec.path, config.platform, config.runtime)
         load_seconds = time.perf_counter() - start
-        feed = smoke_inputs(spec)
+        samples = warmup_samples(spec)
+        feed = samples if samples is not None else smoke_inputs(spec)
         t = time.perf_counter()
-        outputs = runtime.run(feed)
-        latency = (time.perf_counter() - t) * 1000
-        for o in config.outputs:
-            got = outputs.get(o.name)
-            if got is None:
-                raise LeanserveError(f"smoke inference returned no output {o.name!r}")
-            if o.datatype != "BYTES" and got.dtype != numpy_dtype(o.datatype):
-                raise LeanserveError(f"output {o.name!r} came back as {got.dtype}, declared {o.datatype}")
-            if config.batching and (got.ndim == 0 or got.shape[0] != 1):
-                raise LeanserveError(
-                    f"output {o.name!r} has shape {list(got.shape)} for a batch of 1",
-                    hint="set max_batch_size = 0 if the model does not batch along dimension 0",
-                )
+        try:
+            outputs = runtime.run(feed)
+        except Exception as e:
+            if samples is not None:
+                raise ConfigError(
+                    str(warmup_path(spec)),
+                    None,
+                    f"the model fails on these warm-up samples: {_reason(e)}",
+                    hint="give samples the model accepts, or remove the file to warm up on synthetic inputs",
+                ) from e
+            warnings.append(
+                f"the model rejects the synthetic smoke input ({_shapes(feed)}): {_reason(e)}; "
+                f"it serves, but give real samples in {warmup_path(spec)} to warm it up and check it"
+            )
+        else:
+            latency = (time.perf_counter() - t) * 1000
+            _check_outputs(spec, outputs, _rows(feed) if config.batching else None)
+            if config.batching:
+                warnings.extend(_largest_batch(runtime, spec, feed))
     except Exception as e:
         if runtime is not None:
             runtime.close()
@@ -96,8 +169,58 @@ def check_version(spec: ModelVersionSpec) -> tuple[VersionCheck, Runtime | None]
             message,
         ), None
     return VersionCheck(
-        spec.name, spec.version, _describe(config.inputs), _describe(config.outputs), load_seconds, latency
+        spec.name,
+        spec.version,
+        _describe(config.inputs),
+        _describe(config.outputs),
+        load_seconds,
+        latency,
+        warnings=tuple(warnings),
     ), runtime
+
+
+def _check_outputs(spec: ModelVersionSpec, outputs: dict[str, np.ndarray], rows: int | None) -> None:
+    for o in spec.config.outputs:
+        got = outputs.get(o.name)
+        if got is None:
+            raise LeanserveError(f"the warm-up returned no output {o.name!r}")
+        if o.datatype != "BYTES" and got.dtype != numpy_dtype(o.datatype):
+            raise LeanserveError(f"output {o.name!r} came back as {got.dtype}, declared {o.datatype}")
+        if rows is not None and (got.ndim == 0 or got.shape[0] != rows):
+            raise LeanserveError(
+                f"output {o.name!r} has shape {list(got.shape)} for a batch of {rows}",
+                hint="set max_batch_size = 0 if the model does not batch along dimension 0",
+            )
+
+
+def _largest_batch(runtime: Runtime, spec: ModelVersionSpec, feed: dict[str, np.ndarray]) -> list[str]:
+    """Run the samples tiled to max_batch_size rows; a failure is a warning (the rows are repeats)."""
+    largest = spec.config.max_batch_size or 0
+    if _rows(feed) >= largest:
+        return []
+    big = tile(feed, largest)
+    try:
+        outputs = runtime.run(big)
+        _check_outputs(spec, outputs, largest)
+    except Exception as e:
+        return [
+            f"a batch of {largest} rows (max_batch_size) fails: {_reason(e)}; "
+            "requests that batch up to it will fail too: lower max_batch_size"
+        ]
+    return []
+
+
+def _rows(feed: dict[str, np.ndarray]) -> int:
+    return len(next(iter(feed.values()))) if feed else 0
+
+
+def _shapes(feed: dict[str, np.ndarray]) -> str:
+    return ", ".join(f"{name} {list(a.shape)}" for name, a in feed.items())
+
+
+def _reason(e: BaseException) -> str:
+    text = str(e) if isinstance(e, LeanserveError) else f"{type(e).__name__}: {e}"
+    return text.strip()
 
 
 def check_repository(root: Path) -> CheckReport:
