@@ -12,6 +12,7 @@ import pytest
 from leanserve.config import load_model_config
 from leanserve.errors import UsageError
 from leanserve.optimization import OptimizeResult, optimize
+from leanserve.optimization.writer import tomlable
 from leanserve.runtimes import load_runtime
 
 from .conftest import ModelFixture
@@ -63,15 +64,22 @@ def test_variants_are_judged_and_int8_static_keeps_accuracy(digits_result: Optim
 
 
 def test_provenance(digits_result: OptimizeResult) -> None:
-    config = load_model_config(digits_result.repository / "digits")
+    r = digits_result
+    config = load_model_config(r.repository / "digits")
+    written = {v.version: v for v in [r.original, *r.variants] if v.version is not None}
+    assert set(config.versions) == set(written) and len(written) >= 2  # the original and the chosen at least
     for version, o in config.versions.items():
-        p = o.provenance
-        assert p["source_sha256"] == digits_result.source.sha256
-        assert p["metric"] == "accuracy" and "metric_value" in p and p["budget"] == "1%"
-        if p["method"] == "int8-static":
-            assert p["settings"]["calibration"] == "minmax"
-            assert p["settings"]["calibration_examples"] == digits_result.split.calibration_examples
-        assert version >= 1
+        v, p = written[version], o.provenance
+        assert o.label == p["variant"] == v.name and p["method"] == v.method
+        assert p["source_sha256"] == r.source.sha256
+        assert p["metric"] == "accuracy" and p["metric_value"] == pytest.approx(v.score.value if v.score else None)
+        assert p["budget"] == "1%" and p["evaluation_examples"] == r.split.evaluation_examples
+        # Everything the variant's builder recorded, as model.toml holds it.
+        assert p.get("settings", {}) == tomlable({k: x for k, x in v.settings.items() if k != "method"})
+    # The static variant's calibration is recorded whether or not it was kept as a version.
+    static = r.variant("ort-int8-static-minmax-pt").settings
+    assert static["method"] == "int8-static" and static["calibration"] == "minmax"
+    assert static["calibration_examples"] == r.split.calibration_examples
 
 
 def test_reports_are_written(digits_result: OptimizeResult) -> None:

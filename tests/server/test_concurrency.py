@@ -1,48 +1,152 @@
-"""Many concurrent requests with distinct inputs: no request may ever receive another's rows."""
+"""Many concurrent requests on a model slow enough that they pile up: they share full batches,
+and no request ever receives another's rows."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import numpy as np
+import onnx
 import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
 
 from .conftest import RunningServer
 
+MAX_BATCH = 8
+CONCURRENCY = 64
+REQUESTS = 200
 
-async def test_concurrent_distinct_requests_each_get_their_own_rows(server: RunningServer, repository: Path) -> None:
-    session = ort.InferenceSession(str(repository / "mlp" / "1" / "model.onnx"))
+
+def write_slow_affine(path: Path, side: int = 1024, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """y = x @ w + b, plus a fixed ~25 ms of work per run on one thread whatever the rows (a
+    1024x1024 MatMul whose result is multiplied by zero): slower than the client sends, so the
+    requests that arrive while it runs queue up. Returns w, b."""
+    rng = np.random.default_rng(seed)
+    w = rng.normal(size=(4, 3)).astype(np.float32)
+    b = rng.normal(size=3).astype(np.float32)
+    inits = [
+        numpy_helper.from_array(w, "w"),
+        numpy_helper.from_array(b, "b"),
+        numpy_helper.from_array(np.array([side, side], np.int64), "square"),
+        numpy_helper.from_array((rng.normal(size=(side, side)) / side).astype(np.float32), "mix"),
+        numpy_helper.from_array(np.zeros(1, np.float32), "zero"),
+    ]
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["xw"]),
+        helper.make_node("Add", ["xw", "b"], ["affine"]),
+        # Depends on x, so that no optimizer folds it away.
+        helper.make_node("ReduceSum", ["x"], ["total"], keepdims=0),
+        helper.make_node("Expand", ["total", "square"], ["filled"]),
+        helper.make_node("MatMul", ["filled", "mix"], ["mixed"]),
+        helper.make_node("ReduceSum", ["mixed"], ["busy"], keepdims=0),
+        helper.make_node("Mul", ["busy", "zero"], ["nothing"]),
+        helper.make_node("Add", ["affine", "nothing"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "slow_affine",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    return w, b
+
+
+@pytest.fixture(scope="module")
+def slow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningServer, np.ndarray, np.ndarray]]:
+    root = tmp_path_factory.mktemp("slow-repo")
+    w, b = write_slow_affine(root / "slow" / "1" / "model.onnx")
+    # The batch-size tuner off: batches take every queued request that fits, which the test pins.
+    # One engine thread that sleeps when idle: spinning workers would take the cores the client
+    # and the server's event loop need to keep the queue full.
+    (root / "slow" / "model.toml").write_text(
+        f"max_batch_size = {MAX_BATCH}\n"
+        "[dynamic_batching]\nadaptive_batch_size = false\n"
+        "[runtime]\nintra_op_threads = 1\nallow_spinning = false\n"
+    )
+    running = RunningServer(root).start()
+    yield running, w, b
+    running.stop()
+
+
+async def test_requests_that_pile_up_share_full_batches_and_each_gets_its_own_rows(
+    slow: tuple[RunningServer, np.ndarray, np.ndarray],
+) -> None:
+    server, w, b = slow
     rng = np.random.default_rng(11)
-    xs = [rng.normal(size=(int(rng.integers(1, 4)), 4)).astype(np.float32) for _ in range(300)]
-    before = httpx.get(f"{server.url}/v2/models/mlp/versions/1/stats").json()["model_stats"][0]
+    xs = [rng.normal(size=(int(rng.integers(1, 4)), 4)).astype(np.float32) for _ in range(REQUESTS)]
+    stats_url = f"{server.url}/v2/models/slow/versions/1/stats"
+    before = httpx.get(stats_url).json()["model_stats"][0]
 
-    limits = httpx.Limits(max_connections=64)
-    async with httpx.AsyncClient(base_url=server.url, limits=limits, timeout=30) as client:
+    limits = httpx.Limits(max_connections=CONCURRENCY)
+    async with httpx.AsyncClient(base_url=server.url, limits=limits, timeout=60) as client:
+        gate = asyncio.Semaphore(CONCURRENCY)  # a steady CONCURRENCY requests in flight
 
-        async def one(i: int, x: np.ndarray) -> tuple[int, dict[str, object]]:
+        async def one(i: int, x: np.ndarray) -> dict[str, object]:
             body = {
                 "id": str(i),
                 "inputs": [{"name": "x", "datatype": "FP32", "shape": list(x.shape), "data": x.ravel().tolist()}],
             }
-            r = await client.post("/v2/models/mlp/versions/1/infer", json=body)
+            async with gate:
+                r = await client.post("/v2/models/slow/versions/1/infer", json=body)
             assert r.status_code == 200, r.text
-            return i, r.json()
+            answer: dict[str, object] = r.json()
+            return answer
 
-        results = await asyncio.gather(*(one(i, x) for i, x in enumerate(xs)))
+        answers = await asyncio.gather(*(one(i, x) for i, x in enumerate(xs)))
 
-    for i, body in results:
-        assert body["id"] == str(i)
-        out = body["outputs"][0]  # type: ignore[index]
-        expected = session.run(None, {"x": xs[i]})[0]
-        assert out["shape"] == list(expected.shape)
-        np.testing.assert_allclose(
-            np.array(out["data"], np.float32).reshape(expected.shape), expected, rtol=1e-5, atol=1e-6
-        )
+    for i, (x, answer) in enumerate(zip(xs, answers, strict=True)):
+        assert answer["id"] == str(i)
+        (out,) = answer["outputs"]  # type: ignore[misc]
+        assert out["shape"] == [len(x), 3]
+        got = np.array(out["data"], np.float32).reshape(len(x), 3)
+        np.testing.assert_allclose(got, x @ w + b, rtol=1e-5, atol=1e-5)
 
-    after = httpx.get(f"{server.url}/v2/models/mlp/versions/1/stats").json()["model_stats"][0]
-    executions = after["execution_count"] - before["execution_count"]
+    after = httpx.get(stats_url).json()["model_stats"][0]
     rows = after["inference_count"] - before["inference_count"]
-    assert rows == sum(x.shape[0] for x in xs)
-    assert executions < len(xs), "requests that arrived together were batched"
+    executions = after["execution_count"] - before["execution_count"]
+    assert rows == sum(len(x) for x in xs)
+    # Rows per batch size, from Triton's batch statistics (cumulative since start: take the difference).
+    runs_before = {s["batch_size"]: s["compute_infer"]["count"] for s in before["batch_stats"]}
+    runs = {
+        s["batch_size"]: s["compute_infer"]["count"] - runs_before.get(s["batch_size"], 0) for s in after["batch_stats"]
+    }
+    assert sum(runs.values()) == executions and sum(size * n for size, n in runs.items()) == rows
+    assert max(size for size, n in runs.items() if n) <= MAX_BATCH  # never past max_batch_size
+    # 64 requests of 1-3 rows wait behind every ~25 ms run: each batch packs them up to 8 rows.
+    # Only the first (an idle model runs a lone request at once) and the last, as the queue
+    # drains, may run short.
+    full = runs.get(MAX_BATCH, 0) * MAX_BATCH
+    assert full >= 0.8 * rows, runs
+    assert executions <= rows / (MAX_BATCH - 1), runs
+
+
+async def test_a_model_cheap_enough_to_run_inline_never_mixes_rows(server: RunningServer, repository: Path) -> None:
+    # The tiny MLP runs on the event loop, batched or not: the same guarantee on the other path.
+    session = ort.InferenceSession(str(repository / "mlp" / "1" / "model.onnx"))
+    rng = np.random.default_rng(12)
+    xs = [rng.normal(size=(int(rng.integers(1, 4)), 4)).astype(np.float32) for _ in range(REQUESTS)]
+    stats_url = f"{server.url}/v2/models/mlp/versions/1/stats"
+    before = httpx.get(stats_url).json()["model_stats"][0]
+    async with httpx.AsyncClient(base_url=server.url, limits=httpx.Limits(max_connections=CONCURRENCY)) as client:
+
+        async def one(x: np.ndarray) -> np.ndarray:
+            body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": list(x.shape), "data": x.ravel().tolist()}]}
+            r = await client.post("/v2/models/mlp/versions/1/infer", json=body, timeout=30)
+            assert r.status_code == 200, r.text
+            (out,) = r.json()["outputs"]
+            return np.array(out["data"], np.float32).reshape(out["shape"])
+
+        answers = await asyncio.gather(*(one(x) for x in xs))
+    for x, got in zip(xs, answers, strict=True):
+        np.testing.assert_allclose(got, session.run(None, {"x": x})[0], rtol=1e-5, atol=1e-6)
+    after = httpx.get(stats_url).json()["model_stats"][0]
+    assert after["inference_count"] - before["inference_count"] == sum(len(x) for x in xs)

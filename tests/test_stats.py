@@ -1,0 +1,106 @@
+"""Per-version statistics: histograms in Prometheus' cumulative form, Triton's statistics shape."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from leanserve.stats import BATCH_SIZE_BUCKETS, LATENCY_BUCKETS, OUTCOMES, Duration, Histogram, ModelStats
+
+
+def test_histogram_is_cumulative_with_inclusive_upper_bounds() -> None:
+    h = Histogram((1, 2, 4))
+    for value in (0.5, 1, 3, 100):  # 1 falls in the bucket "le 1": Prometheus' bounds are inclusive
+        h.observe(value)
+    assert h.counts == [2, 0, 1, 1]
+    assert h.cumulative() == [("1.0", 2), ("2.0", 2), ("4.0", 3), ("+Inf", 4)]
+    assert h.count == 4 and h.sum == pytest.approx(104.5)
+
+
+def test_an_empty_histogram_reads_zero_everywhere() -> None:
+    h = Histogram(LATENCY_BUCKETS)
+    cumulative = h.cumulative()
+    assert len(cumulative) == len(LATENCY_BUCKETS) + 1 and cumulative[-1] == ("+Inf", 0)
+    assert all(n == 0 for _, n in cumulative) and h.count == 0 and h.sum == 0.0
+    assert [bound for bound, _ in cumulative[:3]] == ["5e-05", "0.0001", "0.00025"]
+
+
+def test_bucket_bounds_ascend() -> None:
+    for buckets in (LATENCY_BUCKETS, BATCH_SIZE_BUCKETS):
+        assert list(buckets) == sorted(set(buckets))
+
+
+def test_duration_counts_and_sums_nanoseconds() -> None:
+    d = Duration()
+    d.add(0.0015)
+    d.add(0.002, count=3)  # one batch of three
+    assert d.as_dict() == {"count": 4, "ns": 3_500_000}
+
+
+def test_requests_count_by_outcome_and_split_success_from_failure() -> None:
+    stats = ModelStats("m", 2)
+    stats.record_request("success", 0.004)
+    stats.record_request("success", 0.006)
+    stats.record_request("client_error", 0.001)
+    stats.record_request("server_error", 0.5)
+    assert stats.outcomes == {"success": 2, "client_error": 1, "server_error": 1}
+    assert set(stats.outcomes) == set(OUTCOMES)
+    assert stats.success.as_dict() == {"count": 2, "ns": 10_000_000}
+    assert stats.fail.as_dict() == {"count": 2, "ns": 501_000_000}
+    assert stats.request_seconds.count == 4
+
+
+def test_queue_time_goes_to_the_duration_and_the_histogram() -> None:
+    stats = ModelStats("m", 1)
+    stats.record_queue(0.0002)
+    assert stats.queue.as_dict() == {"count": 1, "ns": 200_000}
+    assert stats.queue_seconds.cumulative()[:3] == [("5e-05", 0), ("0.0001", 0), ("0.00025", 1)]
+
+
+def test_batches_count_rows_executions_and_time_per_batch_size() -> None:
+    stats = ModelStats("m", 1)
+    before = int(time.time() * 1000)
+    stats.record_batch(3, 0.001)
+    stats.record_batch(3, 0.003)
+    stats.record_batch(1, 0.002)
+    assert stats.execution_count == 3 and stats.inference_count == 7
+    assert {size: d.as_dict() for size, d in stats.batch_compute.items()} == {
+        3: {"count": 2, "ns": 4_000_000},
+        1: {"count": 1, "ns": 2_000_000},
+    }
+    assert stats.compute_infer.as_dict() == {"count": 3, "ns": 6_000_000}
+    assert stats.batch_size.cumulative()[:3] == [("1.0", 1), ("2.0", 1), ("4.0", 3)]
+    assert before <= stats.last_inference_ms <= int(time.time() * 1000)
+
+
+def test_triton_dict_has_tritons_shape_and_is_json() -> None:
+    stats = ModelStats("m", 3)
+    stats.memory_bytes = 4096
+    stats.load_seconds = 0.1234567
+    stats.record_request("success", 0.002)
+    stats.record_queue(0.0001)
+    stats.record_batch(4, 0.001)
+    stats.record_batch(2, 0.001)
+    d = json.loads(json.dumps(stats.triton_dict()))
+    assert (d["name"], d["version"]) == ("m", "3")  # Triton sends the version as a string
+    assert d["inference_count"] == 6 and d["execution_count"] == 2
+    inference = d["inference_stats"]
+    assert inference["success"] == {"count": 1, "ns": 2_000_000}
+    assert inference["queue"] == {"count": 1, "ns": 100_000}
+    assert inference["compute_infer"] == {"count": 2, "ns": 2_000_000}
+    assert set(inference) == {
+        "success",
+        "fail",
+        "queue",
+        "compute_input",
+        "compute_infer",
+        "compute_output",
+        "cache_hit",
+        "cache_miss",
+    }
+    assert [b["batch_size"] for b in d["batch_stats"]] == [2, 4]  # ascending, one entry per size seen
+    assert d["batch_stats"][1]["compute_infer"] == {"count": 1, "ns": 1_000_000}
+    assert d["memory_usage"] == [{"type": "CPU", "id": 0, "byte_size": 4096}]
+    assert d["load_seconds"] == 0.123457 and d["outcomes"]["success"] == 1
