@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from leanserve.config import TensorSpec
+from leanserve.config import TensorSpec, version_number
 from leanserve.errors import ConfigError, InvalidInput
-from leanserve.repository import resolve_version, safe_model_name, scan_repository, version_folder_number
+from leanserve.repository import resolve_version, safe_model_name, scan_repository
 from tests.fixtures.onnx_models import write_mlp
 
 
@@ -142,4 +142,4 @@ def test_safe_model_names() -> None:
     ],
 )
 def test_only_canonical_positive_integers_are_version_folders(name: str, number: int | None) -> None:
-    assert version_folder_number(name) == number
+    assert version_number(name) == number

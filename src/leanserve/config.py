@@ -294,12 +294,25 @@ def _version_policy(r: _Reader, value: Any) -> VersionPolicy:
     return VersionPolicy(kind=kind, num_versions=num, versions=versions)  # type: ignore[arg-type]
 
 
+def version_number(name: str) -> int | None:
+    """The version a folder, a ``[versions.N]`` key or a request's URL names, or None when it names none.
+
+    Only canonical positive integers are versions: "01" would alias "1", and "0" is not a version.
+    Every reader and writer of a repository asks here, so that they agree on what a version is.
+    """
+    # isascii first: str.isdigit() also accepts digits such as "²" that int() cannot read.
+    if not (name.isascii() and name.isdigit()) or name.startswith("0"):
+        return None
+    return int(name)
+
+
 def _version_overrides(r: _Reader, value: Any) -> dict[int, VersionOverrides]:
     t = r.table(value, "versions")
     result: dict[int, VersionOverrides] = {}
     for key, raw in t.items():
         where = f"versions.{key}"
-        if not str(key).isdigit() or int(key) < 1:
+        number = version_number(str(key))
+        if number is None:
             raise r.fail(where, "version keys must be positive integers, as the version folders are")
         o = r.table(raw, where)
         r.unknown_keys(
@@ -307,7 +320,7 @@ def _version_overrides(r: _Reader, value: Any) -> dict[int, VersionOverrides]:
             {"platform", "model_file", "runtime", "max_batch_size", "dynamic_batching", "label", "provenance"},
             where,
         )
-        result[int(key)] = VersionOverrides(
+        result[number] = VersionOverrides(
             platform=r.string(o["platform"], f"{where}.platform", PLATFORMS)  # type: ignore[arg-type]
             if "platform" in o
             else None,

@@ -27,10 +27,10 @@ from typing import Any
 
 from .batching import Batcher
 from .check import check_version
-from .config import LoadPolicy, ModelConfig
+from .config import LoadPolicy, ModelConfig, version_number
 from .errors import ConfigError, LeanserveError, ModelNotFound, ModelNotReady
 from .eviction import Resident, choose_victims
-from .memory import format_size, release_freed_memory, resident_bytes
+from .memory import format_size, map_large_allocations, release_freed_memory, resident_bytes
 from .repository import (
     ModelEntry,
     ModelVersionSpec,
@@ -40,13 +40,17 @@ from .repository import (
     scan_model,
     scan_repository,
 )
-from .runtimes import Runtime
+from .runtimes import Runtime, prime_engine
 from .stats import ModelStats
 
 log = logging.getLogger("leanserve.registry")
 
 NOT_LOADED = "not loaded (on demand): the next inference request loads it"
 OPERATOR_UNLOADED = "unloaded through the control API"
+
+
+class NoRoom(ModelNotReady):
+    """The budget is held by versions in use or pinned: a load cannot start now."""
 
 
 class State(enum.Enum):
@@ -148,7 +152,8 @@ class _Slot:
         self.lease: Lease | None = None
         self.acquired = 0
         self.last_used = 0.0
-        self.transition: asyncio.Future[None] | None = None  # a load or unload in progress
+        # A load or unload in progress; a load's result is the error its waiters should get, if any.
+        self.transition: asyncio.Future[LeanserveError | None] | None = None
         self.drained: asyncio.Event | None = None  # set when ``acquired`` drops to 0, if someone waits
         self.operator_unloaded = False
         declared = spec.config.memory_bytes if spec is not None else None
@@ -205,6 +210,7 @@ class ModelRegistry:
         self._loader = ThreadPoolExecutor(1, thread_name_prefix="leanserve-loader")
         self._load_lock: asyncio.Lock | None = None  # created on the serving loop
         self._room: asyncio.Event | None = None  # set by a release while a load waits for room
+        self._apply_lock: asyncio.Lock | None = None
         self.baseline_bytes = 0  # the process's resident memory with no model loaded
         self.loaded = False  # True once every "always" version has been tried at start-up
         self.evictions = 0
@@ -240,13 +246,15 @@ class ModelRegistry:
             try:
                 if remaining <= 0:
                     raise TimeoutError
-                await asyncio.wait_for(asyncio.shield(transition), remaining)
+                error = await asyncio.wait_for(asyncio.shield(transition), remaining)
             except TimeoutError:
                 raise ModelNotReady(
                     f"model {name!r} version {slot.version} is still {slot.state.value.lower()} after {timeout:g} s",
                     hint="retry shortly",
                     retry_after=max(1, round(slot.stats.load_seconds) or 1),
                 ) from None
+            if error is not None:
+                raise error
 
     def release(self, lease: Lease) -> None:
         slot = lease.slot
@@ -264,7 +272,8 @@ class ModelRegistry:
             return None
         if version is None:
             return model.default.stats if model.default is not None else None
-        slot = model.versions.get(int(version)) if version.isdigit() else None
+        number = version_number(version)
+        slot = model.versions.get(number) if number is not None else None
         return slot.stats if slot is not None else None
 
     # ---- what handlers and metrics read ------------------------------------------------------
@@ -290,12 +299,17 @@ class ModelRegistry:
     async def load_all(self) -> None:
         """Read the repository; load every ``always`` version, one at a time, within the budget."""
         self._bind_loop()
+        map_large_allocations()  # so that unloading a model gives its memory back
         loop = asyncio.get_running_loop()
         names = await loop.run_in_executor(self._loader, self._model_names)
         for name in names:
             await self._apply(name)
-        # Measured after the configurations are read (ONNX files parsed and dropped), before any engine.
-        self.baseline_bytes = await loop.run_in_executor(self._loader, _settled_resident_bytes)
+        platforms: set[str] = {
+            s.spec.config.platform for m in self._models.values() for s in m.versions.values() if s.spec
+        }
+        # Measured after the configurations are read (ONNX files parsed and dropped) and the
+        # engines primed, before any model loads: what stays of the server without models.
+        self.baseline_bytes = await loop.run_in_executor(self._loader, _baseline, platforms)
         for model in list(self._models.values()):
             for slot in list(model.versions.values()):
                 if slot.load == "always" and not slot.failure:
@@ -387,10 +401,11 @@ class ModelRegistry:
             if model.default is None:
                 raise ModelNotReady(f"model {name!r} is not available: {model.error or 'it has no version'}")
             return model.default
-        slot = model.versions.get(int(version)) if version.isdigit() else None
+        number = version_number(version)
+        slot = model.versions.get(number) if number is not None else None
         if slot is None:
             raise ModelNotFound(
-                f"model {name!r} has no version {version if version.isdigit() else repr(version)}",
+                f"model {name!r} has no version {version if number is not None else repr(version[:40])}",
                 hint=f"versions: {', '.join(str(v) for v in sorted(model.versions)) or 'none'}",
             )
         return slot
@@ -426,10 +441,10 @@ class ModelRegistry:
         if self._load_lock is None:
             self._load_lock = asyncio.Lock()
 
-    def _start_load(self, slot: _Slot) -> asyncio.Future[None]:
+    def _start_load(self, slot: _Slot) -> asyncio.Future[LeanserveError | None]:
         self._bind_loop()
         loop = asyncio.get_running_loop()
-        transition: asyncio.Future[None] = loop.create_future()
+        transition: asyncio.Future[LeanserveError | None] = loop.create_future()
         slot.transition = transition
         slot.state, slot.reason = State.LOADING, "loading"
         self._spawn(self._load(slot, transition))
@@ -441,12 +456,16 @@ class ModelRegistry:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _load(self, slot: _Slot, transition: asyncio.Future[None]) -> None:
+    async def _load(self, slot: _Slot, transition: asyncio.Future[LeanserveError | None]) -> None:
         assert self._load_lock is not None and slot.spec is not None
+        outcome: LeanserveError | None = None
         try:
             async with self._load_lock:
-                estimate = slot.memory_bytes or _file_bytes(slot.spec.path)
-                await self._make_room(slot, estimate)
+                budget = self.options.memory_budget
+                if budget is not None and slot.memory_bytes > budget:  # known (declared or measured before)
+                    self._fail(slot, self._too_big(slot, budget))
+                    return
+                await self._make_room(slot, slot.memory_bytes or _file_bytes(slot.spec.path))
                 loaded = await asyncio.get_running_loop().run_in_executor(self._loader, _load_engine, slot.spec)
                 for warning in loaded.warnings:
                     log.warning("model %s version %d: %s", slot.name, slot.version, warning)
@@ -454,17 +473,18 @@ class ModelRegistry:
                     self._fail(slot, loaded.error)
                     return
                 self._install(slot, loaded)
-                budget = self.options.memory_budget
                 if budget is not None and slot.memory_bytes > budget:
                     await self._unload(slot, "evicted", "", wait=False)
-                    self._fail(
-                        slot,
-                        f"needs {format_size(slot.memory_bytes)} ({'declared' if slot.memory_declared else 'measured'})"
-                        f", more than the whole memory budget of {format_size(budget)}",
-                    )
+                    self._fail(slot, self._too_big(slot, budget))
                     return
                 # The measured size may exceed the estimate the room was made for.
                 await self._make_room(slot, slot.memory_bytes)
+        except NoRoom as e:  # for now: the next request tries again
+            if slot.resident:
+                await self._unload(slot, "evicted", NOT_LOADED, wait=False)
+            slot.state, slot.reason = State.UNAVAILABLE, NOT_LOADED
+            log.warning("model %s version %d: %s", slot.name, slot.version, e)
+            outcome = e
         except LeanserveError as e:
             self._fail(slot, str(e))
         except Exception as e:  # a load must never leave waiters hanging
@@ -472,7 +492,7 @@ class ModelRegistry:
             self._fail(slot, f"{type(e).__name__}: {e}")
         finally:
             slot.transition = None
-            transition.set_result(None)
+            transition.set_result(outcome)
             model = self._models.get(slot.name)
             if model is not None:
                 self._choose_default(model)
@@ -496,6 +516,14 @@ class ModelRegistry:
             slot.version,
             loaded.seconds,
             format_size(slot.memory_bytes),
+        )
+
+    @staticmethod
+    def _too_big(slot: _Slot, budget: int) -> str:
+        how = "declared" if slot.memory_declared else "measured"
+        return (
+            f"needs {format_size(slot.memory_bytes)} ({how}), more than the whole memory budget of "
+            f"{format_size(budget)}; raise --memory-budget to serve it"
         )
 
     def _fail(self, slot: _Slot, error: str) -> None:
@@ -533,9 +561,11 @@ class ModelRegistry:
                     await self._unload(victim, "evicted", NOT_LOADED, wait=False)
                 return
             remaining = end - loop.time()
-            if remaining <= 0:
+            # Only requests finishing can make room; pinned versions never leave.
+            in_use = any(r.acquired and not r.pinned for r in residents)
+            if remaining <= 0 or not in_use:
                 busy = sum(r.bytes for r in residents if r.acquired or r.pinned)
-                raise ModelNotReady(
+                raise NoRoom(
                     f"model {loading.name!r} version {loading.version} needs about {format_size(need)} but "
                     f"{format_size(busy)} of the {format_size(budget)} budget is held by versions in use or "
                     'loaded with load = "always"',
@@ -553,7 +583,7 @@ class ModelRegistry:
     async def _unload(self, slot: _Slot, why: str, reason: str, wait: bool = True) -> None:
         """Stop routing to ``slot``; when its requests are done (``wait``), close its engine."""
         loop = asyncio.get_running_loop()
-        transition: asyncio.Future[None] = loop.create_future()
+        transition: asyncio.Future[LeanserveError | None] = loop.create_future()
         own_transition = slot.transition is None
         if own_transition:
             slot.transition = transition
@@ -591,7 +621,13 @@ class ModelRegistry:
         return [m.name for m in scan_repository(self.repository, names_only=True).models]
 
     async def _apply(self, name: str, force: bool = False) -> bool:
-        """Bring one model in line with its files: new versions load beside the old, then switch."""
+        """Bring one model in line with its files; returns whether anything changed."""
+        if self._apply_lock is None:
+            self._apply_lock = asyncio.Lock()
+        async with self._apply_lock:  # a poll and a control-API load never interleave
+            return await self._apply_locked(name, force)
+
+    async def _apply_locked(self, name: str, force: bool) -> bool:
         loop = asyncio.get_running_loop()
         directory = self.repository / name
         fingerprint = await loop.run_in_executor(self._loader, model_fingerprint, directory)
@@ -615,39 +651,38 @@ class ModelRegistry:
             log.error("model %s: %s", name, model.error)
             return True
         model.error = ""
+        previous = model.versions
+        # While the model serves, new files load beside the old ones before the switch, so a
+        # broken new version is found before any request reaches it.
+        serving = {v: s for v, s in previous.items() if s.resident and not s.failure}
+        load: LoadPolicy = entry.config.load or self.options.default_load
         new_versions: dict[int, _Slot] = {}
         for version in entry.versions:
             spec, error = specs[version]
-            old = model.versions.get(version)
-            load: LoadPolicy = entry.config.load or self.options.default_load
+            old = previous.get(version)
             slot = _Slot(name, version, spec, error, load)
             if old is not None:
                 slot.stats = old.stats
-                if (
-                    not slot.memory_declared
-                    and old.spec is not None
-                    and spec is not None
-                    and old.spec.path == spec.path
-                ):
-                    slot.memory_bytes = old.memory_bytes  # the size is a good estimate until measured again
-            serving = old is not None and old.resident and not old.failure
-            if serving or (self.loaded and load == "always" and not error):
-                if not error:
-                    await self._start_load(slot)
-                if slot.failure and serving:
-                    assert old is not None
-                    old.reason = f"new files failed to load, still serving the previous ones: {slot.failure}"
-                    log.error("model %s version %d: %s", name, version, old.reason)
-                    new_versions[version] = old
-                    continue
+                if not slot.memory_declared and old.memory_bytes:
+                    slot.memory_bytes = old.memory_bytes  # a good estimate until measured again
+            if not error and (serving or (self.loaded and load == "always")):
+                await self._start_load(slot)
             new_versions[version] = slot
-        previous = model.versions
+        failed = [s for s in new_versions.values() if s.failure]
+        if serving and failed and not any(not s.failure for s in new_versions.values() if s.version not in serving):
+            # Nothing new can serve: keep what served, with the new files' error beside it.
+            problem = "; ".join(f"version {s.version}: {s.failure}" for s in failed)
+            for version, old in serving.items():
+                if new_versions.get(version) is None or new_versions[version].failure:
+                    old.reason = f"new files failed to load, still serving the previous ones ({problem})"
+                    new_versions[version] = old
+            log.error("model %s: new files failed to load, still serving the previous ones: %s", name, problem)
         model.config = entry.config
-        model.versions = new_versions  # the switch: one assignment, between two requests
+        model.versions = dict(sorted(new_versions.items()))  # the switch: one assignment, between two requests
         self._choose_default(model)
         for version, old in previous.items():
-            if new_versions.get(version) is not old:
-                self._spawn(self._retire(old, "replaced" if version in new_versions else "removed"))
+            if model.versions.get(version) is not old:
+                self._spawn(self._retire(old, "replaced" if version in model.versions else "removed"))
         return True
 
     async def _retire(self, slot: _Slot, why: str) -> None:
@@ -709,6 +744,15 @@ def _close_engine(runtime: Runtime | None) -> int:
 
 def _same(a: _Slot, b: _Slot) -> bool:
     return a.name == b.name and a.version == b.version
+
+
+def _baseline(platforms: set[str]) -> int:
+    for platform in sorted(platforms):
+        try:
+            prime_engine(platform)
+        except Exception as e:  # a missing engine fails its models' loads, with their own message
+            log.warning("could not prepare the %s engine: %s", platform, e)
+    return _settled_resident_bytes()
 
 
 def _settled_resident_bytes() -> int:

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .config import ModelConfig, TensorSpec, load_model_config
+from .config import ModelConfig, TensorSpec, load_model_config, version_number
 from .errors import ConfigError, InvalidInput, LeanserveError
 
 # When every input and output has a variable first dimension the model can batch; this is the
@@ -59,23 +59,9 @@ def safe_model_name(name: str) -> str:
     return name
 
 
-def version_folder_number(name: str) -> int | None:
-    """The version a folder called ``name`` holds, or None when it is no version folder.
-
-    Only canonical positive integers are versions: "01" would alias "1", and "0" is not a version.
-    Every reader and writer of a repository asks here, so that they agree on what a version is.
-    """
-    # isascii first: str.isdigit() also accepts digits such as "²" that int() cannot read.
-    if not (name.isascii() and name.isdigit()) or name.startswith("0"):
-        return None
-    return int(name)
-
-
 def version_folders(directory: Path) -> list[int]:
     """The versions present under a model folder, ascending."""
-    return sorted(
-        number for p in directory.iterdir() if p.is_dir() and (number := version_folder_number(p.name)) is not None
-    )
+    return sorted(number for p in directory.iterdir() if p.is_dir() and (number := version_number(p.name)) is not None)
 
 
 def scan_repository(root: Path, names_only: bool = False) -> RepositoryScan:

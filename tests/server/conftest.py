@@ -6,6 +6,7 @@ import asyncio
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,8 +18,8 @@ from tests.fixtures.onnx_models import write_mlp
 class RunningServer:
     """Starts ``Server`` on its own event loop in a thread; ``url`` is where it listens."""
 
-    def __init__(self, repository: Path, limits: Limits | None = None) -> None:
-        self.server = Server(repository, host="127.0.0.1", port=0, limits=limits)
+    def __init__(self, repository: Path, limits: Limits | None = None, **options: Any) -> None:
+        self.server = Server(repository, host="127.0.0.1", port=0, limits=limits, **options)
         self._loop = asyncio.new_event_loop()
         self._started = threading.Event()
         self._error: BaseException | None = None

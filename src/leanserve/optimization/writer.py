@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 import tomli_w
 
-from ..config import DynamicBatching, RuntimeOptions, load_model_config
+from ..config import DynamicBatching, RuntimeOptions, load_model_config, version_number
 from ..errors import ConfigError, ServerError, UsageError
-from ..repository import DEFAULT_MAX_BATCH_SIZE, version_folder_number, version_folders
+from ..repository import DEFAULT_MAX_BATCH_SIZE, version_folders
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +116,7 @@ def write_versions(repo: Path, name: str, entries: Sequence[VersionEntry], defau
     previous_text = toml_path.read_text(encoding="utf-8") if toml_path.exists() else None
 
     ordered = [e for e in entries if e.label != default_label] + [e for e in entries if e.label == default_label]
-    declared = [n for k in data.get("versions", {}) if (n := version_folder_number(str(k))) is not None]
+    declared = [n for k in data.get("versions", {}) if (n := version_number(str(k))) is not None]
     first = max([0, *version_folders(model_dir), *declared]) + 1
     model_max_batch = int(data.get("max_batch_size", DEFAULT_MAX_BATCH_SIZE))
     numbers: dict[str, int] = {}

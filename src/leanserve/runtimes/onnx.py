@@ -117,6 +117,24 @@ class OnnxRuntime:
         del self._session
 
 
+def prime() -> None:
+    """Create and run one trivial session, so ONNX Runtime's one-time set-up happens now."""
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "prime",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    session = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    session.run(None, {"x": np.zeros(1, np.float32)})
+
+
 def _to_str(value: object) -> str:
     if isinstance(value, bytes):
         return value.decode("utf-8")

@@ -1,0 +1,61 @@
+"""The router: one path from a request to a model, every outcome counted once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+
+from leanserve.errors import LeanserveError
+from leanserve.protocol import InferResult, Limits
+from leanserve.registry import ModelRegistry
+from leanserve.router import InferBody, RequestContext, Router
+from tests.fixtures.onnx_models import write_marked_model
+
+CTX = RequestContext("test-1")
+GOOD = orjson.dumps({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]})
+
+
+@pytest.fixture
+async def router(tmp_path: Path) -> Router:
+    write_marked_model(tmp_path / "m" / "1" / "model.onnx", 7.0, weight_mib=0.05)
+    (tmp_path / "lazy" / "1").mkdir(parents=True)
+    write_marked_model(tmp_path / "lazy" / "1" / "model.onnx", 8.0, weight_mib=0.05)
+    (tmp_path / "lazy" / "model.toml").write_text('load = "on_demand"\n')
+    registry = ModelRegistry(tmp_path)
+    await registry.load_all()
+    yield Router(registry, Limits(max_body_bytes=4096))  # type: ignore[misc]
+    await registry.close()
+
+
+async def call(router: Router, name: str, body: bytes, version: str | None = None) -> InferResult:
+    return await router.infer_async(CTX, name, version, InferBody(body))
+
+
+async def test_a_request_is_answered_by_the_model_it_names(router: Router) -> None:
+    result = await call(router, "m", GOOD)
+    assert (result.model_name, result.model_version) == ("m", "1")
+    assert result.outputs[0].data.tolist() == [[7.0]]
+    assert await call(router, "lazy", GOOD) is not None  # loaded on the way
+
+
+async def test_every_outcome_is_counted_once_including_decode_failures(router: Router) -> None:
+    stats = router.registry.describe("m", None).stats
+    await call(router, "m", GOOD)
+    for bad in (b"{not json", orjson.dumps({"inputs": [{"name": "nope", "shape": [1], "datatype": "FP32"}]})):
+        with pytest.raises(LeanserveError):
+            await call(router, "m", bad)
+    with pytest.raises(LeanserveError, match="exceeds the limit"):
+        await call(router, "m", b" " * 5000)
+    assert stats.outcomes == {"success": 1, "client_error": 3, "server_error": 0}
+    assert stats.in_flight == 0
+    assert router.registry.describe("m", None).acquired == 0  # every acquire was released
+
+
+async def test_requests_for_unknown_models_are_counted_apart(router: Router) -> None:
+    with pytest.raises(LeanserveError, match="unknown model"):
+        await call(router, "nope", GOOD)
+    with pytest.raises(LeanserveError, match="no version 3"):
+        await call(router, "m", GOOD, version="3")
+    assert router.unrouted == {404: 2}
