@@ -26,8 +26,10 @@ from .errors import (
 )
 from .optimization import OptimizeResult, optimize
 from .protocol import InferInput, InferRequest, InferRequestedOutput, InferResult, Limits
+from .registry import RegistryOptions
 from .repository import scan_repository
-from .server import Server, build_app, serve
+from .server import Server, asgi_app, serve
+from .server.auth import Tokens
 
 __all__ = [
     "CheckReport",
@@ -46,12 +48,14 @@ __all__ = [
     "ModelNotReady",
     "OptimizeResult",
     "PayloadTooLarge",
+    "RegistryOptions",
     "Server",
     "ServerError",
+    "Tokens",
     "UsageError",
     "VersionCheck",
     "__version__",
-    "build_app",
+    "asgi_app",
     "check_repository",
     "load_model_config",
     "optimize",
