@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast check bench bench-optimize clean
+.PHONY: install demo test test-fast check bench bench-optimize bench-models clean
 
 # torch is installed first and pinned: the CPU build lies on this machine's disk, and an unpinned
 # torch (asked for by sentence-transformers) would otherwise pull a multi-GB CUDA build.
@@ -35,6 +35,9 @@ bench: $(STAMP)
 
 bench-optimize: $(STAMP)
 	$(PY) benchmarks/optimize.py
+
+bench-models: $(STAMP)
+	$(PY) benchmarks/models.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
