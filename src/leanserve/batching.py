@@ -58,6 +58,9 @@ def batch_key(inputs: Mapping[str, np.ndarray], batching: bool) -> tuple[object,
     """What must be equal for two requests to be concatenated: per-input dtype and non-batch shape."""
     if not batching:
         return ()
+    if len(inputs) == 1:  # the common case, without sorting
+        for name, a in inputs.items():
+            return ((name, a.dtype, a.shape[1:]),)
     return tuple((name, a.dtype, a.shape[1:]) for name, a in sorted(inputs.items()))
 
 
@@ -237,9 +240,10 @@ class Batcher:
                 ),
             )
             return
-        self._pending.append(QueuedRequest(inputs, rows, batch_key(inputs, self.batching), done))
+        self._pending.append(QueuedRequest(inputs, rows, batch_key(inputs, self._max_rows > 0), done))
         self._queued_rows += rows
-        self._idle.clear()
+        if self._idle.is_set():
+            self._idle.clear()
         if not self._busy and self._flush_handle is None:
             self._schedule_flush(loop)
 

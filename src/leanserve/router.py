@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -42,18 +42,23 @@ def next_request_id() -> str:
     return f"ls-{next(_ids):x}"
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass costs twice as much to build, and these are built per request.
+# Nothing changes them after the front end made them.
+
+
+@dataclass(slots=True)
 class RequestContext:
     """What a front end knows of a request besides its body; the same from every front end."""
 
     request_id: str
     client: str | None = None
-    headers: Mapping[str, str] = field(default_factory=dict)  # lower-case names: those that matter past the front end
+    # (lower-case name, value) of the headers that matter past the front end (an experiment's unit key).
+    headers: tuple[tuple[str, str], ...] = ()
     deadline: float | None = None  # event-loop time by which the answer is useless
     authorization: str | None = field(default=None, repr=False)  # never logged
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class InferBody:
     """An inference request as it came off the wire, before decoding."""
 

@@ -31,7 +31,7 @@ EXTENSIONS = ("binary_tensor_data", "statistics", "model_configuration", "model_
 Headers = tuple[tuple[bytes, bytes], ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one per response, and frozen costs twice as much to build
 class Reply:
     status: int
     body: bytes = b""

@@ -44,6 +44,11 @@ _REASONS = {
     503: b"Service Unavailable",
     504: b"Gateway Timeout",
 }
+_OK_HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: %s\r\ncontent-length: %d\r\n\r\n"
+# Inference URLs seen, parsed: a client calls the same few again and again. Bounded, so that
+# made-up URLs cannot grow it.
+_INFER_TARGETS: dict[bytes, tuple[str, str | None] | None] = {}
+_INFER_TARGETS_MAX = 4096
 MAX_HEADER_BYTES = 64 * 1024
 MAX_PIPELINED = 64  # requests parsed ahead on one connection before reading pauses
 
@@ -72,6 +77,25 @@ class ConnectionTracker:
     @property
     def busy(self) -> int:
         return sum(1 for c in self.connections if c.busy)
+
+
+def _infer_target(path: bytes) -> tuple[str, str | None] | None:
+    """(model, version) of an inference URL path, or None when it is not one."""
+    try:
+        return _INFER_TARGETS[path]
+    except KeyError:
+        pass
+    match = _INFER.match(path.decode("latin-1"))
+    target: tuple[str, str | None] | None = None
+    if match is not None:
+        model, version = match.group(1), match.group(2)
+        if "%" in model or (version and "%" in version):
+            model, version = unquote(model), version and unquote(version)
+        target = (model, version)
+    if len(_INFER_TARGETS) >= _INFER_TARGETS_MAX:
+        _INFER_TARGETS.clear()
+    _INFER_TARGETS[path] = target
+    return target
 
 
 def status_line(status: int) -> bytes:
@@ -240,11 +264,9 @@ class HttpProtocol(asyncio.Protocol):
     def _dispatch(self, request: _Request) -> None:
         path, _, query = request.url.partition(b"?")
         if request.method == b"POST":
-            match = _INFER.match(path.decode("latin-1"))
-            if match is not None:
-                model, version = match.group(1), match.group(2)
-                if "%" in model or (version and "%" in version):
-                    model, version = unquote(model), version and unquote(version)
+            target = _infer_target(path)
+            if target is not None:
+                model, version = target
                 keep_alive = request.keep_alive
                 ctx = RequestContext(
                     request.request_id or next_request_id(),
@@ -274,6 +296,18 @@ class HttpProtocol(asyncio.Protocol):
         if transport is None:
             return
         keep_alive = keep_alive and not self._closing
+        if (
+            reply.status == 200
+            and keep_alive
+            and reply.header_length is None
+            and not reply.headers
+            and len(reply.body) < 64 * 1024
+        ):
+            # The common answer in one formatting step: a plain JSON 200 on a kept-alive connection.
+            transport.write(_OK_HEAD % (reply.content_type, len(reply.body)) + reply.body)
+            if self._queue:
+                self._next()
+            return
         head = [
             status_line(reply.status),
             b"content-type: ",
