@@ -1,9 +1,22 @@
-"""Typed model configuration (``model.toml``): parsing and validation.
+"""Typed model configuration (``model.toml``): the schema, parsing and validation.
 
 A model directory holds an optional ``model.toml``; whatever it leaves out is completed from
 the model file by :mod:`leanserve.repository` (Triton calls this auto-complete). Shapes follow
 Triton's convention: when ``max_batch_size > 0`` the batch dimension is implicit and not part
 of ``shape``; ``-1`` marks a variable dimension.
+
+The dataclasses below are the one schema of the file. A field's TOML key, type, minimum and
+choices come from the field itself, its type hint and its ``metadata``; :func:`from_table` reads
+any of them from a table and :func:`to_table` writes one back, so adding a field is all it takes
+for ``model.toml`` to accept it. The metadata a field may carry:
+
+``key``      the TOML key, where it differs from the field name
+``minimum``  the least number allowed (for a list of numbers, of each one)
+``choices``  the strings allowed (a ``Literal`` type gives them without this)
+``sort``     read a list sorted
+``check``    ``check(value) -> reason or None``, run on the value read
+``parse``    ``parse(reader, raw, field) -> value``, for a field the type alone cannot read
+``toml``     False for a field that is no part of the file
 
 Every problem is raised as :class:`~leanserve.errors.ConfigError` naming the file, the field
 and the reason, so one bad model never hides which model or which line was wrong.
@@ -12,46 +25,63 @@ and the reason, so one bad model never hides which model or which line was wrong
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, field, replace
+import types
+from collections.abc import Mapping
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
 from .errors import ConfigError, UsageError
 from .memory import parse_size
 from .protocol.datatypes import DATATYPES
 
 Platform = Literal["onnxruntime", "openvino"]
-PLATFORMS: tuple[str, ...] = ("onnxruntime", "openvino")
+PLATFORMS: tuple[str, ...] = get_args(Platform)
 DEFAULT_MODEL_FILES: dict[str, str] = {"onnxruntime": "model.onnx", "openvino": "model.xml"}
 VersionPolicyKind = Literal["latest", "all", "specific"]
 LoadPolicy = Literal["always", "on_demand"]
-LOAD_POLICIES: tuple[str, ...] = ("always", "on_demand")
+LOAD_POLICIES: tuple[str, ...] = get_args(LoadPolicy)
+GraphOptimization = Literal["disabled", "basic", "extended", "all"]
+
+
+def _plain_file_name(name: str) -> str | None:
+    if "/" in name or "\\" in name or name in (".", "..") or "\x00" in name:
+        return f"{name!r} must be a plain file name inside the version folder"
+    return None
+
+
+def _dimensions(shape: tuple[int, ...]) -> str | None:
+    return "dimensions must be positive or -1 (variable)" if 0 in shape else None
+
+
+# ---- the schema ------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
 class TensorSpec:
     name: str
-    datatype: str
-    shape: tuple[int, ...]  # without the batch dimension when the model batches; -1 is variable
+    datatype: str = field(default="", metadata={"choices": DATATYPES})  # "": from the model file
+    # Without the batch dimension when the model batches; -1 is variable. (): from the model file.
+    shape: tuple[int, ...] = field(default=(), metadata={"minimum": -1, "check": _dimensions})
 
 
 @dataclass(frozen=True, slots=True)
 class DynamicBatching:
     # 0 ms: a lone request on an idle model runs at once; requests that pile up while the
     # model is busy are still batched together.
-    max_queue_delay_ms: float = 0.0
-    preferred_batch_sizes: tuple[int, ...] = ()
-    max_queue_size: int = 4096
+    max_queue_delay_ms: float = field(default=0.0, metadata={"minimum": 0.0})
+    preferred_batch_sizes: tuple[int, ...] = field(default=(), metadata={"minimum": 1, "sort": True})
+    max_queue_size: int = field(default=4096, metadata={"minimum": 1})
     # Cap batches at the size measured to give the most rows per second (see batching.BatchSizeTuner).
     adaptive_batch_size: bool = True
 
 
 @dataclass(frozen=True, slots=True)
 class RuntimeOptions:
-    intra_op_threads: int = 0  # 0: the engine's default
-    inter_op_threads: int = 1
+    intra_op_threads: int = field(default=0, metadata={"minimum": 0})  # 0: the engine's default
+    inter_op_threads: int = field(default=1, metadata={"minimum": 0})
     providers: tuple[str, ...] = ()  # empty: the best available (TensorRT, CUDA, then CPU)
-    graph_optimization: Literal["disabled", "basic", "extended", "all"] = "all"
+    graph_optimization: GraphOptimization = "all"
     # Whether ONNX Runtime's idle intra-op workers spin (busy-wait) for the next parallel section
     # instead of sleeping. With several threads a model like MiniLM runs dozens of parallel
     # sections per inference, and waking sleeping workers for each costs 10-20% of its latency;
@@ -61,9 +91,9 @@ class RuntimeOptions:
 
 @dataclass(frozen=True, slots=True)
 class VersionPolicy:
-    kind: VersionPolicyKind = "latest"
-    num_versions: int = 1
-    versions: tuple[int, ...] = ()
+    kind: VersionPolicyKind = field(default="latest", metadata={"key": "policy"})
+    num_versions: int = field(default=1, metadata={"minimum": 1})
+    versions: tuple[int, ...] = field(default=(), metadata={"minimum": 1})
 
     def select(self, available: list[int]) -> list[int]:
         """The versions to load, ascending, out of those present on disk."""
@@ -80,34 +110,80 @@ class VersionOverrides:
     """Settings one version may change: an optimized variant can use another engine."""
 
     platform: Platform | None = None
-    model_file: str | None = None
+    model_file: str | None = field(default=None, metadata={"check": _plain_file_name})
     runtime: RuntimeOptions | None = None
-    max_batch_size: int | None = None
+    max_batch_size: int | None = field(default=None, metadata={"minimum": 0})
     dynamic_batching: DynamicBatching | None = None
     label: str | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
+
+
+# The parts of the file whose reading is more than their type: each is called with the reader,
+# the raw TOML value and the dotted field, and returns the field's value.
+
+
+def _tensor_specs(r: _Reader, value: Any, where: str) -> tuple[TensorSpec, ...]:
+    specs: tuple[TensorSpec, ...] = r.typed(tuple[TensorSpec, ...], value, where, {})
+    seen: set[str] = set()
+    for i, spec in enumerate(specs):
+        if spec.name in seen:
+            raise r.fail(f"{where}[{i}].name", f"duplicate {where} name {spec.name!r}")
+        seen.add(spec.name)
+    return specs
+
+
+def _version_policy(r: _Reader, value: Any, where: str) -> VersionPolicy:
+    if isinstance(value, str):  # shorthand: version_policy = "all"
+        value = {"policy": value}
+    policy = r.read(VersionPolicy, value, where)
+    if policy.kind == "specific" and not policy.versions:
+        raise r.fail(f"{where}.versions", "policy 'specific' needs a non-empty list of versions")
+    if policy.kind != "specific" and policy.versions:
+        raise r.fail(f"{where}.versions", f"only used with policy 'specific', not {policy.kind!r}")
+    return policy
+
+
+def _version_overrides(r: _Reader, value: Any, where: str) -> dict[int, VersionOverrides]:
+    result: dict[int, VersionOverrides] = {}
+    for key, raw in r.table(value, where).items():
+        at = f"{where}.{key}"
+        number = version_number(str(key))
+        if number is None:
+            raise r.fail(at, "version keys must be positive integers, as the version folders are")
+        result[number] = r.read(VersionOverrides, raw, at)
+    return result
+
+
+def _size(r: _Reader, value: Any, where: str) -> int:
+    try:
+        size = parse_size(value) if isinstance(value, (str, int)) and not isinstance(value, bool) else None
+    except UsageError as e:
+        raise r.fail(where, e.message, e.hint) from None
+    if size is None or size <= 0:
+        raise r.fail(where, f'expected a positive size such as "300MiB", got {value!r}')
+    return size
 
 
 @dataclass(frozen=True, slots=True)
 class ModelConfig:
     name: str
     platform: Platform = "onnxruntime"
-    model_file: str | None = None  # None: the platform's default file name
-    max_batch_size: int | None = None  # None: completed from the model file
-    inputs: tuple[TensorSpec, ...] = ()
-    outputs: tuple[TensorSpec, ...] = ()
+    model_file: str | None = field(default=None, metadata={"check": _plain_file_name})  # None: the platform's
+    max_batch_size: int | None = field(default=None, metadata={"minimum": 0})  # None: from the model file
+    inputs: tuple[TensorSpec, ...] = field(default=(), metadata={"key": "input", "parse": _tensor_specs})
+    outputs: tuple[TensorSpec, ...] = field(default=(), metadata={"key": "output", "parse": _tensor_specs})
     dynamic_batching: DynamicBatching = field(default_factory=DynamicBatching)
     runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
-    version_policy: VersionPolicy = field(default_factory=VersionPolicy)
-    default_version: int | None = None  # None: the highest loaded version
+    version_policy: VersionPolicy = field(default_factory=VersionPolicy, metadata={"parse": _version_policy})
+    default_version: int | None = field(default=None, metadata={"minimum": 1})  # None: the highest loaded
     metadata: dict[str, Any] = field(default_factory=dict)
-    versions: dict[int, VersionOverrides] = field(default_factory=dict)
+    versions: dict[int, VersionOverrides] = field(default_factory=dict, metadata={"parse": _version_overrides})
     # "always": loaded at start-up and never evicted; "on_demand": loaded by its first request,
     # evicted when the memory budget needs room. None: the server's default (--load).
     load: LoadPolicy | None = None
     # Overrides the measured size, for engines whose memory the resident set does not show.
-    memory_bytes: int | None = None
-    source: str | None = None  # the file this was read from, for error messages
+    memory_bytes: int | None = field(default=None, metadata={"key": "memory", "parse": _size})
+    source: str | None = field(default=None, metadata={"toml": False})  # the file read, for error messages
 
     @property
     def batching(self) -> bool:
@@ -133,28 +209,99 @@ class ModelConfig:
         return self.model_file or DEFAULT_MODEL_FILES[self.platform]
 
 
-# ---- parsing ---------------------------------------------------------------------------------
+def version_number(name: str) -> int | None:
+    """The version a folder, a ``[versions.N]`` key or a request's URL names, or None when it names none.
 
-_TOP_LEVEL_KEYS = {
-    "name",
-    "platform",
-    "model_file",
-    "max_batch_size",
-    "input",
-    "output",
-    "dynamic_batching",
-    "runtime",
-    "version_policy",
-    "default_version",
-    "metadata",
-    "versions",
-    "load",
-    "memory",
-}
+    Only canonical positive integers are versions: "01" would alias "1", and "0" is not a version.
+    Every reader and writer of a repository asks here, so that they agree on what a version is.
+    """
+    # isascii first: str.isdigit() also accepts digits such as "²" that int() cannot read.
+    if not (name.isascii() and name.isdigit()) or name.startswith("0"):
+        return None
+    return int(name)
+
+
+# ---- one reader and one writer for every dataclass above ------------------------------------
+
+T = TypeVar("T")
+_METADATA = frozenset({"key", "minimum", "choices", "sort", "check", "parse", "toml"})
+_ITEMS = {bool: "true or false values", int: "integers", float: "numbers", str: "strings"}
+
+
+@dataclass(frozen=True, slots=True)
+class _Field:
+    name: str
+    key: str  # in the TOML table
+    hint: Any  # the resolved type
+    meta: Mapping[str, Any]
+    default: Any  # MISSING when the field is required
+
+    @property
+    def omitted_at_default(self) -> bool:
+        """Whether the writer leaves the field out at its default: None, "" and empty lists say nothing."""
+        return self.default is None or (isinstance(self.default, (str, tuple, list, dict)) and not self.default)
+
+
+_SCHEMAS: dict[type, tuple[_Field, ...]] = {}
+
+
+def _schema(cls: type) -> tuple[_Field, ...]:
+    """The TOML fields of a dataclass, from its fields, type hints and metadata."""
+    # Built once per class; two threads racing here build the same tuple.
+    known = _SCHEMAS.get(cls)
+    if known is not None:
+        return known
+    hints = get_type_hints(cls)
+    result: list[_Field] = []
+    for f in fields(cls):
+        unknown = set(f.metadata) - _METADATA
+        if unknown:  # a typo would silently drop a check
+            raise TypeError(f"{cls.__name__}.{f.name}: unknown schema metadata {sorted(unknown)}")
+        if not f.metadata.get("toml", True):
+            continue
+        default = f.default_factory() if f.default_factory is not MISSING else f.default
+        result.append(_Field(f.name, f.metadata.get("key", f.name), hints[f.name], f.metadata, default))
+    _SCHEMAS[cls] = tuple(result)
+    return _SCHEMAS[cls]
+
+
+def from_table(cls: type[T], table: Any, source: str, where: str = "", defaults: Mapping[str, Any] | None = None) -> T:
+    """Read a TOML table into the dataclass ``cls``, validating every field against its schema.
+
+    ``source`` names the file in errors and ``where`` the table's dotted place in it; ``defaults``
+    gives values to fields the table leaves out (over the dataclass's own defaults) and to fields
+    that are no part of the file. Unknown keys are refused with the list of known ones.
+    """
+    return _Reader(source).read(cls, table, where, defaults or {})
+
+
+def to_table(obj: Any) -> dict[str, Any]:
+    """The TOML table of one of the dataclasses above, which :func:`from_table` reads back equal.
+
+    A field at a default that says nothing (None, "", an empty list or table) is left out; every
+    other value is written, defaults included, so the file shows what runs.
+    """
+    table: dict[str, Any] = {}
+    for f in _schema(type(obj)):
+        value = getattr(obj, f.name)
+        if value is None or (f.omitted_at_default and value == f.default):
+            continue
+        table[f.key] = _toml_value(value)
+    return table
+
+
+def _toml_value(value: Any) -> Any:
+    if is_dataclass(value) and not isinstance(value, type):
+        return to_table(value)
+    if isinstance(value, (tuple, list)):
+        return [_toml_value(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _toml_value(v) for k, v in value.items()}
+    return value
 
 
 class _Reader:
-    """Reads typed fields out of a TOML table, raising ConfigError with the dotted field path."""
+    """Reads typed values out of TOML, raising ConfigError with the dotted field path."""
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -162,16 +309,67 @@ class _Reader:
     def fail(self, field_name: str | None, reason: str, hint: str | None = None) -> ConfigError:
         return ConfigError(self.path, field_name, reason, hint)
 
+    def read(self, cls: type[T], value: Any, where: str, defaults: Mapping[str, Any] = types.MappingProxyType({})) -> T:
+        """A dataclass from a table: its fields read by their type and metadata."""
+        table = self.table(value, where)
+        schema = _schema(cls)
+        known = {f.key for f in schema}
+        extra = sorted(set(table) - known)
+        if extra:
+            prefix = f"{where}." if where else ""
+            raise self.fail(f"{prefix}{extra[0]}", "unknown field", hint=f"known fields: {', '.join(sorted(known))}")
+        values = dict(defaults)
+        for f in schema:
+            at = f"{where}.{f.key}" if where else f.key
+            if f.key in table:
+                values[f.name] = self.field(f, table[f.key], at)
+            elif f.default is MISSING and f.name not in values:
+                raise self.fail(at, "missing")
+        return cls(**values)
+
+    def field(self, f: _Field, value: Any, where: str) -> Any:
+        parse = f.meta.get("parse")
+        result = parse(self, value, where) if parse is not None else self.typed(f.hint, value, where, f.meta)
+        check = f.meta.get("check")
+        reason = check(result) if check is not None else None
+        if reason is not None:
+            raise self.fail(where, reason)
+        return result
+
+    def typed(self, hint: Any, value: Any, where: str, meta: Mapping[str, Any]) -> Any:
+        """``value`` read as the type ``hint``, under the field's ``minimum`` and ``choices``."""
+        origin, args = get_origin(hint), get_args(hint)
+        if origin in (Union, types.UnionType) and len(args) == 2 and type(None) in args:
+            # X | None: absent is None, present is an X.
+            return self.typed(args[args[0] is type(None)], value, where, meta)
+        if hint is bool:
+            return self.boolean(value, where)
+        if hint is int:
+            return self.integer(value, where, meta.get("minimum"))
+        if hint is float:
+            return self.number(value, where, meta.get("minimum"))
+        if hint is str or origin is Literal:
+            return self.string(value, where, meta.get("choices", args or None))
+        if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+            return self.array(args[0], value, where, meta)
+        if origin is dict and args == (str, Any):
+            return self.table(value, where)
+        if is_dataclass(hint) and isinstance(hint, type):
+            return self.read(hint, value, where)
+        raise TypeError(f"{where}: model.toml has no reader for {hint!r}")
+
+    def array(self, item: Any, value: Any, where: str, meta: Mapping[str, Any]) -> tuple[Any, ...]:
+        if not isinstance(value, list):
+            if is_dataclass(item):
+                raise self.fail(where, f"expected an array of tables ([[{where}]]), got {type(value).__name__}")
+            raise self.fail(where, f"expected a list of {_ITEMS.get(item, 'values')}, got {value!r}")
+        items = tuple(self.typed(item, v, f"{where}[{i}]", meta) for i, v in enumerate(value))
+        return tuple(sorted(items)) if meta.get("sort") else items
+
     def table(self, value: Any, where: str) -> dict[str, Any]:
         if not isinstance(value, dict):
             raise self.fail(where, f"expected a table, got {type(value).__name__}")
         return value
-
-    def unknown_keys(self, table: dict[str, Any], allowed: set[str], where: str) -> None:
-        extra = sorted(set(table) - allowed)
-        if extra:
-            prefix = f"{where}." if where else ""
-            raise self.fail(f"{prefix}{extra[0]}", "unknown field", hint=f"known fields: {', '.join(sorted(allowed))}")
 
     def integer(self, value: Any, where: str, minimum: int | None = None) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
@@ -185,10 +383,10 @@ class _Reader:
             raise self.fail(where, f"expected true or false, got {value!r}")
         return value
 
-    def number(self, value: Any, where: str, minimum: float = 0.0) -> float:
+    def number(self, value: Any, where: str, minimum: float | None = None) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise self.fail(where, f"expected a number, got {value!r}")
-        if value < minimum:
+        if minimum is not None and value < minimum:
             raise self.fail(where, f"must be at least {minimum}, got {value}")
         return float(value)
 
@@ -199,202 +397,27 @@ class _Reader:
             raise self.fail(where, f"{value!r} is not one of {', '.join(choices)}")
         return value
 
-    def int_list(self, value: Any, where: str, minimum: int) -> tuple[int, ...]:
-        if not isinstance(value, list):
-            raise self.fail(where, f"expected a list of integers, got {value!r}")
-        return tuple(self.integer(v, f"{where}[{i}]", minimum) for i, v in enumerate(value))
 
-    def str_list(self, value: Any, where: str) -> tuple[str, ...]:
-        if not isinstance(value, list):
-            raise self.fail(where, f"expected a list of strings, got {value!r}")
-        return tuple(self.string(v, f"{where}[{i}]") for i, v in enumerate(value))
-
-
-def _tensor_specs(r: _Reader, value: Any, kind: str) -> tuple[TensorSpec, ...]:
-    if not isinstance(value, list):
-        raise r.fail(kind, f"expected an array of tables ([[{kind}]]), got {type(value).__name__}")
-    specs: list[TensorSpec] = []
-    seen: set[str] = set()
-    for i, raw in enumerate(value):
-        where = f"{kind}[{i}]"
-        t = r.table(raw, where)
-        r.unknown_keys(t, {"name", "datatype", "shape"}, where)
-        if "name" not in t:
-            raise r.fail(f"{where}.name", "missing")
-        name = r.string(t["name"], f"{where}.name")
-        if name in seen:
-            raise r.fail(f"{where}.name", f"duplicate {kind} name {name!r}")
-        seen.add(name)
-        datatype = r.string(t["datatype"], f"{where}.datatype", DATATYPES) if "datatype" in t else ""
-        shape = r.int_list(t["shape"], f"{where}.shape", minimum=-1) if "shape" in t else ()
-        if 0 in shape:
-            raise r.fail(f"{where}.shape", "dimensions must be positive or -1 (variable)")
-        specs.append(TensorSpec(name=name, datatype=datatype, shape=shape))
-    return (specs and tuple(specs)) or ()
-
-
-def _dynamic_batching(r: _Reader, value: Any, where: str) -> DynamicBatching:
-    t = r.table(value, where)
-    r.unknown_keys(t, {"max_queue_delay_ms", "preferred_batch_sizes", "max_queue_size", "adaptive_batch_size"}, where)
-    d = DynamicBatching()
-    return DynamicBatching(
-        max_queue_delay_ms=r.number(t["max_queue_delay_ms"], f"{where}.max_queue_delay_ms")
-        if "max_queue_delay_ms" in t
-        else d.max_queue_delay_ms,
-        preferred_batch_sizes=tuple(sorted(r.int_list(t["preferred_batch_sizes"], f"{where}.preferred_batch_sizes", 1)))
-        if "preferred_batch_sizes" in t
-        else d.preferred_batch_sizes,
-        max_queue_size=r.integer(t["max_queue_size"], f"{where}.max_queue_size", 1)
-        if "max_queue_size" in t
-        else d.max_queue_size,
-        adaptive_batch_size=r.boolean(t["adaptive_batch_size"], f"{where}.adaptive_batch_size")
-        if "adaptive_batch_size" in t
-        else d.adaptive_batch_size,
-    )
-
-
-def _runtime(r: _Reader, value: Any, where: str) -> RuntimeOptions:
-    t = r.table(value, where)
-    r.unknown_keys(
-        t, {"intra_op_threads", "inter_op_threads", "providers", "graph_optimization", "allow_spinning"}, where
-    )
-    d = RuntimeOptions()
-    return RuntimeOptions(
-        intra_op_threads=r.integer(t["intra_op_threads"], f"{where}.intra_op_threads", 0)
-        if "intra_op_threads" in t
-        else d.intra_op_threads,
-        inter_op_threads=r.integer(t["inter_op_threads"], f"{where}.inter_op_threads", 0)
-        if "inter_op_threads" in t
-        else d.inter_op_threads,
-        providers=r.str_list(t["providers"], f"{where}.providers") if "providers" in t else d.providers,
-        graph_optimization=r.string(  # type: ignore[arg-type]
-            t["graph_optimization"], f"{where}.graph_optimization", ("disabled", "basic", "extended", "all")
-        )
-        if "graph_optimization" in t
-        else d.graph_optimization,
-        allow_spinning=r.boolean(t["allow_spinning"], f"{where}.allow_spinning")
-        if "allow_spinning" in t
-        else d.allow_spinning,
-    )
-
-
-def _version_policy(r: _Reader, value: Any) -> VersionPolicy:
-    where = "version_policy"
-    if isinstance(value, str):  # shorthand: version_policy = "all"
-        value = {"policy": value}
-    t = r.table(value, where)
-    r.unknown_keys(t, {"policy", "num_versions", "versions"}, where)
-    kind = r.string(t.get("policy", "latest"), f"{where}.policy", ("latest", "all", "specific"))
-    num = r.integer(t["num_versions"], f"{where}.num_versions", 1) if "num_versions" in t else 1
-    versions = r.int_list(t["versions"], f"{where}.versions", 1) if "versions" in t else ()
-    if kind == "specific" and not versions:
-        raise r.fail(f"{where}.versions", "policy 'specific' needs a non-empty list of versions")
-    if kind != "specific" and versions:
-        raise r.fail(f"{where}.versions", f"only used with policy 'specific', not {kind!r}")
-    return VersionPolicy(kind=kind, num_versions=num, versions=versions)  # type: ignore[arg-type]
-
-
-def version_number(name: str) -> int | None:
-    """The version a folder, a ``[versions.N]`` key or a request's URL names, or None when it names none.
-
-    Only canonical positive integers are versions: "01" would alias "1", and "0" is not a version.
-    Every reader and writer of a repository asks here, so that they agree on what a version is.
-    """
-    # isascii first: str.isdigit() also accepts digits such as "²" that int() cannot read.
-    if not (name.isascii() and name.isdigit()) or name.startswith("0"):
-        return None
-    return int(name)
-
-
-def _version_overrides(r: _Reader, value: Any) -> dict[int, VersionOverrides]:
-    t = r.table(value, "versions")
-    result: dict[int, VersionOverrides] = {}
-    for key, raw in t.items():
-        where = f"versions.{key}"
-        number = version_number(str(key))
-        if number is None:
-            raise r.fail(where, "version keys must be positive integers, as the version folders are")
-        o = r.table(raw, where)
-        r.unknown_keys(
-            o,
-            {"platform", "model_file", "runtime", "max_batch_size", "dynamic_batching", "label", "provenance"},
-            where,
-        )
-        result[number] = VersionOverrides(
-            platform=r.string(o["platform"], f"{where}.platform", PLATFORMS)  # type: ignore[arg-type]
-            if "platform" in o
-            else None,
-            model_file=_model_file(r, o["model_file"], f"{where}.model_file") if "model_file" in o else None,
-            runtime=_runtime(r, o["runtime"], f"{where}.runtime") if "runtime" in o else None,
-            max_batch_size=r.integer(o["max_batch_size"], f"{where}.max_batch_size", 0)
-            if "max_batch_size" in o
-            else None,
-            dynamic_batching=_dynamic_batching(r, o["dynamic_batching"], f"{where}.dynamic_batching")
-            if "dynamic_batching" in o
-            else None,
-            label=r.string(o["label"], f"{where}.label") if "label" in o else None,
-            provenance=r.table(o["provenance"], f"{where}.provenance") if "provenance" in o else {},
-        )
-    return result
-
-
-def _model_file(r: _Reader, value: Any, where: str) -> str:
-    name = r.string(value, where)
-    if "/" in name or "\\" in name or name in (".", "..") or "\x00" in name:
-        raise r.fail(where, f"{name!r} must be a plain file name inside the version folder")
-    return name
+# ---- model.toml --------------------------------------------------------------------------------
 
 
 def parse_model_config(data: dict[str, Any], default_name: str, source: str) -> ModelConfig:
     """Build a ModelConfig from a parsed TOML table; ``source`` names the file in errors."""
     r = _Reader(source)
-    r.unknown_keys(data, _TOP_LEVEL_KEYS, "")
-    name = r.string(data["name"], "name") if "name" in data else default_name
-    if name != default_name:
+    config = r.read(ModelConfig, data, "", {"name": default_name, "source": source})
+    if config.name != default_name:
         raise r.fail(
             "name",
-            f"{name!r} differs from the model's folder name {default_name!r}",
+            f"{config.name!r} differs from the model's folder name {default_name!r}",
             hint="remove the field or rename the folder",
         )
-    max_batch_size = r.integer(data["max_batch_size"], "max_batch_size", 0) if "max_batch_size" in data else None
-    dyn = (
-        _dynamic_batching(r, data["dynamic_batching"], "dynamic_batching")
-        if "dynamic_batching" in data
-        else DynamicBatching()
-    )
-    if max_batch_size is not None and dyn.preferred_batch_sizes and max(dyn.preferred_batch_sizes) > max_batch_size:
+    preferred = config.dynamic_batching.preferred_batch_sizes
+    if config.max_batch_size is not None and preferred and max(preferred) > config.max_batch_size:
         raise r.fail(
             "dynamic_batching.preferred_batch_sizes",
-            f"{max(dyn.preferred_batch_sizes)} exceeds max_batch_size {max_batch_size}",
+            f"{max(preferred)} exceeds max_batch_size {config.max_batch_size}",
         )
-    default_version = r.integer(data["default_version"], "default_version", 1) if "default_version" in data else None
-    return ModelConfig(
-        name=name,
-        platform=r.string(data["platform"], "platform", PLATFORMS) if "platform" in data else "onnxruntime",  # type: ignore[arg-type]
-        model_file=_model_file(r, data["model_file"], "model_file") if "model_file" in data else None,
-        max_batch_size=max_batch_size,
-        inputs=_tensor_specs(r, data["input"], "input") if "input" in data else (),
-        outputs=_tensor_specs(r, data["output"], "output") if "output" in data else (),
-        dynamic_batching=dyn,
-        runtime=_runtime(r, data["runtime"], "runtime") if "runtime" in data else RuntimeOptions(),
-        version_policy=_version_policy(r, data["version_policy"]) if "version_policy" in data else VersionPolicy(),
-        default_version=default_version,
-        metadata=r.table(data["metadata"], "metadata") if "metadata" in data else {},
-        versions=_version_overrides(r, data["versions"]) if "versions" in data else {},
-        load=r.string(data["load"], "load", LOAD_POLICIES) if "load" in data else None,  # type: ignore[arg-type]
-        memory_bytes=_size(r, data["memory"], "memory") if "memory" in data else None,
-        source=source,
-    )
-
-
-def _size(r: _Reader, value: Any, where: str) -> int:
-    try:
-        size = parse_size(value) if isinstance(value, (str, int)) and not isinstance(value, bool) else None
-    except UsageError as e:
-        raise r.fail(where, e.message, e.hint) from None
-    if size is None or size <= 0:
-        raise r.fail(where, f'expected a positive size such as "300MiB", got {value!r}')
-    return size
+    return config
 
 
 def load_model_config(model_dir: Path) -> ModelConfig:

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from leanserve.config import DynamicBatching, RuntimeOptions, load_model_config
+from leanserve.errors import ConfigError
 from leanserve.optimization.writer import VersionEntry, write_versions
 from leanserve.repository import scan_repository
 
@@ -96,3 +97,24 @@ def test_folders_the_repository_ignores_do_not_number_new_versions(tmp_path: Pat
     assert numbers == {"original": 1}
     (entry,) = scan_repository(repo).models
     assert entry.error is None and entry.versions == (1,)
+
+
+def test_every_setting_of_a_version_reads_back(tmp_path: Path) -> None:
+    runtime = RuntimeOptions(3, 2, ("CPUExecutionProvider",), "basic", allow_spinning=False)
+    batching = DynamicBatching(max_queue_delay_ms=1.5, max_queue_size=64, adaptive_batch_size=False)
+    entry = replace(_entry(tmp_path, "v"), runtime=runtime, dynamic_batching=batching, batch_size=4)
+    write_versions(tmp_path / "repo", "m", [entry], default_label="v")
+    version = load_model_config(tmp_path / "repo" / "m").for_version(1)
+    assert version.runtime == runtime
+    assert version.dynamic_batching == replace(batching, preferred_batch_sizes=(4,))
+
+
+def test_a_users_mistake_is_reported_before_anything_is_written(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    (repo / "m").mkdir(parents=True)
+    (repo / "m" / "model.toml").write_text("[runtime]\nthreads = 2\n")
+    with pytest.raises(ConfigError) as caught:
+        write_versions(repo, "m", [_entry(tmp_path, "v")], default_label="v")
+    assert caught.value.field == "runtime.threads"
+    assert not (repo / "m" / "1").exists()
+    assert (repo / "m" / "model.toml").read_text() == "[runtime]\nthreads = 2\n"

@@ -13,14 +13,23 @@ import os
 import shutil
 import tomllib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import tomli_w
 
-from ..config import DynamicBatching, RuntimeOptions, load_model_config, version_number
+from ..config import (
+    DynamicBatching,
+    Platform,
+    RuntimeOptions,
+    VersionOverrides,
+    VersionPolicy,
+    load_model_config,
+    parse_model_config,
+    to_table,
+)
 from ..errors import ConfigError, ServerError, UsageError
 from ..repository import DEFAULT_MAX_BATCH_SIZE, version_folders
 
@@ -71,36 +80,22 @@ def tomlable(value: Any) -> Any:
     return value
 
 
-def _runtime_table(r: RuntimeOptions) -> dict[str, Any]:
-    table: dict[str, Any] = {
-        "intra_op_threads": r.intra_op_threads,
-        "inter_op_threads": r.inter_op_threads,
-        "graph_optimization": r.graph_optimization,
-        "allow_spinning": r.allow_spinning,
-    }
-    if r.providers:
-        table["providers"] = list(r.providers)
-    return table
-
-
-def _version_table(e: VersionEntry, model_max_batch: int) -> dict[str, Any]:
-    table: dict[str, Any] = {
-        "platform": e.platform,
-        "model_file": e.model_file,
-        "label": e.label,
-        "runtime": _runtime_table(e.runtime),
-    }
-    if e.batch_size is not None and e.batch_size > model_max_batch > 0:
-        table["max_batch_size"] = e.batch_size  # measured to run well: requests may send that many
-    if e.dynamic_batching is not None:
-        table["dynamic_batching"] = {
-            "max_queue_delay_ms": e.dynamic_batching.max_queue_delay_ms,
-            "max_queue_size": e.dynamic_batching.max_queue_size,
-        }
-        if e.batch_size is not None and e.batch_size > 1:
-            table["dynamic_batching"]["preferred_batch_sizes"] = [e.batch_size]
-    table["provenance"] = tomlable(e.provenance)
-    return table
+def _overrides(e: VersionEntry, model_max_batch: int) -> VersionOverrides:
+    batching = e.dynamic_batching
+    if batching is not None:
+        # The sweep's best batch is what the batcher aims for.
+        preferred = (e.batch_size,) if e.batch_size is not None and e.batch_size > 1 else ()
+        batching = replace(batching, preferred_batch_sizes=preferred)
+    return VersionOverrides(
+        platform=cast(Platform, e.platform),  # checked when the written file is read back
+        model_file=e.model_file,
+        runtime=e.runtime,
+        # Measured to run well: requests may send that many.
+        max_batch_size=e.batch_size if e.batch_size is not None and e.batch_size > model_max_batch > 0 else None,
+        dynamic_batching=batching,
+        label=e.label,
+        provenance=tomlable(e.provenance),
+    )
 
 
 def write_versions(repo: Path, name: str, entries: Sequence[VersionEntry], default_label: str) -> dict[str, int]:
@@ -113,12 +108,13 @@ def write_versions(repo: Path, name: str, entries: Sequence[VersionEntry], defau
     model_dir.mkdir(parents=True, exist_ok=True)
     toml_path = model_dir / "model.toml"
     data = _read_toml(toml_path)
+    # The user's file is checked before anything is written, so its mistakes are reported as theirs.
+    existing = parse_model_config(data, name, str(toml_path))
     previous_text = toml_path.read_text(encoding="utf-8") if toml_path.exists() else None
 
     ordered = [e for e in entries if e.label != default_label] + [e for e in entries if e.label == default_label]
-    declared = [n for k in data.get("versions", {}) if (n := version_number(str(k))) is not None]
-    first = max([0, *version_folders(model_dir), *declared]) + 1
-    model_max_batch = int(data.get("max_batch_size", DEFAULT_MAX_BATCH_SIZE))
+    first = max([0, *version_folders(model_dir), *existing.versions]) + 1
+    model_max_batch = DEFAULT_MAX_BATCH_SIZE if existing.max_batch_size is None else existing.max_batch_size
     numbers: dict[str, int] = {}
     created: list[Path] = []
     try:
@@ -129,18 +125,21 @@ def write_versions(repo: Path, name: str, entries: Sequence[VersionEntry], defau
             created.append(folder)
             for f in entry.files:
                 shutil.copyfile(f, folder / f.name)
-            data.setdefault("versions", {})[str(version)] = _version_table(entry, model_max_batch)
+            data.setdefault("versions", {})[str(version)] = to_table(_overrides(entry, model_max_batch))
             numbers[entry.label] = version
         data.setdefault("platform", "onnxruntime")
         data["default_version"] = numbers[default_label]
         if "version_policy" not in data:
             # Serve every version just written (the default and the kept alternatives),
             # not the older ones a previous run left behind.
-            data["version_policy"] = {"policy": "specific", "versions": sorted(numbers.values())}
-        elif isinstance(data["version_policy"], dict) and data["version_policy"].get("policy") == "specific":
+            policy = VersionPolicy("specific", versions=tuple(sorted(numbers.values())))
+            data["version_policy"] = to_table(policy)
+        elif existing.version_policy.kind == "specific":
             # A user's explicit list gains the new versions; other policies are theirs to keep.
-            policy = data["version_policy"]
-            policy["versions"] = sorted({*policy.get("versions", []), *numbers.values()})
+            policy = existing.version_policy
+            data["version_policy"] = to_table(
+                replace(policy, versions=tuple(sorted({*policy.versions, *numbers.values()})))
+            )
         tmp = toml_path.with_suffix(".toml.tmp")
         tmp.write_text(tomli_w.dumps(tomlable(data)), encoding="utf-8")
         os.replace(tmp, toml_path)
