@@ -317,10 +317,10 @@ class ModelRegistry:
         self.loaded = True
 
     async def load(self, name: str) -> ModelSnapshot:
-        """The control API's load: read the model's files again, then load every version now."""
+        """The control API's load: pick up changed files, then load every version now (failed ones again)."""
         safe_model_name(name)
         self._bind_loop()
-        await self._apply(name, force=True)
+        await self._apply(name)
         model = self._model(name)
         if model.error and not model.versions:
             raise ConfigError(str(model.directory), None, model.error)
@@ -620,19 +620,21 @@ class ModelRegistry:
     def _model_names(self) -> list[str]:
         return [m.name for m in scan_repository(self.repository, names_only=True).models]
 
-    async def _apply(self, name: str, force: bool = False) -> bool:
+    async def _apply(self, name: str) -> bool:
         """Bring one model in line with its files; returns whether anything changed."""
         if self._apply_lock is None:
             self._apply_lock = asyncio.Lock()
         async with self._apply_lock:  # a poll and a control-API load never interleave
-            return await self._apply_locked(name, force)
+            return await self._apply_locked(name)
 
-    async def _apply_locked(self, name: str, force: bool) -> bool:
+    async def _apply_locked(self, name: str) -> bool:
         loop = asyncio.get_running_loop()
         directory = self.repository / name
         fingerprint = await loop.run_in_executor(self._loader, model_fingerprint, directory)
         model = self._models.get(name)
-        if model is not None and model.fingerprint == fingerprint and not force:
+        # Unchanged files are not read again: parsing a model file for its signature holds the
+        # GIL for tens of milliseconds and would stall the models being served.
+        if model is not None and model.fingerprint == fingerprint:
             return False
         if fingerprint is None:  # the folder is gone
             if model is not None:

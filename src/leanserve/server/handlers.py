@@ -22,6 +22,7 @@ from ..registry import ModelRegistry, ModelSnapshot, VersionSnapshot
 from ..router import InferBody, RequestContext, Router
 from .auth import Tokens, require_admin, require_inference
 from .metrics import metrics_registry, render_metrics
+from .triton_config import triton_config
 
 log = logging.getLogger("leanserve.server")
 
@@ -165,7 +166,8 @@ class Handlers:
             snap = self._configured(model, version)
         except LeanserveError as e:
             return error_reply(e)
-        return json_reply(_triton_config(snap))
+        assert snap.config is not None  # _configured guarantees it
+        return json_reply(triton_config(snap.config, snap.version, snap.providers, snap.load, snap.memory_bytes))
 
     def _configured(self, model: str, version: str | None) -> VersionSnapshot:
         """The version's snapshot when its configuration is known (loaded or not); 503 when it is not."""
@@ -246,58 +248,3 @@ def _index_entries(model: ModelSnapshot) -> list[dict[str, Any]]:
         }
         for v in model.versions
     ]
-
-
-def _triton_config(mv: VersionSnapshot) -> dict[str, Any]:
-    """The configuration in Triton's JSON form, so Triton users and tools recognise it."""
-    assert mv.config is not None
-    c = mv.config
-    overrides = c.versions.get(mv.version)
-    return {
-        "name": c.name,
-        "platform": "onnxruntime_onnx" if c.platform == "onnxruntime" else c.platform,
-        "backend": c.platform,
-        "version_policy": {c.version_policy.kind: _policy_body(mv)},
-        "max_batch_size": c.max_batch_size or 0,
-        "input": [
-            {"name": t.name, "data_type": f"TYPE_{_triton_type(t.datatype)}", "dims": list(t.shape)} for t in c.inputs
-        ],
-        "output": [
-            {"name": t.name, "data_type": f"TYPE_{_triton_type(t.datatype)}", "dims": list(t.shape)} for t in c.outputs
-        ],
-        "dynamic_batching": {
-            "max_queue_delay_microseconds": int(c.dynamic_batching.max_queue_delay_ms * 1000),
-            "preferred_batch_size": list(c.dynamic_batching.preferred_batch_sizes),
-            "max_queue_size": c.dynamic_batching.max_queue_size,
-        },
-        "instance_group": [{"count": 1, "kind": "KIND_CPU"}],
-        "default_model_filename": c.model_filename(),
-        "parameters": {
-            "intra_op_threads": c.runtime.intra_op_threads,
-            "inter_op_threads": c.runtime.inter_op_threads,
-            "providers": list(mv.providers),
-            "graph_optimization": c.runtime.graph_optimization,
-            "allow_spinning": c.runtime.allow_spinning,
-        },
-        "metadata": c.metadata,
-        "default_version": c.default_version,
-        "load": mv.load,
-        "memory_bytes": mv.memory_bytes,
-        "version": mv.version,
-        "label": overrides.label if overrides else None,
-        "provenance": overrides.provenance if overrides else {},
-    }
-
-
-def _policy_body(mv: VersionSnapshot) -> dict[str, Any]:
-    assert mv.config is not None
-    p = mv.config.version_policy
-    if p.kind == "latest":
-        return {"num_versions": p.num_versions}
-    if p.kind == "specific":
-        return {"versions": list(p.versions)}
-    return {}
-
-
-def _triton_type(datatype: str) -> str:
-    return "STRING" if datatype == "BYTES" else datatype
