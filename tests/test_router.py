@@ -59,3 +59,16 @@ async def test_requests_for_unknown_models_are_counted_apart(router: Router) -> 
     with pytest.raises(LeanserveError, match="no version 3"):
         await call(router, "m", GOOD, version="3")
     assert router.unrouted == {404: 2}
+
+
+async def test_a_front_end_may_hand_over_a_request_it_decoded_itself(router: Router) -> None:
+    import numpy as np
+
+    from leanserve.protocol import InferInput, InferRequest
+
+    x = InferInput("x", [1, 4], "FP32").set_data_from_numpy(np.ones((1, 4), np.float32))
+    result = await router.infer_async(CTX, "m", None, InferRequest([x]))
+    assert result.outputs[0].data.tolist() == [[7.0]]
+    with pytest.raises(LeanserveError, match="expected shape"):
+        bad = InferInput("x", [1, 2], "FP32").set_data_from_numpy(np.ones((1, 2), np.float32))
+        await router.infer_async(CTX, "m", None, InferRequest([bad]))

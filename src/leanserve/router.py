@@ -75,11 +75,16 @@ class Router:
         # so a client cannot create label values (and metric series) at will.
         self.unrouted: dict[int, int] = {}
 
-    def infer(self, ctx: RequestContext, name: str, version: str | None, wire: InferBody, done: ResultCallback) -> None:
-        """Answer one request through ``done`` (on the event loop): at once if it fails early, else when run."""
+    def infer(
+        self, ctx: RequestContext, name: str, version: str | None, wire: InferBody | InferRequest, done: ResultCallback
+    ) -> None:
+        """Answer one request through ``done`` (on the event loop): at once if it fails early, else when run.
+
+        ``wire`` is the body as it came off HTTP, or a request a front end decoded itself (gRPC).
+        """
         start = time.perf_counter()
         try:
-            if len(wire.body) > self.limits.max_body_bytes:
+            if type(wire) is InferBody and len(wire.body) > self.limits.max_body_bytes:
                 raise PayloadTooLarge(
                     f"request body of {len(wire.body)} bytes exceeds the limit of {self.limits.max_body_bytes}",
                     hint="send fewer items per request or raise --max-body-bytes",
@@ -93,11 +98,19 @@ class Router:
             return
         self._run(lease, wire, done, start)
 
-    async def infer_async(self, ctx: RequestContext, name: str, version: str | None, wire: InferBody) -> InferResult:
+    async def infer_async(
+        self, ctx: RequestContext, name: str, version: str | None, wire: InferBody | InferRequest
+    ) -> InferResult:
         return await call_as_future(lambda done: self.infer(ctx, name, version, wire, done))
 
     async def _infer_after_load(
-        self, ctx: RequestContext, name: str, version: str | None, wire: InferBody, done: ResultCallback, start: float
+        self,
+        ctx: RequestContext,
+        name: str,
+        version: str | None,
+        wire: InferBody | InferRequest,
+        done: ResultCallback,
+        start: float,
     ) -> None:
         try:
             lease = await self.registry.acquire(name, version, ctx.deadline)
@@ -106,14 +119,17 @@ class Router:
             return
         self._run(lease, wire, done, start)
 
-    def _run(self, lease: Lease, wire: InferBody, done: ResultCallback, start: float) -> None:
+    def _run(self, lease: Lease, wire: InferBody | InferRequest, done: ResultCallback, start: float) -> None:
         stats = lease.stats
         config = lease.config
         try:
-            body = wire.body
-            if wire.content_encoding:
-                body = decompress(body, wire.content_encoding, self.limits.max_body_bytes)
-            request = decode_infer_request(body, parse_header_length(wire.header_length), self.limits)
+            if type(wire) is InferBody:
+                body = wire.body
+                if wire.content_encoding:
+                    body = decompress(body, wire.content_encoding, self.limits.max_body_bytes)
+                request = decode_infer_request(body, parse_header_length(wire.header_length), self.limits)
+            else:
+                request = wire  # type: ignore[assignment]
             rows = validate_request(request, config.inputs, config.outputs, config.max_batch_size or 0)
         except LeanserveError as e:
             self.registry.release(lease)
