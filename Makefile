@@ -40,4 +40,4 @@ bench-models: $(STAMP)
 	$(PY) benchmarks/models.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) benchmarks/.venv-ray .pytest_cache .mypy_cache .ruff_cache
