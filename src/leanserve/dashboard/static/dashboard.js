@@ -72,15 +72,15 @@
       bar.style.width = (share * 100).toFixed(1) + "%";
       bar.classList.toggle("full", share > 0.9);
     } else {
-      text.textContent = bytes(used) + " used, no budget; process baseline " + bytes(memory.baseline_bytes);
-      bar.style.width = used > 0 ? "100%" : "0";
+      text.textContent = bytes(used) + " used by resident models (no budget); process baseline " + bytes(memory.baseline_bytes);
+      bar.parentElement.hidden = true; // nothing to fill against
     }
   }
 
   function renderModels(models) {
     const body = document.querySelector("#models tbody");
     body.replaceChildren();
-    for (const m of models) {
+    models.forEach((m, i) => {
       const versions = el("td", { class: "versions" });
       if (m.error) versions.append(el("div", { class: "reason failed", text: m.error }));
       for (const v of m.versions) {
@@ -101,8 +101,10 @@
       }
       if (!m.reports.html && !m.reports.json) reports.append(el("span", { class: "reason", text: "none" }));
       const errors = recent.error_rate === null ? "—" : pct(recent.error_rate);
+      const swatch = el("span", { class: "swatch" });
+      swatch.style.backgroundColor = PALETTE[i % PALETTE.length]; // the model's colour in the charts
       const row = el("tr", { "data-model": m.name },
-        el("td", { class: "model-name", text: m.name }),
+        el("td", { class: "model-name" }, swatch, m.name),
         versions,
         el("td", { class: "num", text: bytes(memory) }),
         el("td", { class: "num", text: rate(recent.rps) }),
@@ -113,7 +115,7 @@
         reports,
       );
       body.append(row);
-    }
+    });
   }
 
   function renderBatches(models) {
