@@ -225,3 +225,18 @@ def test_no_failure_log_when_asked(tmp_path: Path) -> None:
         assert not (tmp_path / ".leanserve").exists()
     finally:
         running.stop()
+
+
+def test_the_asgi_app_serves_the_dashboard_and_logs_failures_too(tmp_path: Path) -> None:
+    from starlette.testclient import TestClient
+
+    from leanserve import Limits, asgi_app
+
+    app = asgi_app(make_repository(tmp_path), limits=Limits(max_body_bytes=1024))
+    with TestClient(app) as client:  # the lifespan starts the failure log and the sampler
+        assert client.get("/dashboard").status_code == 200
+        big = client.post("/v2/models/mlp/infer", content=b" " * 2048, headers={"x-request-id": "too-big"})
+        assert big.status_code == 413  # refused by the router under a plain ASGI server: logged
+        assert client.get("/v2/logs/failures").json()["failures"][0]["request_id"] == "too-big"
+        assert [m["name"] for m in client.get("/v2/dashboard/state").json()["models"]] == ["broken", "mlp"]
+    assert (tmp_path / ".leanserve" / "failures.sqlite3").is_file()

@@ -69,13 +69,17 @@ class Server:
         """Listen at once (liveness answers while models load), then load the repository."""
         loop = asyncio.get_running_loop()
         self.observability.start()  # before the first request: every failure is logged
-        self._server = await loop.create_server(
-            lambda: HttpProtocol(self.handlers, self.app, self.limits, self._tracker),
-            self.host,
-            self.port,
-            reuse_address=True,
-            backlog=2048,
-        )
+        try:
+            self._server = await loop.create_server(
+                lambda: HttpProtocol(self.handlers, self.app, self.limits, self._tracker),
+                self.host,
+                self.port,
+                reuse_address=True,
+                backlog=2048,
+            )
+        except BaseException:
+            await self.observability.close()
+            raise
         log.info("listening on http://%s:%d", self.host, self.bound_port)
         await self.registry.load_all()
         # What start-up made lives as long as the server: keep it out of every later collection,
