@@ -241,6 +241,7 @@
     try {
       const answer = await getJSON(failureQuery());
       renderFailures(answer.failures);
+      if (!answer.enabled) document.getElementById("failures-empty").textContent = "The failure log is off (--failure-log-entries 0).";
       dash.failureUpdates++;
     } catch (e) {
       /* shown by the state poll's status line */
