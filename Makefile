@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast check bench bench-optimize bench-models clean
+.PHONY: install system-deps demo test test-fast check bench bench-optimize bench-models clean
 
 # torch is installed first and pinned: the CPU build lies on this machine's disk, and an unpinned
 # torch (asked for by sentence-transformers) would otherwise pull a multi-GB CUDA build.
@@ -17,13 +17,31 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# Debian packages the tests drive: Prometheus (scrapes a live server) and headless Chromium with its
+# WebDriver (the dashboard in a real browser). Installed only when missing, and only where apt-get
+# runs as root (CI); elsewhere the tests that need them say so and skip.
+system-deps:
+	@missing=""; \
+	command -v prometheus >/dev/null 2>&1 || missing="$$missing prometheus"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	command -v chromedriver >/dev/null 2>&1 || missing="$$missing chromium-driver"; \
+	fc-list 2>/dev/null | grep -q . || missing="$$missing fonts-dejavu-core"; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		echo "installing$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing \
+			|| echo "could not install$$missing: the tests that need them skip"; \
+	else \
+		echo "missing$$missing (apt-get install$$missing): the tests that need them skip"; \
+	fi
+
 demo: $(STAMP)
 	$(VENV)/bin/leanserve demo --host 127.0.0.1 --port 8000
 
-test: $(STAMP)
+test: $(STAMP) system-deps
 	$(PY) -m pytest -q
 
-test-fast: $(STAMP)
+test-fast: $(STAMP) system-deps
 	$(PY) -m pytest -q -m 'not slow'
 
 check: $(STAMP)

@@ -11,7 +11,7 @@ from leanserve.errors import LeanserveError
 from leanserve.protocol import InferResult, Limits
 from leanserve.registry import ModelRegistry
 from leanserve.router import InferBody, RequestContext, Router
-from tests.fixtures.onnx_models import write_marked_model
+from tests.fixtures.onnx_models import write_marked_model, write_reshape_to_two_rows
 
 CTX = RequestContext("test-1")
 GOOD = orjson.dumps({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]})
@@ -72,3 +72,38 @@ async def test_a_front_end_may_hand_over_a_request_it_decoded_itself(router: Rou
     with pytest.raises(LeanserveError, match="expected shape"):
         bad = InferInput("x", [1, 2], "FP32").set_data_from_numpy(np.ones((1, 2), np.float32))
         await router.infer_async(CTX, "m", None, InferRequest([bad]))
+
+
+async def test_every_failure_reaches_the_hook_with_its_context_and_resolved_version(router: Router) -> None:
+    seen: list[tuple[str, str, str, int]] = []
+    router.on_failure = lambda ctx, name, version, error: seen.append((ctx.request_id, name, version, error.status))
+    await call(router, "m", GOOD)  # a success is not a failure
+    for bad in (b"{not json", b" " * 5000):
+        with pytest.raises(LeanserveError):
+            await call(router, "m", bad)
+    for name, version in (("nope", None), ("m", "3"), ("nope", "2")):
+        with pytest.raises(LeanserveError):
+            await call(router, name, GOOD, version)
+    assert seen == [
+        ("test-1", "m", "1", 400),  # decode failure: the version it would have run on
+        ("test-1", "m", "1", 413),  # rejected before acquiring: the version resolved anyway
+        ("test-1", "nope", "", 404),
+        ("test-1", "m", "3", 404),  # as asked
+        ("test-1", "nope", "2", 404),
+    ]
+
+
+async def test_a_failing_batch_reaches_the_hook_once(tmp_path: Path) -> None:
+    write_reshape_to_two_rows(tmp_path / "two" / "1" / "model.onnx")
+    registry = ModelRegistry(tmp_path)
+    await registry.load_all()
+    router = Router(registry, Limits())
+    seen: list[tuple[str, int]] = []
+    router.on_failure = lambda ctx, name, version, error: seen.append((name, error.status))
+    try:
+        with pytest.raises(LeanserveError):
+            await call(router, "two", GOOD)  # one row: the engine's reshape to two rows fails
+        assert seen == [("two", 500)]
+        assert registry.describe("two", None).stats.responses_by_code() == {200: 0, 500: 1}
+    finally:
+        await registry.close()

@@ -52,6 +52,17 @@ def test_requests_count_by_outcome_and_split_success_from_failure() -> None:
     assert stats.request_seconds.count == 4
 
 
+def test_failures_count_by_status_and_successes_read_as_200() -> None:
+    stats = ModelStats("m", 1)
+    stats.record_request("success", 0.001)
+    stats.record_failure(400, 0.001)
+    stats.record_failure(400, 0.001)
+    stats.record_failure(503, 0.002)
+    assert stats.responses_by_code() == {200: 1, 400: 2, 503: 1}
+    assert stats.outcomes == {"success": 1, "client_error": 2, "server_error": 1}
+    assert stats.fail.count == 3 and stats.request_seconds.count == 4
+
+
 def test_queue_time_goes_to_the_duration_and_the_histogram() -> None:
     stats = ModelStats("m", 1)
     stats.record_queue(0.0002)

@@ -28,7 +28,7 @@ from .optimization import OptimizeResult, optimize
 from .protocol import InferInput, InferRequest, InferRequestedOutput, InferResult, Limits
 from .registry import RegistryOptions
 from .repository import scan_repository
-from .server import Server, asgi_app, serve
+from .server import ObservabilityOptions, Server, asgi_app, serve
 from .server.auth import Tokens
 
 __all__ = [
@@ -46,6 +46,7 @@ __all__ = [
     "ModelConfig",
     "ModelNotFound",
     "ModelNotReady",
+    "ObservabilityOptions",
     "OptimizeResult",
     "PayloadTooLarge",
     "RegistryOptions",

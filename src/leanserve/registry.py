@@ -96,6 +96,7 @@ class VersionSnapshot:
     queued: int
     providers: tuple[str, ...]
     stats: ModelStats
+    failed: bool = False  # it cannot load until its files change or the control API loads it again
 
     @property
     def ready(self) -> bool:
@@ -179,6 +180,7 @@ class _Slot:
             self.batcher.queued if self.batcher is not None else 0,
             self.runtime.providers if self.runtime is not None else (),
             self.stats,
+            bool(self.failure),
         )
 
 

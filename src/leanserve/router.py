@@ -33,6 +33,9 @@ from .protocol import (
 from .registry import Lease, ModelRegistry
 
 ResultCallback = Callable[[InferResult | None, LeanserveError | None], None]
+# Told of every failed request: (context, model, version as resolved or as asked, "" if neither,
+# error). Called on the event loop, on error paths only; it must be cheap (the failure log buffers).
+FailureHook = Callable[["RequestContext", str, str, LeanserveError], None]
 
 _ids = itertools.count(1)
 
@@ -74,6 +77,7 @@ class Router:
         # Requests that named no model or version of this repository, by status: not per model,
         # so a client cannot create label values (and metric series) at will.
         self.unrouted: dict[int, int] = {}
+        self.on_failure: FailureHook | None = None
 
     def infer(
         self, ctx: RequestContext, name: str, version: str | None, wire: InferBody | InferRequest, done: ResultCallback
@@ -91,12 +95,12 @@ class Router:
                 )
             lease = self.registry.acquire_now(name, version)
         except LeanserveError as e:
-            self._reject(name, version, e, start, done)
+            self._reject(ctx, name, version, e, start, done)
             return
         if lease is None:  # not resident: load it (or wait for the load under way) off this call
             asyncio.get_running_loop().create_task(self._infer_after_load(ctx, name, version, wire, done, start))
             return
-        self._run(lease, wire, done, start)
+        self._run(ctx, lease, wire, done, start)
 
     async def infer_async(
         self, ctx: RequestContext, name: str, version: str | None, wire: InferBody | InferRequest
@@ -115,11 +119,13 @@ class Router:
         try:
             lease = await self.registry.acquire(name, version, ctx.deadline)
         except LeanserveError as e:
-            self._reject(name, version, e, start, done)
+            self._reject(ctx, name, version, e, start, done)
             return
-        self._run(lease, wire, done, start)
+        self._run(ctx, lease, wire, done, start)
 
-    def _run(self, lease: Lease, wire: InferBody | InferRequest, done: ResultCallback, start: float) -> None:
+    def _run(
+        self, ctx: RequestContext, lease: Lease, wire: InferBody | InferRequest, done: ResultCallback, start: float
+    ) -> None:
         stats = lease.stats
         config = lease.config
         try:
@@ -133,7 +139,9 @@ class Router:
             rows = validate_request(request, config.inputs, config.outputs, config.max_batch_size or 0)
         except LeanserveError as e:
             self.registry.release(lease)
-            stats.record_request("client_error" if e.status < 500 else "server_error", time.perf_counter() - start)
+            stats.record_failure(e.status, time.perf_counter() - start)
+            if self.on_failure is not None:
+                self.on_failure(ctx, lease.name, str(lease.version), e)
             done(None, e)
             return
         stats.in_flight += 1
@@ -142,9 +150,9 @@ class Router:
             stats.in_flight -= 1
             self.registry.release(lease)
             if error is not None:
-                stats.record_request(
-                    "client_error" if error.status < 500 else "server_error", time.perf_counter() - start
-                )
+                stats.record_failure(error.status, time.perf_counter() - start)
+                if self.on_failure is not None:
+                    self.on_failure(ctx, lease.name, str(lease.version), error)
                 done(None, error)
                 return
             assert outputs is not None
@@ -154,13 +162,21 @@ class Router:
         lease.batcher.submit({i.name: i.data for i in request.inputs}, rows, finish)
 
     def _reject(
-        self, name: str, version: str | None, error: LeanserveError, start: float, done: ResultCallback
+        self,
+        ctx: RequestContext,
+        name: str,
+        version: str | None,
+        error: LeanserveError,
+        start: float,
+        done: ResultCallback,
     ) -> None:
         stats = self.registry.stats_of(name, version)
         if stats is None:
             self.unrouted[error.status] = self.unrouted.get(error.status, 0) + 1
         else:
-            stats.record_request("client_error" if error.status < 500 else "server_error", time.perf_counter() - start)
+            stats.record_failure(error.status, time.perf_counter() - start)
+        if self.on_failure is not None:
+            self.on_failure(ctx, name, str(stats.version) if stats is not None else version or "", error)
         done(None, error)
 
 
@@ -181,4 +197,4 @@ def _result(lease: Lease, request: InferRequest, outputs: dict[str, np.ndarray])
     )
 
 
-__all__ = ["InferBody", "RequestContext", "ResultCallback", "Router", "next_request_id"]
+__all__ = ["FailureHook", "InferBody", "RequestContext", "ResultCallback", "Router", "next_request_id"]

@@ -113,6 +113,9 @@ class ModelStats:
     queue_seconds: Histogram = field(default_factory=lambda: Histogram(LATENCY_BUCKETS))
     compute_seconds: Histogram = field(default_factory=lambda: Histogram(LATENCY_BUCKETS))
     batch_size: Histogram = field(default_factory=lambda: Histogram(BATCH_SIZE_BUCKETS))
+    # Failed requests by HTTP status. Every success is a 200, read from ``outcomes`` when asked
+    # (:meth:`responses_by_code`), so the success path pays nothing for counting codes.
+    error_codes: dict[int, int] = field(default_factory=dict)
 
     def record_request(self, outcome: str, seconds: float) -> None:
         self.outcomes[outcome] += 1
@@ -121,6 +124,15 @@ class ModelStats:
             self.success.add(seconds)
         else:
             self.fail.add(seconds)
+
+    def record_failure(self, status: int, seconds: float) -> None:
+        """A request answered with an error status (4xx: the client's fault, 5xx: ours or the model's)."""
+        self.error_codes[status] = self.error_codes.get(status, 0) + 1
+        self.record_request("client_error" if status < 500 else "server_error", seconds)
+
+    def responses_by_code(self) -> dict[int, int]:
+        """Requests answered, by HTTP status."""
+        return {200: self.outcomes["success"], **self.error_codes}
 
     def record_queue(self, seconds: float) -> None:
         self.queue.add(seconds)

@@ -59,6 +59,9 @@ async def test_counters_follow_requests_loads_and_evictions(router: Router) -> N
 
     assert m("leanserve_requests_total", "b", outcome="success") == 1
     assert m("leanserve_requests_total", "b", outcome="client_error") == 1
+    assert m("leanserve_responses_total", "b", code="200") == 1
+    assert m("leanserve_responses_total", "b", code="400") == 1
+    assert ("leanserve_responses_total", (("code", "404"), ("model", "b"), ("version", "1"))) not in found
     assert m("leanserve_model_loads_total", "a") == 1
     assert m("leanserve_model_unloads_total", "a", reason="evicted") == 1
     assert m("leanserve_model_resident", "a") == 0 and m("leanserve_model_resident", "b") == 1

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 from pathlib import Path
 
@@ -44,22 +43,45 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=None,
         help="look for new versions and changed model.toml files every N seconds and swap them in",
     )
+    p.add_argument(
+        "--state-dir",
+        type=Path,
+        default=None,
+        help="where the server keeps its state (the failure log, failures.sqlite3); default: <repository>/.leanserve",
+    )
+    p.add_argument(
+        "--failure-log-entries",
+        type=int,
+        default=None,
+        help="failed requests the failure log keeps, oldest dropped first (default: 100000; 0: no failure log)",
+    )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument(
+        "--log-format",
+        default="text",
+        choices=["text", "json"],
+        help="log lines on stderr: text, or one JSON object per line with request ids (default: %(default)s)",
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..failures import DEFAULT_MAX_ENTRIES
+    from ..logs import configure_logging
     from ..memory import parse_size
     from ..protocol import Limits
     from ..registry import RegistryOptions
-    from ..server import serve
+    from ..server import ObservabilityOptions, serve
     from ..server.auth import ADMIN_TOKEN_ENV, Tokens
 
     if not args.repository.is_dir():
         raise UsageError(f"{args.repository} is not a directory", hint="pass a model repository folder")
     if args.poll_seconds is not None and args.poll_seconds <= 0:
         raise UsageError("--poll-seconds must be positive")
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    entries = DEFAULT_MAX_ENTRIES if args.failure_log_entries is None else args.failure_log_entries
+    if entries < 0:
+        raise UsageError("--failure-log-entries must be 0 (no failure log) or more")
+    configure_logging(args.log_level, args.log_format)
     limits = Limits() if args.max_body_bytes is None else Limits(max_body_bytes=args.max_body_bytes)
     options = RegistryOptions(
         memory_budget=parse_size(args.memory_budget) if args.memory_budget is not None else None,
@@ -75,5 +97,6 @@ def run(args: argparse.Namespace) -> int:
         options=options,
         tokens=tokens,
         poll_seconds=args.poll_seconds,
+        observability=ObservabilityOptions(state_dir=args.state_dir, failure_log_entries=entries),
     )
     return 0

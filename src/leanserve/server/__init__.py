@@ -2,5 +2,6 @@
 
 from .app import Server, serve
 from .asgi import asgi_app, build_app
+from .observability import ObservabilityOptions
 
-__all__ = ["Server", "asgi_app", "build_app", "serve"]
+__all__ = ["ObservabilityOptions", "Server", "asgi_app", "build_app", "serve"]

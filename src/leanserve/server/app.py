@@ -15,8 +15,10 @@ from ..registry import ModelRegistry, RegistryOptions
 from ..router import Router
 from .asgi import build_app
 from .auth import Tokens
+from .dashboard import Dashboard
 from .handlers import Handlers
 from .http import ConnectionTracker, HttpProtocol
+from .observability import Observability, ObservabilityOptions
 
 log = logging.getLogger("leanserve.server")
 
@@ -35,6 +37,7 @@ class Server:
         options: RegistryOptions | None = None,
         tokens: Tokens | None = None,
         poll_seconds: float | None = None,
+        observability: ObservabilityOptions | None = None,
     ) -> None:
         self.repository = Path(repository)
         self.host = host
@@ -45,7 +48,10 @@ class Server:
         self.registry = ModelRegistry(self.repository, options)
         self.router = Router(self.registry, self.limits)
         self.handlers = Handlers(self.registry, self.router, tokens)
-        self.app = build_app(self.handlers)
+        self.observability = Observability(self.registry, self.router, observability)
+        self.app = build_app(
+            self.handlers, dashboard=Dashboard(self.registry, self.router, self.observability, self.handlers.tokens)
+        )
         self._tracker = ConnectionTracker()
         self._server: asyncio.Server | None = None
         self._watch: asyncio.Task[None] | None = None
@@ -62,13 +68,18 @@ class Server:
     async def start(self) -> None:
         """Listen at once (liveness answers while models load), then load the repository."""
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: HttpProtocol(self.handlers, self.app, self.limits, self._tracker),
-            self.host,
-            self.port,
-            reuse_address=True,
-            backlog=2048,
-        )
+        self.observability.start()  # before the first request: every failure is logged
+        try:
+            self._server = await loop.create_server(
+                lambda: HttpProtocol(self.handlers, self.app, self.limits, self._tracker),
+                self.host,
+                self.port,
+                reuse_address=True,
+                backlog=2048,
+            )
+        except BaseException:
+            await self.observability.close()
+            raise
         log.info("listening on http://%s:%d", self.host, self.bound_port)
         await self.registry.load_all()
         # What start-up made lives as long as the server: keep it out of every later collection,
@@ -96,6 +107,7 @@ class Server:
         while self._tracker.busy and loop.time() < deadline:
             await asyncio.sleep(0.01)
         await self.registry.close()
+        await self.observability.close()  # after the last answers: their failures are written
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._server.wait_closed(), timeout=1.0)
         self._server = None
@@ -132,7 +144,17 @@ def serve(
     options: RegistryOptions | None = None,
     tokens: Tokens | None = None,
     poll_seconds: float | None = None,
+    observability: ObservabilityOptions | None = None,
 ) -> None:
     """Serve ``repository`` until SIGINT/SIGTERM; returns after a graceful shutdown."""
-    server = Server(repository, host, port, limits, options=options, tokens=tokens, poll_seconds=poll_seconds)
+    server = Server(
+        repository,
+        host,
+        port,
+        limits,
+        options=options,
+        tokens=tokens,
+        poll_seconds=poll_seconds,
+        observability=observability,
+    )
     run_event_loop(server.serve_until_signal())

@@ -22,8 +22,10 @@ from ..errors import InvalidInput
 from ..protocol import Limits, encode_error
 from ..registry import ModelRegistry, RegistryOptions
 from ..router import InferBody, RequestContext, Router, next_request_id
-from .auth import Tokens
+from .auth import DASHBOARD_COOKIE, Tokens
+from .dashboard import Dashboard
 from .handlers import Handlers, Reply, error_reply
+from .observability import Observability, ObservabilityOptions
 
 HEADER_LENGTH = "inference-header-content-length"
 Lifespan = Callable[[Starlette], AbstractAsyncContextManager[None]]
@@ -45,7 +47,7 @@ def request_context(request: Request) -> RequestContext:
     )
 
 
-def build_app(handlers: Handlers, lifespan: Lifespan | None = None) -> Starlette:
+def build_app(handlers: Handlers, lifespan: Lifespan | None = None, dashboard: Dashboard | None = None) -> Starlette:
     def version_of(request: Request) -> str | None:
         v: str | None = request.path_params.get("version")
         return v
@@ -122,6 +124,8 @@ def build_app(handlers: Handlers, lifespan: Lifespan | None = None) -> Starlette
         Route("/v2/repository/models/{model}/unload", unload_model, methods=["POST"]),
         Route("/metrics", metrics, methods=["GET"]),
     ]
+    if dashboard is not None:
+        routes += dashboard_routes(dashboard)
     for prefix in (model, versioned):
         routes += [
             Route(prefix, model_metadata, methods=["GET"]),
@@ -159,6 +163,46 @@ def build_app(handlers: Handlers, lifespan: Lifespan | None = None) -> Starlette
     )
 
 
+def dashboard_routes(dashboard: Dashboard) -> list[Route]:
+    """The page at / and /dashboard, its sign-in, assets and reports; its data under /v2."""
+
+    def credentials(request: Request) -> tuple[str | None, str | None]:
+        return request.headers.get("authorization"), request.cookies.get(DASHBOARD_COOKIE)
+
+    async def page(request: Request) -> Response:
+        return to_response(dashboard.page(*credentials(request)))
+
+    async def login(request: Request) -> Response:
+        return to_response(dashboard.login(await request.body()))
+
+    async def logout(request: Request) -> Response:
+        return to_response(dashboard.logout())
+
+    async def static(request: Request) -> Response:
+        return to_response(dashboard.static(request.path_params["name"]))
+
+    async def report(request: Request) -> Response:
+        params = request.path_params
+        return to_response(await dashboard.report(*credentials(request), params["model"], params["name"]))
+
+    async def state(request: Request) -> Response:
+        return to_response(dashboard.state(*credentials(request)))
+
+    async def failures(request: Request) -> Response:
+        return to_response(await dashboard.failures(*credentials(request), dict(request.query_params)))
+
+    return [
+        Route("/", page, methods=["GET"]),
+        Route("/dashboard", page, methods=["GET"]),
+        Route("/dashboard/login", login, methods=["POST"]),
+        Route("/dashboard/logout", logout, methods=["POST"]),
+        Route("/dashboard/static/{name}", static, methods=["GET"]),
+        Route("/dashboard/reports/{model}/{name}", report, methods=["GET"]),
+        Route("/v2/dashboard/state", state, methods=["GET"]),
+        Route("/v2/logs/failures", failures, methods=["GET"]),
+    ]
+
+
 def _leaves_the_repository(raw_path: bytes) -> bool:
     # Servers decode %2F into '/' before routing, so such a name never reaches the model routes and
     # would otherwise be answered 404 "no such endpoint" rather than refused for what it is.
@@ -171,16 +215,21 @@ def asgi_app(
     limits: Limits | None = None,
     options: RegistryOptions | None = None,
     tokens: Tokens | None = None,
+    observability: ObservabilityOptions | None = None,
 ) -> Starlette:
     """A standalone ASGI app for a repository (uvicorn, Ray Serve): models load at lifespan start-up."""
     registry = ModelRegistry(Path(repository), options)
-    handlers = Handlers(registry, Router(registry, limits or Limits()), tokens)
+    router = Router(registry, limits or Limits())
+    handlers = Handlers(registry, router, tokens)
+    observe = Observability(registry, router, observability)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        observe.start()
         await registry.load_all()
         yield
         handlers.shutting_down = True
         await registry.close()
+        await observe.close()
 
-    return build_app(handlers, lifespan)
+    return build_app(handlers, lifespan, Dashboard(registry, router, observe, handlers.tokens))

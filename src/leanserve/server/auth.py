@@ -1,18 +1,25 @@
-"""Tokens: who may control models (admin) and, when asked, who may infer.
+"""Tokens: who may control models (admin), who may read the dashboard, and, when asked, who may infer.
 
 Compared in constant time (``hmac.compare_digest``) so a wrong token's timing says nothing of the
 right one. Tokens are never logged: the request context keeps the Authorization header out of
 its repr.
+
+The dashboard and the failure log are open when the server has no admin token, and need it when
+it has one: as a bearer token, or as the cookie the dashboard's sign-in form sets. The cookie holds
+an HMAC of the admin token, not the token itself, so a leaked cookie reads the dashboard and
+cannot control models.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from dataclasses import dataclass, field
 
 from ..errors import Forbidden, Unauthorized
 
 ADMIN_TOKEN_ENV = "LEANSERVE_ADMIN_TOKEN"
+DASHBOARD_COOKIE = "leanserve_dashboard"
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,9 +55,36 @@ def require_admin(tokens: Tokens, authorization: str | None) -> None:
     _check(tokens.admin, authorization, "model control")
 
 
+def dashboard_cookie(tokens: Tokens) -> str | None:
+    """The value of the dashboard's sign-in cookie; None when the dashboard is open."""
+    return None if tokens.admin is None else _cookie_for(tokens.admin)
+
+
+def _cookie_for(admin: str) -> str:
+    return hmac.new(admin.encode(), b"leanserve dashboard", hashlib.sha256).hexdigest()
+
+
+def require_dashboard(tokens: Tokens, authorization: str | None, cookie: str | None) -> None:
+    """The dashboard and the failure log: open without an admin token, else the token or the sign-in cookie."""
+    if tokens.admin is None:
+        return
+    if cookie and hmac.compare_digest(cookie.encode(), _cookie_for(tokens.admin).encode()):
+        return
+    _check(tokens.admin, authorization, "the dashboard")
+
+
 def require_inference(tokens: Tokens, authorization: str | None) -> None:
     if tokens.inference is not None:
         _check(tokens.inference, authorization, "this server")
 
 
-__all__ = ["ADMIN_TOKEN_ENV", "Tokens", "bearer", "require_admin", "require_inference"]
+__all__ = [
+    "ADMIN_TOKEN_ENV",
+    "DASHBOARD_COOKIE",
+    "Tokens",
+    "bearer",
+    "dashboard_cookie",
+    "require_admin",
+    "require_dashboard",
+    "require_inference",
+]

@@ -78,6 +78,8 @@ class Handlers:
             try:
                 require_inference(self.tokens, ctx.authorization)
             except LeanserveError as e:
+                if self.router.on_failure is not None:  # refused before the router: logged all the same
+                    self.router.on_failure(ctx, model, version or "", e)
                 respond(error_reply(e))
                 return
 

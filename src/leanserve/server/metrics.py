@@ -6,6 +6,7 @@ path) by a custom collector, so serving a request touches no prometheus-client l
 Metric names (all labelled ``model``, ``version``):
 
 - ``leanserve_requests_total{outcome}``: requests answered, by outcome (success, client_error, server_error)
+- ``leanserve_responses_total{code}``: requests answered, by HTTP status code (200, 400, 404, 503, ...)
 - ``leanserve_request_duration_seconds``: end-to-end time in the server, histogram
 - ``leanserve_queue_duration_seconds``: time a request waited for its batch, histogram
 - ``leanserve_compute_duration_seconds``: engine time per batch, histogram
@@ -65,6 +66,9 @@ class ModelCollector(Collector):
         requests = CounterMetricFamily(
             "leanserve_requests", "Inference requests answered, by outcome.", labels=[*LABELS, "outcome"]
         )
+        responses = CounterMetricFamily(
+            "leanserve_responses", "Inference requests answered, by HTTP status code.", labels=[*LABELS, "code"]
+        )
         inferences = CounterMetricFamily("leanserve_inferences", "Rows (items) inferred.", labels=LABELS)
         executions = CounterMetricFamily("leanserve_executions", "Engine runs (batches).", labels=LABELS)
         histograms = {
@@ -108,6 +112,8 @@ class ModelCollector(Collector):
                 labels = [mv.name, str(mv.version)]
                 for outcome, count in s.outcomes.items():
                     requests.add_metric([*labels, outcome], count)
+                for code, count in sorted(s.responses_by_code().items()):
+                    responses.add_metric([*labels, str(code)], count)
                 inferences.add_metric(labels, s.inference_count)
                 executions.add_metric(labels, s.execution_count)
                 _add_histogram(histograms["request"], labels, s.request_seconds)
@@ -126,6 +132,7 @@ class ModelCollector(Collector):
                     unloads.add_metric([*labels, reason], count)
                 not_returned.add_metric(labels, s.memory_not_returned_bytes)
         yield requests
+        yield responses
         yield inferences
         yield executions
         yield from histograms.values()

@@ -1,0 +1,43 @@
+"""``leanserve serve``: its flags reach the library as options; wrong values are usage errors (exit 2)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import leanserve.server
+from leanserve.cli import main
+from leanserve.server import ObservabilityOptions
+
+
+@pytest.fixture
+def served(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
+    calls: dict[str, Any] = {}
+    monkeypatch.setattr(leanserve.server, "serve", lambda repository, **kwargs: calls.update(kwargs))
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield calls
+    root.handlers[:] = handlers  # the command configured logging for a process; this is a test
+    root.setLevel(level)
+
+
+def test_state_dir_failure_log_and_log_format_reach_the_server(tmp_path: Path, served: dict[str, Any]) -> None:
+    argv = ["serve", str(tmp_path), "--state-dir", str(tmp_path / "state"), "--failure-log-entries", "500"]
+    assert main([*argv, "--log-format", "json"]) == 0
+    assert served["observability"] == ObservabilityOptions(state_dir=tmp_path / "state", failure_log_entries=500)
+
+
+def test_defaults_keep_the_failure_log_in_the_repository(tmp_path: Path, served: dict[str, Any]) -> None:
+    assert main(["serve", str(tmp_path)]) == 0
+    assert served["observability"] == ObservabilityOptions()
+
+
+def test_a_negative_failure_log_size_is_a_usage_error(
+    tmp_path: Path, served: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["serve", str(tmp_path), "--failure-log-entries", "-1"]) == 2
+    assert "--failure-log-entries" in capsys.readouterr().err and not served
