@@ -63,16 +63,16 @@ def test_every_field_is_read() -> None:
     assert shadow.min_shadow_agreement == 0.98 and shadow.shadow_sample == 0.25 and shadow.shadow_max_in_flight == 8
 
 
+ARMS = 'arms = [{model = "m", version = 1}, {model = "m", version = 2}]'
+
+
 def test_defaults() -> None:
     c = parse_experiments(
-        tomllib.loads('[experiments.a]\nmode = "split"\narms = [{model = "m", version = 1}, {model = "m", version = 2}]'),
-        SOURCE,
+        tomllib.loads(f'[experiments.a]\nmode = "split"\n{ARMS}'), SOURCE
     )["a"]
     assert (c.alpha, c.srm_alpha, c.primary_metric, c.steps) == (0.05, 0.001, "error_rate", (1, 5, 25, 50, 100))
     assert c.max_error_rate_increase == 0.01 and c.max_p99_ratio == 1.25 and c.min_shadow_agreement is None
 
-
-ARMS = 'arms = [{model = "m", version = 1}, {model = "m", version = 2}]'
 
 
 @pytest.mark.parametrize(
@@ -81,11 +81,11 @@ ARMS = 'arms = [{model = "m", version = 1}, {model = "m", version = 2}]'
         (f'mode = "blue-green"\n{ARMS}', "experiments.x.mode", "not one of"),
         ('mode = "split"', "experiments.x.arms", "missing"),
         ('mode = "split"\narms = [{model = "m"}]', "experiments.x.arms", "at least 2 arms"),
-        ('mode = "split"\narms = [{model = "m", version = 0}, {model = "m"}]', "experiments.x.arms[0].version", "at least 1"),
-        ('mode = "split"\narms = [{model = "m", weight = 0}, {model = "n"}]', "experiments.x.arms[0].weight", "greater than 0"),
-        ('mode = "split"\narms = [{model = "m", version = 1}, {model = "m", version = 1}]', "experiments.x.arms[1]", "already arm 0"),
+        ('mode = "split"\narms = [{model = "m", version = 0}, {model = "m"}]', "experiments.x.arms[0].version", "least"),
+        ('mode = "split"\narms = [{model = "m", weight = 0}, {model = "n"}]', "experiments.x.arms[0].weight", "than 0"),
+        ('mode = "split"\narms = [{model = "m"}, {model = "m"}]', "experiments.x.arms[1]", "already arm 0"),
         ('mode = "split"\narms = [{modle = "m"}, {model = "n"}]', "experiments.x.arms[0].modle", "unknown field"),
-        ('mode = "canary"\narms = [{model = "a"}, {model = "b"}, {model = "c"}]', "experiments.x.arms", "exactly 2 arms"),
+        ('mode = "canary"\narms = [{model = "a"}, {model = "b"}, {model = "c"}]', "experiments.x.arms", "exactly 2"),
         (f'mode = "canary"\n{ARMS}\nsteps = [1, 50]', "experiments.x.steps", "last step must be 100"),
         (f'mode = "canary"\n{ARMS}\nsteps = [5, 1, 100]', "experiments.x.steps", "must increase"),
         (f'mode = "canary"\n{ARMS}\nsteps = [0, 100]', "experiments.x.steps", "(0, 100]"),
