@@ -64,6 +64,7 @@ def test_every_field_is_read() -> None:
 
 
 ARMS = 'arms = [{model = "m", version = 1}, {model = "m", version = 2}]'
+VERSION_0 = '[{model = "m", version = 0}, {model = "m"}]'
 
 
 def test_defaults() -> None:
@@ -81,7 +82,7 @@ def test_defaults() -> None:
         (f'mode = "blue-green"\n{ARMS}', "experiments.x.mode", "not one of"),
         ('mode = "split"', "experiments.x.arms", "missing"),
         ('mode = "split"\narms = [{model = "m"}]', "experiments.x.arms", "at least 2 arms"),
-        ('mode = "split"\narms = [{model = "m", version = 0}, {model = "m"}]', "experiments.x.arms[0].version", "least"),
+        (f"mode = 'split'\narms = {VERSION_0}", "experiments.x.arms[0].version", "at least 1"),
         ('mode = "split"\narms = [{model = "m", weight = 0}, {model = "n"}]', "experiments.x.arms[0].weight", "than 0"),
         ('mode = "split"\narms = [{model = "m"}, {model = "m"}]', "experiments.x.arms[1]", "already arm 0"),
         ('mode = "split"\narms = [{modle = "m"}, {model = "n"}]', "experiments.x.arms[0].modle", "unknown field"),
