@@ -1,6 +1,7 @@
-"""Vectorized simulations of experiments watched continuously, shared by the statistics tests.
+"""Simulations shared by the experiments' tests: vectorized ones for the statistics, and traffic
+through a whole :class:`Experiment` for the decisions.
 
-Each simulation draws per-batch sufficient statistics directly (a binomial count, or a normal
+Each vectorized simulation draws per-batch sufficient statistics directly (a binomial count, or a normal
 sum with a chi-square within-batch sum of squares), so 1,000 experiments with 100 looks each
 cost milliseconds, and runs the package's own vectorized functions on the running totals.
 """
@@ -8,10 +9,13 @@ cost milliseconds, and runs the package's own vectorized functions on the runnin
 from __future__ import annotations
 
 import math
+import random
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
 
+from leanserve.experiments import Decision, Experiment
 from leanserve.experiments.statistics import NormalMixture, harmonic_n, rate_variance, sample_variance
 
 Z99 = 2.5758293035489004  # two-sided 99% normal quantile
@@ -59,3 +63,44 @@ def rejections_means(
     variance = sample_variance(n, t_a, q_a) / n + sample_variance(n, t_b, q_b) / n
     llr = mixture.log_lr(t_b / n - t_a / n, 0.0, variance, harmonic_n(n, n))
     return np.asarray((llr >= math.log(1 / alpha)).any(axis=1))
+
+
+@dataclass
+class Served:
+    """What a simulated run of an experiment did."""
+
+    requests: int = 0
+    candidate_requests: int = 0
+    decisions: list[Decision] = field(default_factory=list)  # every evaluation's, in order
+
+
+def serve(
+    experiment: Experiment,
+    rng: random.Random,
+    requests: int,
+    *,
+    candidate_slowdown: float = 1.0,
+    control_errors: float = 0.01,
+    candidate_errors: float = 0.01,
+    evaluate_every: int = 1000,
+) -> Served:
+    """Simulated traffic through an experiment until it finishes or ``requests`` run out.
+
+    Each request comes from a fresh unit, lognormal latency (median 20 ms, sigma 0.5) times the
+    candidate's slowdown, and fails with the arm's error rate. ``evaluate()`` every
+    ``evaluate_every`` requests stands in for the evaluator thread's tick, deterministically.
+    """
+    served = Served()
+    for i in range(requests):
+        arm = experiment.choose_arm(f"unit-{rng.getrandbits(48)}")
+        candidate = arm != experiment.config.control
+        latency = rng.lognormvariate(math.log(0.02), 0.5) * (candidate_slowdown if candidate else 1.0)
+        ok = rng.random() >= (candidate_errors if candidate else control_errors)
+        experiment.record(arm, latency, ok)
+        served.requests += 1
+        served.candidate_requests += candidate
+        if (i + 1) % evaluate_every == 0:
+            served.decisions.append(experiment.evaluate())
+            if experiment.state.phase != "running":
+                break
+    return served
