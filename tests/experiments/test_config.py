@@ -27,6 +27,7 @@ max_error_rate_increase = 0.02
 max_p99_ratio = 1.5
 alpha = 0.01
 srm_alpha = 0.0005
+srm_test = "sequential"
 planned_samples = 5000
 
 [experiments.ranker]
@@ -54,7 +55,8 @@ def test_every_field_is_read() -> None:
     assert canary.steps == (1.0, 10.0, 100.0) and canary.min_samples_per_step == 300 and canary.min_samples == 50
     assert canary.primary_metric == "latency_p99" and canary.non_inferiority_margin == 0.1
     assert (canary.max_error_rate_increase, canary.max_p99_ratio) == (0.02, 1.5)
-    assert (canary.alpha, canary.srm_alpha, canary.planned_samples) == (0.01, 0.0005, 5000)
+    assert (canary.alpha, canary.srm_alpha, canary.srm_test) == (0.01, 0.0005, "sequential")
+    assert canary.planned_samples == 5000
     split = experiments["ranker"]
     assert [a.weight for a in split.arms] == [3.0, 1.0, 1.0] and split.arms[2].version is None
     assert split.arms[2].label == "ranker-lite:default" and split.uses_feedback and split.auto_promote
@@ -71,7 +73,8 @@ def test_defaults() -> None:
     c = parse_experiments(
         tomllib.loads(f'[experiments.a]\nmode = "split"\n{ARMS}'), SOURCE
     )["a"]
-    assert (c.alpha, c.srm_alpha, c.primary_metric, c.steps) == (0.05, 0.001, "error_rate", (1, 5, 25, 50, 100))
+    assert (c.alpha, c.srm_alpha, c.srm_test) == (0.05, 0.001, "chi_square")
+    assert (c.primary_metric, c.steps) == ("error_rate", (1, 5, 25, 50, 100))
     assert c.max_error_rate_increase == 0.01 and c.max_p99_ratio == 1.25 and c.min_shadow_agreement is None
 
 

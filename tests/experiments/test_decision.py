@@ -15,8 +15,8 @@ from leanserve.experiments.statistics import Interval, SampleRatio
 ARMS = (Arm("m", 1), Arm("m", 2))
 CANARY = ExperimentConfig("c", "canary", ARMS, steps=(1.0, 50.0, 100.0), min_samples_per_step=500, min_samples=100)
 SPLIT = ExperimentConfig("s", "split", ARMS, min_samples=100, primary_metric="conversion", non_inferiority_margin=0.01)
-FAIR = SampleRatio(0.2, 1, 0.65, False, (1000, 1000), (1000.0, 1000.0))
-SKEWED = SampleRatio(16.0, 1, 6.3e-5, True, (5200, 4800), (5000.0, 5000.0))
+FAIR = SampleRatio(0.2, 1, 0.65, 1.0, "chi_square", False, (1000, 1000), (1000.0, 1000.0))
+SKEWED = SampleRatio(16.0, 1, 6.3e-5, 0.01, "chi_square", True, (5200, 4800), (5000.0, 5000.0))
 
 
 def check(

@@ -102,6 +102,16 @@ def test_a_biased_assignment_stops_the_experiment(tmp_path: Path) -> None:
         d = exp.evaluate()
         assert (d.action, d.rule) == (Action.STOP, "srm") and exp.state.phase == "stopped"
         assert exp.status()["srm"]["alarm"] is True
+    # The always-valid test wants more evidence for the same counts, and stops at twice as many.
+    sequential = replace(config, name="ab-seq", srm_test="sequential")
+    with Experiment.open(sequential, tmp_path / "e.db") as exp:
+        exp.store.add(ASSIGNED, 0, 0, 5200)
+        exp.store.add(ASSIGNED, 1, 0, 4800)
+        assert exp.evaluate().rule != "srm"
+        exp.store.add(ASSIGNED, 0, 0, 5200)
+        exp.store.add(ASSIGNED, 1, 0, 4800)
+        d = exp.evaluate()
+        assert d.rule == "srm" and "sequential test" in d.reason
 
 
 def test_feedback_keyed_by_response_id_reaches_the_arm_that_answered(tmp_path: Path) -> None:

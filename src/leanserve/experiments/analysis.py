@@ -137,7 +137,7 @@ def _agreement_check(
     return Check("shadow_agreement", "guardrail", arm, interval, bound, False, harm_p, safe_p, compared >= enough)
 
 
-def sample_ratio(config: ExperimentConfig, snapshot: Snapshot) -> SampleRatio | None:
+def sample_ratio(config: ExperimentConfig, snapshot: Snapshot, mixture: NormalMixture) -> SampleRatio | None:
     """Assignments against the configured shares: one stratum per canary step visited."""
     if config.mode == "shadow":
         return None  # every request goes to the control: there is no split to test
@@ -151,11 +151,11 @@ def sample_ratio(config: ExperimentConfig, snapshot: Snapshot) -> SampleRatio | 
         steps = range(snapshot.state.step + 1)
         observed = [[int(tally.count(ASSIGNED, i, s)) for i in arms] for s in steps]
         shares = [[1 - config.steps[s] / 100, config.steps[s] / 100] for s in steps]
-    return sample_ratio_test(observed, shares, config.srm_alpha)
+    return sample_ratio_test(observed, shares, config.srm_alpha, config.srm_test, mixture.concentration)
 
 
 def evidence(config: ExperimentConfig, snapshot: Snapshot, mixture: NormalMixture) -> Evidence:
     tally = snapshot.tally
     samples = tuple(int(tally.count(REQUESTS, i)) for i in range(len(config.arms)))
     at_step = int(tally.count(REQUESTS, 1, snapshot.state.step)) if config.mode == "canary" else 0
-    return Evidence(tuple(checks(config, snapshot, mixture)), sample_ratio(config, snapshot), samples, at_step)
+    return Evidence(tuple(checks(config, snapshot, mixture)), sample_ratio(config, snapshot, mixture), samples, at_step)

@@ -27,6 +27,7 @@ from typing import Any, Literal, get_args
 
 from ..config import from_table
 from ..errors import ConfigError
+from .statistics import SrmTest
 
 Mode = Literal["split", "shadow", "canary"]
 MODES: tuple[str, ...] = get_args(Mode)
@@ -104,6 +105,10 @@ class ExperimentConfig:
     min_shadow_agreement: float | None = field(default=None, metadata={"check": _fraction})
     alpha: float = field(default=0.05, metadata={"check": _probability})
     srm_alpha: float = field(default=0.001, metadata={"check": _probability})
+    # Which sample-ratio test raises the alarm: the chi-square (one look at a time, the classic
+    # check) or the always-valid sequential test, whose false-alarm rate stays under srm_alpha
+    # however often it is evaluated (see docs/experiments.md for both rates measured).
+    srm_test: SrmTest = "chi_square"
     # Outcomes per arm at which you expect to decide: the always-valid intervals are tuned to be
     # tightest there (it sets the mixing variance; see statistics.optimal_mixing_ratio).
     planned_samples: int = field(default=10_000, metadata={"minimum": 10})

@@ -117,15 +117,21 @@ def decide(config: ExperimentConfig, evidence: Evidence, state: ExperimentState)
         figures["samples_at_step"] = evidence.samples_at_step
     srm = evidence.srm
     if srm is not None:
-        figures["srm"] = {"statistic": json_number(srm.statistic), "dof": srm.dof, "p_value": srm.p_value}
+        figures["srm"] = {
+            "statistic": json_number(srm.statistic),
+            "dof": srm.dof,
+            "p_value": srm.p_value,
+            "sequential_p": srm.sequential_p,
+            "test": srm.test,
+        }
         if srm.alarm:
             observed = ", ".join(str(o) for o in srm.observed)
             expected = ", ".join(f"{e:.0f}" for e in srm.expected)
             return Decision(
                 Action.ROLLBACK if config.mode == "canary" else Action.STOP,
                 "srm",
-                f"sample ratio mismatch: assigned ({observed}), expected ({expected}); chi-square "
-                f"{srm.statistic:.2f} on {srm.dof} dof, p = {srm.p_value:.2g} < {config.srm_alpha}",
+                f"sample ratio mismatch: assigned ({observed}), expected ({expected}); {srm.describe()} "
+                f"< {config.srm_alpha}",
                 None,
                 figures,
             )

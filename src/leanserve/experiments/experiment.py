@@ -300,6 +300,8 @@ class Experiment:
                 "statistic": json_number(ev.srm.statistic),
                 "dof": ev.srm.dof,
                 "p_value": ev.srm.p_value,
+                "sequential_p": ev.srm.sequential_p,
+                "test": ev.srm.test,
                 "alarm": ev.srm.alarm,
                 "alpha": self.config.srm_alpha,
             },

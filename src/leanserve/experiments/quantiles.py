@@ -18,6 +18,7 @@ edges, so bucketing can only widen an interval, never make it lie.
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -155,7 +156,7 @@ class LatencyHistogram:
 
     def _bucket_at(self, rank: int) -> int:
         """The bucket of the rank-th smallest observation (1-based)."""
-        return self.buckets[int(np.searchsorted(self.cumulative, rank, side="left"))]
+        return self.buckets[bisect_left(self.cumulative, rank)]
 
     def quantile(self, p: float) -> float:
         """The p-quantile's bucket, at its geometric middle (within half a bucket, 0.5%)."""

@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -358,29 +359,74 @@ def chi_square_statistic(observed: npt.ArrayLike, shares: npt.ArrayLike) -> Floa
     return np.asarray(terms.sum(axis=-1), dtype=np.float64)
 
 
+def log_dirichlet_multinomial_lr(counts: Sequence[int], shares: Sequence[float], concentration: float) -> float:
+    """log Bayes factor of a Dirichlet(c * shares)-multinomial against the multinomial at ``shares``.
+
+    Lindon and Malek's sequential sample-ratio test (2022): under the configured shares it is a
+    non-negative martingale with mean 1, so its reciprocal is an always-valid p-value. Counts on
+    an arm of share 0 make it infinite (no multinomial at those shares can produce them).
+    """
+    if any(n > 0 and w <= 0 for n, w in zip(counts, shares, strict=True)):
+        return math.inf
+    pairs = [(n, w) for n, w in zip(counts, shares, strict=True) if w > 0]
+    a_total = concentration * sum(w for _, w in pairs)
+    n_total = sum(n for n, _ in pairs)
+    result = math.lgamma(a_total) - math.lgamma(a_total + n_total)
+    for n, w in pairs:
+        a = concentration * w
+        result += math.lgamma(a + n) - math.lgamma(a) - n * math.log(w)
+    return result
+
+
+SrmTest = Literal["chi_square", "sequential"]
+
+
 @dataclass(frozen=True, slots=True)
 class SampleRatio:
-    """The chi-square goodness-of-fit test of assignment counts against the configured weights."""
+    """Assignment counts against the configured shares, by two tests.
 
-    statistic: float
+    ``p_value`` is Pearson's chi-square goodness of fit, exact for one look and the classic
+    check; ``sequential_p`` is the always-valid Dirichlet-multinomial test, which stays valid
+    however often it is looked at. ``test`` names the one whose p-value raises the alarm.
+    """
+
+    statistic: float  # chi-square
     dof: int
-    p_value: float
+    p_value: float  # chi-square
+    sequential_p: float
+    test: SrmTest
     alarm: bool
     observed: tuple[int, ...]  # per arm, over all strata
     expected: tuple[float, ...]
 
+    @property
+    def alarm_p(self) -> float:
+        return self.p_value if self.test == "chi_square" else self.sequential_p
+
+    def describe(self) -> str:
+        if self.test == "chi_square":
+            return f"chi-square {self.statistic:.2f} on {self.dof} dof, p = {self.p_value:.2g}"
+        return f"sequential test p = {self.sequential_p:.2g} (chi-square p = {self.p_value:.2g})"
+
 
 def sample_ratio_test(
-    observed: Sequence[Sequence[int]], shares: Sequence[Sequence[float]], alpha: float
+    observed: Sequence[Sequence[int]],
+    shares: Sequence[Sequence[float]],
+    alpha: float,
+    test: SrmTest = "chi_square",
+    concentration: float = 1000.0,
 ) -> SampleRatio:
     """Sample-ratio mismatch over strata (a canary's steps), each with its own configured shares.
 
-    The statistics and degrees of freedom of the strata add up (independent strata). An arm
-    with share 0 that received requests is a mismatch outright (p = 0): a routing bug.
+    Chi-square statistics and degrees of freedom of the strata add up (independent strata), and
+    so do the sequential test's log Bayes factors (the strata follow each other in time, and a
+    product of martingales over successive periods is one). An arm with share 0 that received
+    requests is a mismatch outright (p = 0): a routing bug.
     """
     if len(observed) != len(shares):
         raise ValueError(f"{len(observed)} strata of counts but {len(shares)} of shares")
     statistic = 0.0
+    log_lr = 0.0
     dof = 0
     arms = len(observed[0]) if observed else 0
     totals_o = [0] * arms
@@ -390,12 +436,15 @@ def sample_ratio_test(
         if n == 0:
             continue
         statistic += float(chi_square_statistic(counts, weights))
+        log_lr += log_dirichlet_multinomial_lr(counts, weights, concentration)
         dof += max(sum(1 for w in weights if w > 0) - 1, 0)
         for i, (c, w) in enumerate(zip(counts, weights, strict=True)):
             totals_o[i] += c
             totals_e[i] += n * w
     p = 0.0 if math.isinf(statistic) else chi2_sf(statistic, dof) if dof > 0 else 1.0
-    return SampleRatio(statistic, dof, p, p < alpha, tuple(totals_o), tuple(totals_e))
+    sequential_p = min(1.0, math.exp(-log_lr)) if log_lr < math.inf else 0.0
+    alarm = (p if test == "chi_square" else sequential_p) < alpha
+    return SampleRatio(statistic, dof, p, sequential_p, test, alarm, tuple(totals_o), tuple(totals_e))
 
 
 # ---- several hypotheses -------------------------------------------------------------------------
