@@ -95,7 +95,7 @@ def test_the_evaluator_thread_rolls_back_without_anyone_calling_evaluate(tmp_pat
 
 
 def test_a_biased_assignment_stops_the_experiment(tmp_path: Path) -> None:
-    config = ExperimentConfig("ab", "split", ARMS)
+    config = ExperimentConfig("ab", "split", ARMS, srm_test="chi_square")
     with Experiment.open(config, tmp_path / "e.db") as exp:
         exp.store.add(ASSIGNED, 0, 0, 5200)  # as if a router bug sent 52% to the control
         exp.store.add(ASSIGNED, 1, 0, 4800)

@@ -108,7 +108,7 @@ class ExperimentConfig:
     # Which sample-ratio test raises the alarm: the chi-square (one look at a time, the classic
     # check) or the always-valid sequential test, whose false-alarm rate stays under srm_alpha
     # however often it is evaluated (see docs/experiments.md for both rates measured).
-    srm_test: SrmTest = "chi_square"
+    srm_test: SrmTest = "sequential"
     # Outcomes per arm at which you expect to decide: the always-valid intervals are tuned to be
     # tightest there (it sets the mixing variance; see statistics.optimal_mixing_ratio).
     planned_samples: int = field(default=10_000, metadata={"minimum": 10})
