@@ -27,7 +27,6 @@ import http.client
 import itertools
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -804,20 +803,9 @@ def print_report(result: dict[str, object]) -> list[str]:
     return [f"  {'PASS' if ok else 'MISS'}  {text}" for text, ok in checks]
 
 
-def describe_environment() -> dict[str, str]:
-    try:
-        env = environment()
-    except FileNotFoundError:  # serving.environment() also asks wrk for its version; this run needs no wrk
-        import leanserve
-
-        env = {
-            "cores": str(os.cpu_count()),
-            "python": platform.python_version(),
-            "onnxruntime": ort.__version__,
-            "leanserve": leanserve.__version__,
-        }
+def describe_environment() -> dict[str, object]:
     # The machine may be shared: a busy one explains a slow run.
-    return env | {"load_average_at_start": load_average()}
+    return environment() | {"load_average_at_start": load_average()}
 
 
 def load_average() -> str:

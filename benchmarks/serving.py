@@ -15,7 +15,6 @@ import argparse
 import itertools
 import json
 import os
-import platform
 import re
 import shutil
 import socket
@@ -32,6 +31,8 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
+
+from leanserve.optimization.measure import environment as measured_environment
 
 HERE = Path(__file__).resolve().parent
 LIMIT_SERVER = HERE.parent.parent / "shared" / "reference" / "limit_server.py"
@@ -359,26 +360,12 @@ def check_targets(case: dict[str, object]) -> list[str]:
     return [f"  {'PASS' if ok else 'MISS'}  {text}" for text, ok in rows]
 
 
-def environment() -> dict[str, str]:
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
-    import leanserve
-
-    return {
-        "cpu": cpu,
-        "cores": str(os.cpu_count()),
-        "python": platform.python_version(),
-        "onnxruntime": ort.__version__,
-        "numpy": np.__version__,
-        "leanserve": leanserve.__version__,
-        "wrk": subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.splitlines()[0],
-    }
+def environment() -> dict[str, object]:
+    """The machine and versions, as optimize's reports record them, plus the load generator's version."""
+    env: dict[str, object] = asdict(measured_environment())
+    if shutil.which("wrk"):
+        env["wrk"] = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.splitlines()[0]
+    return env
 
 
 def main() -> int:
