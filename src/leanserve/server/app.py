@@ -9,6 +9,7 @@ import logging
 import signal
 import socket
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..protocol import Limits
 from ..registry import ModelRegistry, RegistryOptions
@@ -17,6 +18,9 @@ from .asgi import build_app
 from .auth import Tokens
 from .handlers import Handlers
 from .http import ConnectionTracker, HttpProtocol
+
+if TYPE_CHECKING:
+    from .grpc import GrpcFrontEnd
 
 log = logging.getLogger("leanserve.server")
 
@@ -35,10 +39,12 @@ class Server:
         options: RegistryOptions | None = None,
         tokens: Tokens | None = None,
         poll_seconds: float | None = None,
+        grpc_port: int | None = None,
     ) -> None:
         self.repository = Path(repository)
         self.host = host
         self.port = port
+        self.grpc_port = grpc_port  # None: no gRPC front end
         self.limits = limits or Limits()
         self.shutdown_grace_seconds = shutdown_grace_seconds
         self.poll_seconds = poll_seconds  # None: no polling; the control API still reloads
@@ -48,6 +54,7 @@ class Server:
         self.app = build_app(self.handlers)
         self._tracker = ConnectionTracker()
         self._server: asyncio.Server | None = None
+        self._grpc: GrpcFrontEnd | None = None
         self._watch: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
 
@@ -58,6 +65,12 @@ class Server:
         sock: socket.socket = self._server.sockets[0]
         port: int = sock.getsockname()[1]
         return port
+
+    @property
+    def bound_grpc_port(self) -> int:
+        """The port gRPC actually listens on (differs from ``grpc_port`` when that was 0)."""
+        assert self._grpc is not None, "start() with a grpc_port first"
+        return self._grpc.port
 
     async def start(self) -> None:
         """Listen at once (liveness answers while models load), then load the repository."""
@@ -70,6 +83,17 @@ class Server:
             backlog=2048,
         )
         log.info("listening on http://%s:%d", self.host, self.bound_port)
+        if self.grpc_port is not None:
+            # Imported here: an HTTP-only server does not pay for grpcio and the protocol's messages.
+            from .grpc import GrpcFrontEnd
+
+            self._grpc = GrpcFrontEnd(self.handlers, self.limits)
+            try:
+                await self._grpc.start(self.host, self.grpc_port)
+            except BaseException:
+                self._grpc = None
+                self._server.close()
+                raise
         await self.registry.load_all()
         # What start-up made lives as long as the server: keep it out of every later collection,
         # whose full passes would otherwise walk it while requests wait (gc.freeze, Python 3.7+).
@@ -92,9 +116,15 @@ class Server:
         for connection in list(self._tracker.connections):
             connection.close()
         loop = asyncio.get_running_loop()
+        # gRPC refuses new calls at once and drains its in-flight ones while HTTP drains its own;
+        # the models are released only when both are done (or the grace period is over).
+        grpc_stopped = loop.create_task(self._grpc.stop(self.shutdown_grace_seconds)) if self._grpc else None
         deadline = loop.time() + self.shutdown_grace_seconds
         while self._tracker.busy and loop.time() < deadline:
             await asyncio.sleep(0.01)
+        if grpc_stopped is not None:
+            await grpc_stopped
+            self._grpc = None
         await self.registry.close()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._server.wait_closed(), timeout=1.0)
@@ -132,7 +162,20 @@ def serve(
     options: RegistryOptions | None = None,
     tokens: Tokens | None = None,
     poll_seconds: float | None = None,
+    grpc_port: int | None = None,
 ) -> None:
-    """Serve ``repository`` until SIGINT/SIGTERM; returns after a graceful shutdown."""
-    server = Server(repository, host, port, limits, options=options, tokens=tokens, poll_seconds=poll_seconds)
+    """Serve ``repository`` until SIGINT/SIGTERM; returns after a graceful shutdown.
+
+    ``grpc_port`` also serves the protocol over gRPC there (off when None).
+    """
+    server = Server(
+        repository,
+        host,
+        port,
+        limits,
+        options=options,
+        tokens=tokens,
+        poll_seconds=poll_seconds,
+        grpc_port=grpc_port,
+    )
     run_event_loop(server.serve_until_signal())
