@@ -56,9 +56,7 @@ def decode_infer_request(message: Any, limits: Limits) -> InferRequest:
             f"request has {len(raw)} raw_input_contents for {len(tensors)} inputs",
             hint="send every input's data in raw_input_contents, in the order of the inputs, or every one in contents",
         )
-    inputs = [
-        _decode_input(index, tensor, raw[index] if raw else None, limits) for index, tensor in enumerate(tensors)
-    ]
+    inputs = [_decode_input(index, tensor, raw[index] if raw else None, limits) for index, tensor in enumerate(tensors)]
     requested = message.outputs
     outputs = None
     if requested:
