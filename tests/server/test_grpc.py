@@ -422,9 +422,16 @@ def test_the_deadline_reaches_the_request_context_in_event_loop_time(
     assert seen[1] is None
 
 
-def test_unserved_methods_say_so(client: grpcclient.InferenceServerClient) -> None:
+def test_unserved_methods_say_so(server: RunningServer, client: grpcclient.InferenceServerClient) -> None:
     code, message = refusal(lambda: client.get_system_shared_memory_status())
     assert code == "StatusCode.UNIMPLEMENTED" and "shared memory is not supported" in message
+    with grpc.insecure_channel(server.grpc_address) as channel, pytest.raises(grpc.RpcError) as info:
+        stream = service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelStreamInfer(
+            iter([service_pb2.ModelInferRequest(model_name="mlp")])
+        )
+        next(iter(stream))
+    error: Any = info.value
+    assert error.code() == grpc.StatusCode.UNIMPLEMENTED and "ModelInfer" in error.details()
 
 
 # ---- the model repository extension -----------------------------------------------------------

@@ -93,6 +93,7 @@ class Server:
             except BaseException:
                 self._grpc = None
                 self._server.close()
+                self._server = None
                 raise
         await self.registry.load_all()
         # What start-up made lives as long as the server: keep it out of every later collection,
