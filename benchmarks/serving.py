@@ -1,9 +1,11 @@
-"""Serving benchmark: ORT ceiling, the limit server, leanserve and FastAPI+uvicorn, side by side in one run.
+"""Serving benchmark: ORT ceiling, the limit server, leanserve (HTTP and gRPC) and FastAPI+uvicorn, side by side.
 
     make bench                      # or: .venv/bin/python benchmarks/serving.py [--duration 10] [--skip-minilm]
 
 Load comes from wrk (Debian package) with a Lua POST script, one item per request, V2 JSON,
-at concurrency 1 and 32. Every server runs as its own process, one worker. The limit is
+at concurrency 1 and 32. leanserve over gRPC (``--grpc-port``) is loaded by ``grpc_load.py`` beside
+this file instead, with the same item as a ModelInferRequest in raw_input_contents, at the same
+concurrencies. Every server runs as its own process, one worker. The limit is
 ``../shared/reference/limit_server.py`` (the least a Python server can do per request: no
 validation, no metrics), run beside leanserve on the tiny model when the shared folder is there. Results are printed
 as a table of ratios and written to benchmarks/out/serving.json; RESULTS.md records a run.
@@ -12,6 +14,7 @@ as a table of ratios and written to benchmarks/out/serving.json; RESULTS.md reco
 from __future__ import annotations
 
 import argparse
+import asyncio
 import itertools
 import json
 import os
@@ -30,6 +33,7 @@ from typing import Any
 import numpy as np
 import onnx
 import onnxruntime as ort
+from grpc_load import call_once, infer_request, output_of
 from onnx import TensorProto, helper, numpy_helper
 
 from leanserve.optimization.measure import environment as measured_environment
@@ -212,6 +216,49 @@ def measure_server(
     return {"server": name, "cold_start_s": cold, "idle_rss_mb": idle_mb, "loads": loads}
 
 
+def grpc_load(target: str, request: Path, concurrency: int, duration: float) -> dict[str, Any]:
+    """grpc_load.py in its own process, as wrk is: the figures of one load level."""
+    level = ["--concurrency", str(concurrency), "--duration", str(duration)]
+    out = subprocess.run(
+        [PY, str(HERE / "grpc_load.py"), target, str(request), *level],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    figures: dict[str, Any] = json.loads(out)
+    return figures
+
+
+def measure_grpc_server(
+    name: str,
+    cmd: list[str],
+    infer_url: str,
+    body: bytes,
+    target: str,
+    request: bytes,
+    duration: float,
+    expect: np.ndarray,
+    output: str,
+) -> dict[str, object]:
+    """As measure_server, with the load over gRPC (the HTTP port only tells when the server is up)."""
+    proc, cold = start_server(cmd, infer_url, body)
+    with tempfile.NamedTemporaryFile(suffix=".bin", delete=False) as f:
+        f.write(request)
+        request_file = Path(f.name)
+    try:
+        got = output_of(asyncio.run(call_once(target, request)), output)
+        np.testing.assert_allclose(got.ravel(), expect.ravel(), rtol=1e-3, atol=1e-4)
+        idle_settle()
+        idle_mb = resident_mb(proc.pid)
+        grpc_load(target, request_file, 8, 1.0)  # warm-up
+        loads = [grpc_load(target, request_file, c, duration) for c in (1, 32)]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        request_file.unlink()
+    return {"server": name, "cold_start_s": cold, "idle_rss_mb": idle_mb, "loads": loads}
+
+
 def v2_body(feed: dict[str, np.ndarray]) -> bytes:
     inputs = []
     for name, a in feed.items():
@@ -259,6 +306,22 @@ def run_case(
             [str(Path(PY).with_name("leanserve")), "serve", str(repo), "--port", str(port), "--log-level", "warning"],
             f"http://127.0.0.1:{port}/v2/models/{model}/infer",
             body,
+            duration,
+            expect,
+            output,
+        )
+    )
+    port, grpc_port = free_port(), free_port()
+    grpc_flags = ["--grpc-port", str(grpc_port), "--log-level", "warning"]
+    print(f"== {label}: leanserve over gRPC (grpc_load.py, raw_input_contents)", flush=True)
+    results.append(
+        measure_grpc_server(
+            "leanserve-grpc",
+            [str(Path(PY).with_name("leanserve")), "serve", str(repo), "--port", str(port), *grpc_flags],
+            f"http://127.0.0.1:{port}/v2/models/{model}/infer",
+            body,
+            f"127.0.0.1:{grpc_port}",
+            infer_request(model, feed),
             duration,
             expect,
             output,
@@ -314,10 +377,14 @@ def print_table(case: dict[str, object]) -> None:
                 f"{load['p99_ms']:>8.2f} {load['errors']:>6} {s['cold_start_s']:>7.2f} {s['idle_rss_mb']:>8.0f}"
             )
     lean = _loads(servers, "leanserve")
+    grpc = _loads(servers, "leanserve-grpc")
     floor = _loads(servers, "fastapi+uvicorn")
     limit = _loads(servers, "limit")
     for c in (1, 32):
         print(f"  leanserve / fastapi at c{c}: {lean[c]['requests_per_s'] / floor[c]['requests_per_s']:.2f}x req/s")
+        if grpc:
+            ratio = grpc[c]["requests_per_s"] / lean[c]["requests_per_s"]
+            print(f"  leanserve gRPC / HTTP at c{c}: {ratio:.2f}x req/s")
         if limit:
             print(f"  leanserve / limit at c{c}: {lean[c]['requests_per_s'] / limit[c]['requests_per_s']:.2f}x req/s")
 

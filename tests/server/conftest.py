@@ -16,7 +16,7 @@ from tests.fixtures.onnx_models import write_mlp
 
 
 class RunningServer:
-    """Starts ``Server`` on its own event loop in a thread; ``url`` is where it listens."""
+    """Starts ``Server`` on its own event loop in a thread; ``url`` (and ``grpc_address``) is where it listens."""
 
     def __init__(self, repository: Path, limits: Limits | None = None, **options: Any) -> None:
         self.server = Server(repository, host="127.0.0.1", port=0, limits=limits, **options)
@@ -43,6 +43,8 @@ class RunningServer:
             raise self._error
         self.port = self.server.bound_port
         self.url = f"http://127.0.0.1:{self.port}"
+        if self.server.grpc_port is not None:
+            self.grpc_address = f"127.0.0.1:{self.server.bound_grpc_port}"  # host:port, as gRPC clients take it
         return self
 
     def stop(self) -> None:

@@ -9,55 +9,16 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-import onnx
 import onnxruntime as ort
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+
+from tests.fixtures.onnx_models import write_slow_affine
 
 from .conftest import RunningServer
 
 MAX_BATCH = 8
 CONCURRENCY = 64
 REQUESTS = 200
-
-
-def write_slow_affine(path: Path, side: int = 1024, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """y = x @ w + b, plus a fixed ~25 ms of work per run on one thread whatever the rows (a
-    1024x1024 MatMul whose result is multiplied by zero): slower than the client sends, so the
-    requests that arrive while it runs queue up. Returns w, b."""
-    rng = np.random.default_rng(seed)
-    w = rng.normal(size=(4, 3)).astype(np.float32)
-    b = rng.normal(size=3).astype(np.float32)
-    inits = [
-        numpy_helper.from_array(w, "w"),
-        numpy_helper.from_array(b, "b"),
-        numpy_helper.from_array(np.array([side, side], np.int64), "square"),
-        numpy_helper.from_array((rng.normal(size=(side, side)) / side).astype(np.float32), "mix"),
-        numpy_helper.from_array(np.zeros(1, np.float32), "zero"),
-    ]
-    nodes = [
-        helper.make_node("MatMul", ["x", "w"], ["xw"]),
-        helper.make_node("Add", ["xw", "b"], ["affine"]),
-        # Depends on x, so that no optimizer folds it away.
-        helper.make_node("ReduceSum", ["x"], ["total"], keepdims=0),
-        helper.make_node("Expand", ["total", "square"], ["filled"]),
-        helper.make_node("MatMul", ["filled", "mix"], ["mixed"]),
-        helper.make_node("ReduceSum", ["mixed"], ["busy"], keepdims=0),
-        helper.make_node("Mul", ["busy", "zero"], ["nothing"]),
-        helper.make_node("Add", ["affine", "nothing"], ["y"]),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "slow_affine",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3])],
-        inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(model, str(path))
-    return w, b
 
 
 @pytest.fixture(scope="module")

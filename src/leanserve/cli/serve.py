@@ -10,10 +10,16 @@ from ..errors import UsageError
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("serve", help="serve a model repository over HTTP (KServe V2 / Triton protocol)")
+    p = sub.add_parser("serve", help="serve a model repository over HTTP and gRPC (KServe V2 / Triton protocol)")
     p.add_argument("repository", type=Path, help="the model repository: <repo>/<model>/<version>/model.onnx")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
     p.add_argument("--port", type=int, default=8000, help="port to listen on (default: %(default)s)")
+    p.add_argument(
+        "--grpc-port",
+        type=int,
+        default=None,
+        help="also serve the protocol over gRPC on this port (inference.GRPCInferenceService; default: off)",
+    )
     p.add_argument("--max-body-bytes", type=int, default=None, help="largest request body accepted (default: 64 MiB)")
     p.add_argument(
         "--memory-budget",
@@ -81,6 +87,8 @@ def run(args: argparse.Namespace) -> int:
     entries = DEFAULT_MAX_ENTRIES if args.failure_log_entries is None else args.failure_log_entries
     if entries < 0:
         raise UsageError("--failure-log-entries must be 0 (no failure log) or more")
+    if args.grpc_port is not None and not 0 <= args.grpc_port <= 65535:
+        raise UsageError(f"--grpc-port must be a port number (0-65535), got {args.grpc_port}")
     configure_logging(args.log_level, args.log_format)
     limits = Limits() if args.max_body_bytes is None else Limits(max_body_bytes=args.max_body_bytes)
     options = RegistryOptions(
@@ -98,5 +106,6 @@ def run(args: argparse.Namespace) -> int:
         tokens=tokens,
         poll_seconds=args.poll_seconds,
         observability=ObservabilityOptions(state_dir=args.state_dir, failure_log_entries=entries),
+        grpc_port=args.grpc_port,
     )
     return 0

@@ -16,8 +16,9 @@ from typing import Final
 
 import numpy as np
 
-from ..errors import InvalidInput, PayloadTooLarge
+from ..errors import InvalidInput
 from .datatypes import DATATYPES, numpy_dtype
+from .limits import too_many_elements
 
 HEADER_LENGTH_HEADER: Final = "Inference-Header-Content-Length"
 
@@ -102,7 +103,8 @@ def tensor_from_binary(
                 f"{where}: shape {list(shape)} needs {count} BYTES elements, "
                 f"which cannot fit in binary_data_size {len(buffer)}"
             )
-        _check_count(where, count, max_elements)
+        if count > max_elements:
+            raise too_many_elements(where, count, max_elements)
         return deserialize_bytes_tensor(where, buffer, count).reshape(shape)
     dtype = _LITTLE_ENDIAN[datatype]
     expected = count * dtype.itemsize
@@ -110,7 +112,8 @@ def tensor_from_binary(
         raise InvalidInput(
             f"{where}: shape {list(shape)} of {datatype} needs {expected} bytes, binary_data_size is {len(buffer)}"
         )
-    _check_count(where, count, max_elements)
+    if count > max_elements:
+        raise too_many_elements(where, count, max_elements)
     array = np.frombuffer(buffer, dtype=dtype).reshape(shape)
     if datatype == "BOOL" and count and int(array.view(np.uint8).max()) > 1:
         raise InvalidInput(f"{where}: BOOL binary data must hold only bytes 0 and 1")
@@ -164,11 +167,3 @@ def deserialize_bytes_tensor(where: str, buffer: memoryview, count: int) -> np.n
     array = np.empty(count, dtype=object)
     array[:] = items
     return array
-
-
-def _check_count(where: str, count: int, max_elements: int) -> None:
-    if count > max_elements:
-        raise PayloadTooLarge(
-            f"{where}: {count} elements exceed the limit of {max_elements} per tensor",
-            hint="split the request into smaller ones",
-        )

@@ -173,9 +173,8 @@ def _decode_tensor(index: int, raw: object, kind: str, reader: BinaryReader, lim
     where = f"{kind} {name!r}"
     datatype = raw.get("datatype")
     if datatype not in _DATATYPES:
-        problem = "needs a 'datatype'" if datatype is None else f"unknown datatype {datatype!r}"
-        raise InvalidInput(f"{where}: {problem}", hint=f"use one of {', '.join(DATATYPES)}")
-    shape = _shape(where, raw.get("shape"))
+        raise unknown_datatype(where, datatype)
+    shape = check_shape(where, raw.get("shape"))
     count = math.prod(shape)
     parameters = _parameters(raw.get("parameters"), where, limits)
     size = parameters.pop("binary_data_size", None)
@@ -193,7 +192,14 @@ def _decode_tensor(index: int, raw: object, kind: str, reader: BinaryReader, lim
     return InferInput._decoded(name, shape, datatype, data, parameters)
 
 
-def _shape(where: str, raw: object) -> tuple[int, ...]:
+def unknown_datatype(where: str, datatype: object) -> InvalidInput:
+    """The error for a tensor whose datatype is missing (None or empty) or not a protocol datatype."""
+    problem = "needs a 'datatype'" if datatype is None or datatype == "" else f"unknown datatype {datatype!r}"
+    return InvalidInput(f"{where}: {problem}", hint=f"use one of {', '.join(DATATYPES)}")
+
+
+def check_shape(where: str, raw: object) -> tuple[int, ...]:
+    """A tensor's declared shape: a list of at most 32 non-negative integers (every wire format's rule)."""
     if type(raw) is list and len(raw) <= _MAX_DIMS:
         for dim in raw:
             if type(dim) is not int or dim < 0:

@@ -16,8 +16,9 @@ from typing import Any, Final
 
 import numpy as np
 
-from ..errors import InvalidInput, PayloadTooLarge
+from ..errors import InvalidInput
 from .datatypes import numpy_dtype
+from .limits import too_many_elements
 
 _INTEGER: Final[frozenset[type]] = frozenset({int})
 _FLOAT: Final[frozenset[type]] = frozenset({float, int, type(None)})
@@ -58,10 +59,7 @@ def tensor_from_json(
     if len(flat) != count:
         raise InvalidInput(f"{where}: shape {list(shape)} needs {count} elements, got {len(flat)}")
     if count > max_elements:
-        raise PayloadTooLarge(
-            f"{where}: {count} elements exceed the limit of {max_elements} per tensor",
-            hint="split the request into smaller ones",
-        )
+        raise too_many_elements(where, count, max_elements)
     accepted = _ACCEPTED_TYPES[datatype]
     # One C-speed pass over the elements; np.array(..., dtype) alone would cast 1.5 to 1 for
     # INT32, parse "1.5" for FP32 and take true as 1.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-from ..errors import UsageError
+from ..errors import PayloadTooLarge, UsageError
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,3 +22,14 @@ class Limits:
             value = getattr(self, f.name)
             if type(value) is not int or value < 1:
                 raise UsageError(f"Limits.{f.name} must be a positive integer, got {value!r}")
+
+
+def too_many_elements(where: str, count: int, max_elements: int) -> PayloadTooLarge:
+    """The error for a tensor whose declared shape holds more than ``max_tensor_elements``.
+
+    Every codec checks the count from the declared shape before it allocates anything.
+    """
+    return PayloadTooLarge(
+        f"{where}: {count} elements exceed the limit of {max_elements} per tensor",
+        hint="split the request into smaller ones",
+    )

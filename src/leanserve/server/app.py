@@ -9,6 +9,7 @@ import logging
 import signal
 import socket
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..protocol import Limits
 from ..registry import ModelRegistry, RegistryOptions
@@ -19,6 +20,9 @@ from .dashboard import Dashboard
 from .handlers import Handlers
 from .http import ConnectionTracker, HttpProtocol
 from .observability import Observability, ObservabilityOptions
+
+if TYPE_CHECKING:
+    from .grpc import GrpcFrontEnd
 
 log = logging.getLogger("leanserve.server")
 
@@ -38,10 +42,12 @@ class Server:
         tokens: Tokens | None = None,
         poll_seconds: float | None = None,
         observability: ObservabilityOptions | None = None,
+        grpc_port: int | None = None,
     ) -> None:
         self.repository = Path(repository)
         self.host = host
         self.port = port
+        self.grpc_port = grpc_port  # None: no gRPC front end
         self.limits = limits or Limits()
         self.shutdown_grace_seconds = shutdown_grace_seconds
         self.poll_seconds = poll_seconds  # None: no polling; the control API still reloads
@@ -54,6 +60,7 @@ class Server:
         )
         self._tracker = ConnectionTracker()
         self._server: asyncio.Server | None = None
+        self._grpc: GrpcFrontEnd | None = None
         self._watch: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
 
@@ -64,6 +71,12 @@ class Server:
         sock: socket.socket = self._server.sockets[0]
         port: int = sock.getsockname()[1]
         return port
+
+    @property
+    def bound_grpc_port(self) -> int:
+        """The port gRPC actually listens on (differs from ``grpc_port`` when that was 0)."""
+        assert self._grpc is not None, "start() with a grpc_port first"
+        return self._grpc.port
 
     async def start(self) -> None:
         """Listen at once (liveness answers while models load), then load the repository."""
@@ -81,6 +94,19 @@ class Server:
             await self.observability.close()
             raise
         log.info("listening on http://%s:%d", self.host, self.bound_port)
+        if self.grpc_port is not None:
+            # Imported here: an HTTP-only server does not pay for grpcio and the protocol's messages.
+            from .grpc import GrpcFrontEnd
+
+            self._grpc = GrpcFrontEnd(self.handlers, self.limits)
+            try:
+                await self._grpc.start(self.host, self.grpc_port)
+            except BaseException:
+                self._grpc = None
+                self._server.close()
+                self._server = None
+                await self.observability.close()
+                raise
         await self.registry.load_all()
         # What start-up made lives as long as the server: keep it out of every later collection,
         # whose full passes would otherwise walk it while requests wait (gc.freeze, Python 3.7+).
@@ -103,9 +129,15 @@ class Server:
         for connection in list(self._tracker.connections):
             connection.close()
         loop = asyncio.get_running_loop()
+        # gRPC refuses new calls at once and drains its in-flight ones while HTTP drains its own;
+        # the models are released only when both are done (or the grace period is over).
+        grpc_stopped = loop.create_task(self._grpc.stop(self.shutdown_grace_seconds)) if self._grpc else None
         deadline = loop.time() + self.shutdown_grace_seconds
         while self._tracker.busy and loop.time() < deadline:
             await asyncio.sleep(0.01)
+        if grpc_stopped is not None:
+            await grpc_stopped
+            self._grpc = None
         await self.registry.close()
         await self.observability.close()  # after the last answers: their failures are written
         with contextlib.suppress(Exception):
@@ -145,8 +177,12 @@ def serve(
     tokens: Tokens | None = None,
     poll_seconds: float | None = None,
     observability: ObservabilityOptions | None = None,
+    grpc_port: int | None = None,
 ) -> None:
-    """Serve ``repository`` until SIGINT/SIGTERM; returns after a graceful shutdown."""
+    """Serve ``repository`` until SIGINT/SIGTERM; returns after a graceful shutdown.
+
+    ``grpc_port`` also serves the protocol over gRPC there (off when None).
+    """
     server = Server(
         repository,
         host,
@@ -156,5 +192,6 @@ def serve(
         tokens=tokens,
         poll_seconds=poll_seconds,
         observability=observability,
+        grpc_port=grpc_port,
     )
     run_event_loop(server.serve_until_signal())

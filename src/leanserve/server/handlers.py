@@ -1,8 +1,10 @@
 """What each endpoint answers, independent of the HTTP layer that carries it.
 
-Both front ends call these: the fast httptools protocol (:mod:`.http`) for the hot paths and
+Both HTTP front ends call these: the fast httptools protocol (:mod:`.http`) for the hot paths and
 the Starlette app (:mod:`.asgi`) for everything, so that under uvicorn or Ray Serve the same
 answers come back. Every error becomes ``{"error": "..."}`` with its status here, in one place.
+The answers as data (``*_doc`` methods, which raise :class:`~leanserve.errors.LeanserveError`)
+are what the gRPC front end (:mod:`.grpc`) puts into its messages, so both protocols say the same.
 """
 
 from __future__ import annotations
@@ -107,9 +109,11 @@ class Handlers:
     def live(self) -> Reply:
         return Reply(200)
 
+    def is_ready(self) -> bool:
+        return self.registry.loaded and not self.shutting_down
+
     def ready(self) -> Reply:
-        ok = self.registry.loaded and not self.shutting_down
-        return Reply(200 if ok else 503)
+        return Reply(200 if self.is_ready() else 503)
 
     def model_ready(self, model: str, version: str | None) -> Reply:
         try:
@@ -135,41 +139,43 @@ class Handlers:
 
     def model_metadata(self, model: str, version: str | None) -> Reply:
         try:
-            snap = self._configured(model, version)
-            versions = [str(v.version) for v in self.registry.model(model).versions]
+            return json_reply(self.model_metadata_doc(model, version))
         except LeanserveError as e:
             return error_reply(e)
+
+    def model_metadata_doc(self, model: str, version: str | None) -> dict[str, Any]:
+        snap = self._configured(model, version)
+        versions = [str(v.version) for v in self.registry.model(model).versions]
         config = snap.config
-        assert config is not None
+        assert config is not None  # _configured guarantees it
         batch = [-1] if config.batching else []
-        return json_reply(
-            {
-                "name": model,
-                "versions": versions,
-                "platform": config.platform,
-                "inputs": [
-                    {"name": t.name, "datatype": t.datatype, "shape": batch + list(t.shape)} for t in config.inputs
-                ],
-                "outputs": [
-                    {"name": t.name, "datatype": t.datatype, "shape": batch + list(t.shape)} for t in config.outputs
-                ],
-                "parameters": {
-                    "version": str(snap.version),
-                    "metadata": config.metadata,
-                    "state": snap.state.value,
-                    "load": snap.load,
-                    "memory_bytes": snap.memory_bytes,
-                },
-            }
-        )
+        return {
+            "name": model,
+            "versions": versions,
+            "platform": config.platform,
+            "inputs": [{"name": t.name, "datatype": t.datatype, "shape": batch + list(t.shape)} for t in config.inputs],
+            "outputs": [
+                {"name": t.name, "datatype": t.datatype, "shape": batch + list(t.shape)} for t in config.outputs
+            ],
+            "parameters": {
+                "version": str(snap.version),
+                "metadata": config.metadata,
+                "state": snap.state.value,
+                "load": snap.load,
+                "memory_bytes": snap.memory_bytes,
+            },
+        }
 
     def model_config(self, model: str, version: str | None) -> Reply:
         try:
-            snap = self._configured(model, version)
+            return json_reply(self.model_config_doc(model, version))
         except LeanserveError as e:
             return error_reply(e)
+
+    def model_config_doc(self, model: str, version: str | None) -> dict[str, Any]:
+        snap = self._configured(model, version)
         assert snap.config is not None  # _configured guarantees it
-        return json_reply(triton_config(snap.config, snap.version, snap.providers, snap.load, snap.memory_bytes))
+        return triton_config(snap.config, snap.version, snap.providers, snap.load, snap.memory_bytes)
 
     def _configured(self, model: str, version: str | None) -> VersionSnapshot:
         """The version's snapshot when its configuration is known (loaded or not); 503 when it is not."""
@@ -180,44 +186,57 @@ class Handlers:
 
     def model_stats(self, model: str | None, version: str | None) -> Reply:
         try:
-            if model is None:
-                versions = [v for m in self.registry.snapshot() for v in m.versions]
-            elif version:
-                versions = [self.registry.describe(model, version)]
-            else:
-                versions = list(self.registry.model(model).versions)
+            return json_reply({"model_stats": self.model_stats_docs(model, version)})
         except LeanserveError as e:
             return error_reply(e)
-        return json_reply({"model_stats": [v.stats.triton_dict() for v in versions]})
+
+    def model_stats_docs(self, model: str | None, version: str | None) -> list[dict[str, object]]:
+        """Triton's ``model_stats`` entries: every version (no model), the model's, or one version's."""
+        if model is None:
+            versions = [v for m in self.registry.snapshot() for v in m.versions]
+        elif version:
+            versions = [self.registry.describe(model, version)]
+        else:
+            versions = list(self.registry.model(model).versions)
+        return [v.stats.triton_dict() for v in versions]
 
     # ---- the model repository extension ---------------------------------------------------------
 
     def repository_index(self, body: bytes = b"") -> Reply:
         """Triton's index: every model version with its state and reason; ``{"ready": true}`` filters."""
         try:
-            ready_only = _ready_filter(body)
+            return json_reply(self.repository_index_docs(_ready_filter(body)))
         except LeanserveError as e:
             return error_reply(e)
+
+    def repository_index_docs(self, ready_only: bool) -> list[dict[str, Any]]:
         entries = [entry for m in self.registry.snapshot() for entry in _index_entries(m)]
         if ready_only:
             entries = [e for e in entries if e["state"] == "READY"]
-        return json_reply(entries)
+        return entries
 
     async def load_model(self, model: str, authorization: str | None) -> Reply:
         try:
-            require_admin(self.tokens, authorization)
-            await self.registry.load(model)
+            await self.load(model, authorization)
         except LeanserveError as e:
             return error_reply(e)
         return Reply(200)
 
     async def unload_model(self, model: str, authorization: str | None) -> Reply:
         try:
-            require_admin(self.tokens, authorization)
-            await self.registry.unload(model)
+            await self.unload(model, authorization)
         except LeanserveError as e:
             return error_reply(e)
         return Reply(200)
+
+    async def load(self, model: str, authorization: str | None) -> None:
+        """Model control's load, behind the admin token (401 without it, 403 with a wrong one)."""
+        require_admin(self.tokens, authorization)
+        await self.registry.load(model)
+
+    async def unload(self, model: str, authorization: str | None) -> None:
+        require_admin(self.tokens, authorization)
+        await self.registry.unload(model)
 
     def metrics(self) -> tuple[bytes, bytes]:
         return render_metrics(self._metrics)
