@@ -264,3 +264,15 @@ async def test_a_version_that_is_not_a_canonical_number_is_a_404(repo: Path, ver
         registry.acquire_now("m", version)
     assert registry.stats_of("m", version) is None
     await registry.close()
+
+
+async def test_a_request_whose_deadline_passes_during_a_load_gets_a_504(repo: Path) -> None:
+    from leanserve.errors import DeadlineExceeded
+
+    add_model(repo, "m", 1.0)
+    registry = ModelRegistry(repo)
+    await registry.load_all()
+    with pytest.raises(DeadlineExceeded, match="deadline passed while model 'm' version 1 was loading"):
+        await registry.acquire("m", None, deadline=asyncio.get_running_loop().time())
+    assert await answer(registry, "m") == 1.0  # the load went on for the next request
+    await registry.close()

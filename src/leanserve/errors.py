@@ -88,6 +88,12 @@ class ModelNotReady(ServerError):
     status = 503
 
 
+class DeadlineExceeded(ServerError):
+    """The request's own deadline passed before it could be answered."""
+
+    status = 504
+
+
 class InferenceFailed(ServerError):
     """The engine raised while running a batch."""
 

@@ -28,7 +28,7 @@ from typing import Any
 from .batching import Batcher
 from .check import check_version
 from .config import LoadPolicy, ModelConfig, version_number
-from .errors import ConfigError, LeanserveError, ModelNotFound, ModelNotReady
+from .errors import ConfigError, DeadlineExceeded, LeanserveError, ModelNotFound, ModelNotReady
 from .eviction import Resident, choose_victims
 from .memory import format_size, map_large_allocations, release_freed_memory, resident_bytes
 from .repository import (
@@ -234,10 +234,14 @@ class ModelRegistry:
         return lease
 
     async def acquire(self, name: str, version: str | None, deadline: float | None = None) -> Lease:
-        """The version's lease, loading it first when needed (one load however many ask)."""
+        """The version's lease, loading it first when needed (one load however many ask).
+
+        Waits at most the load timeout, or until ``deadline`` (event-loop time) when that comes first.
+        """
         loop = asyncio.get_running_loop()
         timeout = self.options.load_timeout_seconds
-        end = loop.time() + timeout if deadline is None else min(deadline, loop.time() + timeout)
+        load_end = loop.time() + timeout
+        end = load_end if deadline is None else min(deadline, load_end)
         while True:
             lease = self.acquire_now(name, version)
             if lease is not None:
@@ -250,8 +254,13 @@ class ModelRegistry:
                     raise TimeoutError
                 error = await asyncio.wait_for(asyncio.shield(transition), remaining)
             except TimeoutError:
+                state = slot.state.value.lower()
+                if end < load_end:  # the request's own deadline came first
+                    raise DeadlineExceeded(
+                        f"the request's deadline passed while model {name!r} version {slot.version} was {state}"
+                    ) from None
                 raise ModelNotReady(
-                    f"model {name!r} version {slot.version} is still {slot.state.value.lower()} after {timeout:g} s",
+                    f"model {name!r} version {slot.version} is still {state} after {timeout:g} s",
                     hint="retry shortly",
                     retry_after=max(1, round(slot.stats.load_seconds) or 1),
                 ) from None
