@@ -153,6 +153,7 @@ def test_a_shadow_mirrors_copies_sheds_them_under_load_and_stops_on_disagreement
             exp.record_comparison(compare_outputs({"y": scores}, {"y": flipped}))
         shadow = exp.status()["shadow"]
         assert (shadow["mirrored"], shadow["shed"], shadow["compared"]) == (1, 1, 400)
+        assert (exp.mirrored, exp.shed) == (1, 1)  # this process's own counts, for its metrics
         assert shadow["agreement"]["estimate"] == pytest.approx(0.8)
         d = exp.evaluate()
         assert d.action is Action.STOP and "shadow_agreement" in d.reason
@@ -189,7 +190,7 @@ def test_changing_the_arms_of_a_recorded_experiment_is_refused(tmp_path: Path) -
 
 def test_status_is_json(tmp_path: Path) -> None:
     with Experiment.open(CANARY, tmp_path / "e.db") as exp:
-        assert exp.unit_of((("x-other", "1"), ("x-experiment-unit", "alice"))) == "alice"
+        assert exp.unit_of((("x-other", "1"), ("x-leanserve-unit", "alice"))) == "alice"
         assert exp.unit_of(()) is None
         empty = exp.status()
         serve(exp, random.Random(5), 3000)

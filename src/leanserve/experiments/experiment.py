@@ -70,6 +70,10 @@ class Experiment:
         self._lock = threading.Lock()  # one state change at a time: evaluation or an operator's call
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # Shadow copies this process sent and shed, for its metrics (the store keeps the totals
+        # of every process and restart).
+        self.mirrored = 0
+        self.shed = 0
         labels = tuple(a.label for a in config.arms)
         state = store.state()
         if state.arms and state.arms != labels:
@@ -129,9 +133,11 @@ class Experiment:
         point = unit_point(self.config.effective_salt + "/shadow", unit) if unit is not None else self._rng.random()
         verdict = mirror(point, self.config.shadow_sample, candidate_in_flight, self.config.shadow_max_in_flight)
         if verdict is Mirror.SEND:
+            self.mirrored += 1
             self.store.add(MIRRORED, 1, 0)
             return self.config.arms[1]
         if verdict is Mirror.SHED:
+            self.shed += 1
             self.store.add(SHED, 1, 0)
         return None
 
