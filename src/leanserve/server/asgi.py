@@ -8,7 +8,7 @@ arguments out of the URL and call :class:`.handlers.Handlers`.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
@@ -38,12 +38,19 @@ def to_response(reply: Reply) -> Response:
     return Response(reply.body, reply.status, headers=headers, media_type=reply.content_type.decode())
 
 
-def request_context(request: Request) -> RequestContext:
-    """The same context the fast front end builds, from a Starlette request."""
+def request_context(request: Request, context_headers: Iterable[bytes] = ()) -> RequestContext:
+    """The same context the fast front end builds, from a Starlette request.
+
+    ``context_headers``: the lower-case names of the headers the router asks for (its experiments'
+    unit headers, :attr:`leanserve.router.Router.unit_headers`).
+    """
+    headers = request.headers
+    wanted = tuple((n, v) for n in map(bytes.decode, context_headers) if (v := headers.get(n)) is not None)
     return RequestContext(
-        request.headers.get("x-request-id", "")[:128] or next_request_id(),
+        headers.get("x-request-id", "")[:128] or next_request_id(),
         request.client.host if request.client else None,
-        authorization=request.headers.get("authorization"),
+        wanted,
+        authorization=headers.get("authorization"),
     )
 
 
@@ -55,7 +62,7 @@ def build_app(handlers: Handlers, lifespan: Lifespan | None = None, dashboard: D
     async def infer(request: Request) -> Response:
         body = await request.body()
         reply = await handlers.infer_async(
-            request_context(request),
+            request_context(request, handlers.router.unit_headers),
             request.path_params["model"],
             version_of(request),
             InferBody(body, request.headers.get(HEADER_LENGTH), request.headers.get("content-encoding")),

@@ -16,6 +16,7 @@ import orjson
 
 from .. import __version__
 from ..errors import InvalidInput, LeanserveError, ModelNotReady
+from ..experiments.alias import ARM_HEADER, Alias
 from ..futures import call_as_future
 from ..protocol import InferResult, encode_error, encode_infer_result
 from ..registry import ModelRegistry, ModelSnapshot, VersionSnapshot
@@ -85,13 +86,15 @@ class Handlers:
 
         def done(result: InferResult | None, error: LeanserveError | None) -> None:
             if error is not None:
-                respond(error_reply(error))
-                return
-            assert result is not None
-            try:
-                reply = _result_reply(result)
-            except LeanserveError as e:
-                reply = error_reply(e)
+                reply = error_reply(error)
+            else:
+                assert result is not None
+                try:
+                    reply = _result_reply(result)
+                except LeanserveError as e:
+                    reply = error_reply(e)
+            if ctx.arm:  # through an experiment alias: name the arm that answered
+                reply.headers += ((ARM_HEADER, ctx.arm.encode()),)
             respond(reply)
 
         self.router.infer(ctx, model, version, wire, done)
@@ -113,6 +116,7 @@ class Handlers:
 
     def model_ready(self, model: str, version: str | None) -> Reply:
         try:
+            model, version, _ = self._target(model, version)
             snap = self.registry.describe(model, version)
         except LeanserveError as e:
             return error_reply(e)
@@ -134,7 +138,9 @@ class Handlers:
         return json_reply({"name": "leanserve", "version": __version__, "extensions": list(EXTENSIONS)})
 
     def model_metadata(self, model: str, version: str | None) -> Reply:
+        name = model
         try:
+            model, version, alias = self._target(model, version)
             snap = self._configured(model, version)
             versions = [str(v.version) for v in self.registry.model(model).versions]
         except LeanserveError as e:
@@ -142,9 +148,18 @@ class Handlers:
         config = snap.config
         assert config is not None
         batch = [-1] if config.batching else []
+        extra: dict[str, Any] = {}
+        if alias is not None:
+            versions = [str(snap.version)]
+            extra["experiment"] = {
+                "mode": alias.experiment.config.mode,
+                "phase": alias.experiment.state.phase,
+                "control": f"{snap.name}:{snap.version}",
+                "arms": [arm.label for arm in alias.arms],
+            }
         return json_reply(
             {
-                "name": model,
+                "name": name,
                 "versions": versions,
                 "platform": config.platform,
                 "inputs": [
@@ -159,17 +174,34 @@ class Handlers:
                     "state": snap.state.value,
                     "load": snap.load,
                     "memory_bytes": snap.memory_bytes,
+                    **extra,
                 },
             }
         )
 
     def model_config(self, model: str, version: str | None) -> Reply:
+        name = model
         try:
+            model, version, _ = self._target(model, version)
             snap = self._configured(model, version)
         except LeanserveError as e:
             return error_reply(e)
         assert snap.config is not None  # _configured guarantees it
-        return json_reply(triton_config(snap.config, snap.version, snap.providers, snap.load, snap.memory_bytes))
+        config = triton_config(snap.config, snap.version, snap.providers, snap.load, snap.memory_bytes)
+        return json_reply({**config, "name": name})
+
+    def _target(self, model: str, version: str | None) -> tuple[str, str | None, Alias | None]:
+        """The model and version that answer for ``model``: an experiment alias answers with its control's."""
+        alias = self.router.aliases.get(model)
+        if alias is None:
+            return model, version, None
+        if version is not None:
+            raise InvalidInput(
+                f"{model!r} is an experiment alias: it has no versions of its own",
+                hint=f"ask /v2/models/{model}, or a model version by its own name",
+            )
+        control = alias.arms[0]
+        return control.model, alias.versions[control], alias
 
     def _configured(self, model: str, version: str | None) -> VersionSnapshot:
         """The version's snapshot when its configuration is known (loaded or not); 503 when it is not."""
