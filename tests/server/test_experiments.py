@@ -16,48 +16,12 @@ import pytest
 from leanserve.errors import ConfigError
 from leanserve.server.auth import Tokens
 from leanserve.server.experiments import ExperimentOptions
-from tests.fixtures.onnx_models import write_marked_model, write_reshape_to_two_rows
+from tests.fixtures.experiments import EXPERIMENTS, write_repository
 from tests.server.conftest import RunningServer
 
 ADMIN = "experiment-admin-token"
 BODY = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}
 FAST = ExperimentOptions(evaluate_seconds=0.1)
-
-EXPERIMENTS = """
-[experiments.ab]
-mode = "split"
-arms = [{model = "m", version = 1}, {model = "m", version = 2}]
-primary_metric = "conversion"
-
-[experiments.mirror]
-mode = "shadow"
-arms = [{model = "m", version = 1}, {model = "m", version = 2}]
-
-[experiments.busy]
-mode = "shadow"
-arms = [{model = "m", version = 1}, {model = "slow"}]
-shadow_max_in_flight = 1
-
-[experiments.risky]
-mode = "canary"
-arms = [{model = "m", version = 1}, {model = "two"}]
-steps = [50, 100]
-min_samples = 10
-min_samples_per_step = 10
-planned_samples = 100
-"""
-
-
-def write_repository(root: Path, experiments: str = EXPERIMENTS) -> Path:
-    """m: versions 1 and 2 answer 1.0 and 2.0; two fails one-row requests (500); slow takes milliseconds."""
-    write_marked_model(root / "m" / "1" / "model.onnx", 1.0, weight_mib=0.05)
-    write_marked_model(root / "m" / "2" / "model.onnx", 2.0, weight_mib=0.05)
-    (root / "m" / "model.toml").write_text('version_policy = "all"\nmax_batch_size = 8\n')
-    write_reshape_to_two_rows(root / "two" / "1" / "model.onnx")
-    write_marked_model(root / "slow" / "1" / "model.onnx", 1.0, weight_mib=16)
-    (root / "slow" / "model.toml").write_text("max_batch_size = 1\n")
-    (root / "experiments.toml").write_text(experiments)
-    return root
 
 
 @pytest.fixture(scope="module")
