@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from leanserve.errors import ConfigError, UsageError
-from leanserve.experiments import Action, Arm, Experiment, ExperimentConfig, compare_outputs
+from leanserve.experiments import Action, Arm, Experiment, ExperimentConfig, Recorder, compare_outputs
 from leanserve.experiments.records import ASSIGNED
 
 from .support import serve
@@ -203,3 +203,25 @@ def test_status_is_json(tmp_path: Path) -> None:
     assert control["role"] == "control" and control["requests"] > 2900
     p99 = control["latency_s"]["p99"]
     assert p99["lower"] <= p99["estimate"] <= p99["upper"] and "fixed_n" in p99
+
+
+def test_a_recorder_counts_what_assign_and_record_would_and_hands_it_over_on_flush(tmp_path: Path) -> None:
+    config = ExperimentConfig("r", "split", ARMS, primary_metric="conversion")
+    with Experiment.open(config, tmp_path / "a.db") as direct, Experiment.open(config, tmp_path / "b.db") as batched:
+        recorder = Recorder(batched)
+        for i in range(300):
+            unit = f"u{i % 40}"
+            a, b = direct.assign(unit), recorder.assign(unit)
+            assert a == b  # the same sticky assignment
+            latency, ok = 0.001 * (1 + i % 7), i % 11 != 0
+            direct.record(a, latency, ok, key=unit)
+            recorder.record(b, latency, ok, key=unit)
+        assert sum(a["requests"] for a in batched.status()["arms"]) == 0  # nothing before the flush
+        recorder.flush()
+        recorder.flush()  # nothing twice
+        direct.feedback("u3")
+        batched.feedback("u3")
+        mine, theirs = direct.status(), batched.status()
+        assert mine["arms"] == theirs["arms"] and mine["srm"] == theirs["srm"]
+        assert sum(a["requests"] for a in theirs["arms"]) == 300
+        assert sum(a["feedback"]["with_feedback"] for a in theirs["arms"]) == 1

@@ -79,7 +79,7 @@ def test_feedback_by_response_id_or_unit_lands_on_the_arm_that_answered(server: 
     answers = [infer(server.url, "ab", id=f"order-{i}") for i in range(20)]
     assert [a.json()["id"] for a in answers] == [f"order-{i}" for i in range(20)]
     no_id = infer(server.url, "ab").json()
-    assert no_id["id"].startswith("ls-")  # an alias's answer always carries an id: its feedback key
+    assert no_id["id"].startswith("ls-")  # with feedback, an answer always carries an id: its key
     for a in answers[:5]:
         r = httpx.post(f"{server.url}/v2/experiments/ab/feedback", json={"key": a.json()["id"], "reward": 1})
         assert r.status_code == 200
@@ -173,6 +173,7 @@ def test_a_shadow_answers_from_the_control_and_compares_the_candidate(server: Ru
     answers = [infer(server.url, "mirror", f"sh-{i}") for i in range(30)]
     assert {(r.status_code, r.headers["x-leanserve-arm"]) for r in answers} == {(200, "m:1")}
     assert {r.json()["outputs"][0]["data"][0] for r in answers} == {1.0}  # the control's answers only
+    assert "id" not in answers[0].json()  # no feedback here: the answer is the model's, plus the arm
     wait_for(lambda: status(server.url, "mirror")["shadow"]["compared"] >= before + 30)
     doc = status(server.url, "mirror")
     shadow = doc["shadow"]

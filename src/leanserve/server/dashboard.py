@@ -114,8 +114,8 @@ class Dashboard:
         )
         doc["signed_in"] = self.tokens.admin is not None
         doc["failure_log"] = self.observability.failures is not None
-        if self.experiments is not None:  # their status reads SQLite: off the event loop
-            doc["experiments"] = await asyncio.to_thread(self.experiments.statuses)
+        if self.experiments is not None:
+            doc["experiments"] = await self.experiments.statuses()
         return Reply(200, orjson.dumps(doc), headers=((b"cache-control", b"no-store"),))
 
     async def failures(self, authorization: str | None, cookie: str | None, params: Mapping[str, str]) -> Reply:

@@ -46,6 +46,7 @@ STARTED_NAME: Final = "experiments.json"  # in the state directory: those starte
 API_SOURCE: Final = "POST /v2/experiments"
 MAX_KEY_CHARS: Final = 256
 ACTIONS: Final = ("stop", "promote", "rollback")
+FLUSH_SECONDS: Final = 0.1  # how often the request path's counts reach the stores (and the evaluators)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +74,7 @@ class Experiments:
         self._configs: dict[str, ExperimentConfig] = {}
         self._started: dict[str, dict[str, Any]] = {}  # the tables of those started through the API
         self._lock = asyncio.Lock()  # one start at a time: a name is checked and taken together
+        self._flusher: asyncio.Task[None] | None = None
 
     @property
     def aliases(self) -> dict[str, Alias]:
@@ -109,15 +111,30 @@ class Experiments:
             raise
         for exp in opened:
             self._serve(exp)
+        self._flusher = asyncio.get_running_loop().create_task(self._flush_every(FLUSH_SECONDS))
         if opened:
             log.info("experiments: %s", ", ".join(f"{e.name} ({e.config.mode}, {e.state.phase})" for e in opened))
 
     async def close(self) -> None:
         """Stop evaluating and write every experiment's pending records (after the last request)."""
+        if self._flusher is not None:
+            self._flusher.cancel()
+            self._flusher = None
+        self.flush()
         experiments = [a.experiment for a in self.aliases.values()]
         self.aliases.clear()
         for exp in experiments:
             await asyncio.to_thread(exp.close)
+
+    def flush(self) -> None:
+        """Hand what the request path counted to the experiments' stores (on the event loop)."""
+        for alias in self.aliases.values():
+            alias.recorder.flush()
+
+    async def _flush_every(self, seconds: float) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            self.flush()
 
     # ---- the API ---------------------------------------------------------------------------------
 
@@ -149,9 +166,11 @@ class Experiments:
         """What each experiment is, from memory (cheap)."""
         return [_summary(a, "api" if a.name in self._started else "file") for a in self.aliases.values()]
 
-    def statuses(self) -> list[dict[str, Any]]:
-        """Every experiment's status. Reads the records: call it off the event loop."""
-        return [alias.experiment.status() for alias in list(self.aliases.values())]
+    async def statuses(self) -> list[dict[str, Any]]:
+        """Every experiment's status, up to the last request."""
+        self.flush()
+        aliases = list(self.aliases.values())
+        return await asyncio.to_thread(lambda: [a.experiment.status() for a in aliases])  # SQLite: off the loop
 
     # ---- inside --------------------------------------------------------------------------------
 
@@ -314,6 +333,7 @@ class ExperimentEndpoints:
                 )
             if isinstance(reward, bool) or not isinstance(reward, int | float) or not math.isfinite(reward):
                 raise InvalidInput(f'"reward" must be a finite number, got {str(reward)[:40]!r}')
+            alias.recorder.flush()  # the response first: feedback must not reach the store before it
             alias.experiment.feedback(key, float(reward))
         except LeanserveError as e:
             return error_reply(e)
@@ -321,6 +341,7 @@ class ExperimentEndpoints:
 
 
 async def _status_reply(alias: Alias) -> Reply:
+    alias.recorder.flush()  # up to the last request
     status = await asyncio.to_thread(alias.experiment.status)  # reads SQLite: off the event loop
     return Reply(200, orjson.dumps(status), headers=((b"cache-control", b"no-store"),))
 

@@ -200,8 +200,7 @@ class Handlers:
                 f"{model!r} is an experiment alias: it has no versions of its own",
                 hint=f"ask /v2/models/{model}, or a model version by its own name",
             )
-        control = alias.arms[0]
-        return control.model, alias.versions[control], alias
+        return alias.arms[0].model, alias.versions[0], alias
 
     def _configured(self, model: str, version: str | None) -> VersionSnapshot:
         """The version's snapshot when its configuration is known (loaded or not); 503 when it is not."""

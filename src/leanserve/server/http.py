@@ -46,6 +46,7 @@ _REASONS = {
     504: b"Gateway Timeout",
 }
 _OK_HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: %s\r\ncontent-length: %d\r\n\r\n"
+_OK_HEAD_WITH = b"HTTP/1.1 200 OK\r\ncontent-type: %s\r\ncontent-length: %d\r\n%s\r\n"
 # Inference URLs seen, parsed: a client calls the same few again and again. Bounded, so that
 # made-up URLs cannot grow it.
 _INFER_TARGETS: dict[bytes, tuple[str, str | None] | None] = {}
@@ -306,15 +307,14 @@ class HttpProtocol(asyncio.Protocol):
         if transport is None:
             return
         keep_alive = keep_alive and not self._closing
-        if (
-            reply.status == 200
-            and keep_alive
-            and reply.header_length is None
-            and not reply.headers
-            and len(reply.body) < 64 * 1024
-        ):
-            # The common answer in one formatting step: a plain JSON 200 on a kept-alive connection.
-            transport.write(_OK_HEAD % (reply.content_type, len(reply.body)) + reply.body)
+        if reply.status == 200 and keep_alive and reply.header_length is None and len(reply.body) < 64 * 1024:
+            # The common answer in one formatting step: a plain JSON 200 on a kept-alive connection
+            # (through an experiment alias, with the header naming the arm).
+            if not reply.headers:
+                transport.write(_OK_HEAD % (reply.content_type, len(reply.body)) + reply.body)
+            else:
+                extra = b"".join([name + b": " + value + b"\r\n" for name, value in reply.headers])
+                transport.write(_OK_HEAD_WITH % (reply.content_type, len(reply.body), extra) + reply.body)
             if self._queue:
                 self._next()
             return

@@ -208,7 +208,7 @@ class ModelCollector(Collector):
             exp = alias.experiment
             for i, arm in enumerate(alias.arms):
                 for outcome in OUTCOMES:
-                    requests.add_metric([*name, arm.label, outcome], alias.requests.get((i, outcome), 0))
+                    requests.add_metric([*name, arm.label, outcome], alias.requests(i, outcome))
             if alias.shadow:
                 for outcome in OUTCOMES:
                     copies.add_metric([*name, outcome], alias.copies.get(outcome, 0))
