@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import orjson
 import pytest
 
 from leanserve.errors import LeanserveError
+from leanserve.experiments import Arm, Experiment, ExperimentConfig
+from leanserve.experiments.alias import Alias
 from leanserve.protocol import InferResult, Limits
 from leanserve.registry import ModelRegistry
 from leanserve.router import InferBody, RequestContext, Router
@@ -107,3 +110,71 @@ async def test_a_failing_batch_reaches_the_hook_once(tmp_path: Path) -> None:
         assert registry.describe("two", None).stats.responses_by_code() == {200: 0, 500: 1}
     finally:
         await registry.close()
+
+
+# ---- experiment aliases ------------------------------------------------------------------------
+
+
+def alias(router: Router, tmp_path: Path, mode: str, **fields: object) -> Alias:
+    arms = (Arm("m", 1), Arm("lazy", 1))
+    config = ExperimentConfig("ab", mode, arms, **fields)  # type: ignore[arg-type]
+    found = Alias(Experiment.open(config, tmp_path / "experiments.sqlite3"))
+    router.aliases["ab"] = found
+    return found
+
+
+async def test_an_alias_request_goes_to_the_arm_its_unit_is_assigned_and_the_answer_names_it(
+    router: Router, tmp_path: Path
+) -> None:
+    ab = alias(router, tmp_path, "split", primary_metric="conversion")  # feedback: answers carry an id
+    try:
+        answers = {}
+        for unit in ("alice", "bob", "carol", "dave", "erin", "frank"):
+            ctx = RequestContext(f"r-{unit}", headers=(("x-leanserve-unit", unit),))
+            result = await router.infer_async(ctx, "ab", None, InferBody(GOOD))
+            arm = ab.experiment.choose_arm(unit)
+            assert ctx.experiment == "ab" and ctx.arm == f"{arm.model}:1"
+            assert (result.model_name, result.model_version, result.id) == ("ab", "1", f"r-{unit}")
+            assert result.parameters == {"leanserve_arm": ctx.arm}
+            answers[unit] = result.outputs[0].data.tolist()
+        assert {str(a) for a in answers.values()} == {"[[7.0]]", "[[8.0]]"}  # m answers 7, lazy (loaded on the way) 8
+        by_parameter = orjson.dumps({**orjson.loads(GOOD), "parameters": {"unit": "alice"}})
+        result = await router.infer_async(RequestContext("p"), "ab", None, InferBody(by_parameter))
+        assert result.outputs[0].data.tolist() == answers["alice"]
+        ab.recorder.flush()  # the server does this every 100 ms
+        status = ab.experiment.status()
+        assert sum(a["requests"] for a in status["arms"]) == 7
+        assert ab.successes == [ab.requests(0, "success"), ab.requests(1, "success")] and sum(ab.successes) == 7
+        with pytest.raises(LeanserveError, match="no versions of its own"):
+            await call(router, "ab", GOOD, version="1")
+        with pytest.raises(LeanserveError, match="not valid JSON"):  # decoded again, and counted, by the arm
+            await router.infer_async(RequestContext("bad"), "ab", None, InferBody(b"{nope"))
+        assert ab.requests(0, "client_error") + ab.requests(1, "client_error") == 1
+    finally:
+        ab.experiment.close()
+
+
+async def test_a_shadow_copy_leaves_after_the_control_answered_and_is_compared(router: Router, tmp_path: Path) -> None:
+    mirror = alias(router, tmp_path, "shadow")
+    in_flight_when_answered: list[int] = []
+    try:
+        done = asyncio.get_running_loop().create_future()
+
+        def answered(result: InferResult | None, error: LeanserveError | None) -> None:
+            in_flight_when_answered.append(mirror.copies_in_flight)
+            done.set_result(result)
+
+        router.infer(RequestContext("s"), "ab", None, InferBody(GOOD), answered)
+        result = await done
+        assert result.outputs[0].data.tolist() == [[7.0]] and in_flight_when_answered == [0]
+        assert mirror.copies_in_flight == 1  # sent once the answer was out
+        for _ in range(500):
+            if mirror.copies_in_flight == 0:
+                break
+            await asyncio.sleep(0.01)
+        mirror.recorder.flush()
+        shadow = mirror.experiment.status()["shadow"]
+        assert (shadow["mirrored"], shadow["compared"], shadow["agreement"]["estimate"]) == (1, 1, 0.0)  # 7 vs 8
+        assert mirror.copies == {"success": 1}
+    finally:
+        mirror.experiment.close()

@@ -28,13 +28,14 @@ from .optimization import OptimizeResult, optimize
 from .protocol import InferInput, InferRequest, InferRequestedOutput, InferResult, Limits
 from .registry import RegistryOptions
 from .repository import scan_repository
-from .server import ObservabilityOptions, Server, asgi_app, serve
+from .server import ExperimentOptions, ObservabilityOptions, Server, asgi_app, serve
 from .server.auth import Tokens
 
 __all__ = [
     "CheckReport",
     "ClientError",
     "ConfigError",
+    "ExperimentOptions",
     "InferInput",
     "InferRequest",
     "InferRequestedOutput",

@@ -39,6 +39,12 @@ class ModelNotFound(ClientError):
     status = 404
 
 
+class Conflict(ClientError):
+    """The request clashes with what exists (a name already taken)."""
+
+    status = 409
+
+
 class PayloadTooLarge(ClientError):
     status = 413
 

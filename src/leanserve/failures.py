@@ -7,7 +7,8 @@ transaction at a time: it wakes on the first failure, collects whatever else fai
 past ``max_entries``. So a burst of bad requests costs the loop a few appends, never a disk write.
 Readers (:meth:`FailureLog.query`) flush the buffer first, so they see every failure recorded
 before they asked. No request body is stored: time, model, version, status, message, request id,
-client address, and the experiment arm (empty until experiments exist).
+client address, and for a request through an experiment alias the arm that served it
+(``alias/model:version``; a shadow copy's ends in `` shadow``).
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ class Failure:
     message: str
     request_id: str
     client: str
-    arm: str = ""  # the experiment arm that served it; experiments do not exist yet
+    arm: str = ""  # through an experiment alias: "alias/model:version" of the arm that served it
 
     def as_dict(self) -> dict[str, object]:
         iso = datetime.fromtimestamp(self.time, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -193,7 +194,7 @@ class FailureLog:
                 str(error)[:_MAX_MESSAGE],
                 ctx.request_id[:_MAX_ID],
                 (ctx.client or "")[:_MAX_CLIENT],
-                "",
+                f"{ctx.experiment}/{ctx.arm}"[:_MAX_MODEL] if ctx.experiment else "",
             )
         )
         pending = len(buffer)

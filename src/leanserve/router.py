@@ -4,8 +4,14 @@ Both front ends (the fast HTTP protocol and the ASGI app) build a :class:`Reques
 :meth:`Router.infer`. The router acquires the version from the registry (waiting for a load when
 the model is not resident), decodes and validates the body against that version's configuration,
 queues it, releases the version when the answer is out, and counts every outcome once, including
-requests that fail while decoding. Experiments (an alias in front of several versions) plug in
-here: they choose the name and version to acquire.
+requests that fail while decoding.
+
+Experiments plug in here. An experiment's name is an alias called like a model; the one check a
+direct request pays for them is a dictionary lookup of its name. An alias request is decoded
+first (its unit may be a request parameter), the experiment chooses an arm, and the request goes
+on to that model version as a direct request would; its answer names the alias and the arm, and
+its latency and outcome are recorded for the arm. A shadow's candidate gets a copy of the decoded
+request after the control's answer has gone out, so the copy never delays it.
 """
 
 from __future__ import annotations
@@ -18,7 +24,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import LeanserveError, PayloadTooLarge
+from .errors import InvalidInput, LeanserveError, PayloadTooLarge
+from .experiments import Comparison, compare_outputs
+from .experiments.alias import ARM_PARAMETER, UNIT_HEADER, Alias
 from .futures import call_as_future
 from .protocol import (
     InferOutput,
@@ -46,7 +54,7 @@ def next_request_id() -> str:
 
 
 # Not frozen: a frozen dataclass costs twice as much to build, and these are built per request.
-# Nothing changes them after the front end made them.
+# Nothing but the router's alias path changes them after the front end made them.
 
 
 @dataclass(slots=True)
@@ -59,6 +67,10 @@ class RequestContext:
     headers: tuple[tuple[str, str], ...] = ()
     deadline: float | None = None  # event-loop time by which the answer is useless
     authorization: str | None = field(default=None, repr=False)  # never logged
+    # Through an experiment alias: the alias, and the arm serving the request ("model:version"),
+    # set by the router for the response header and the failure log.
+    experiment: str = ""
+    arm: str = ""
 
 
 @dataclass(slots=True)
@@ -78,6 +90,10 @@ class Router:
         # so a client cannot create label values (and metric series) at will.
         self.unrouted: dict[int, int] = {}
         self.on_failure: FailureHook | None = None
+        # Experiments by alias (the server's experiments fill it), and the request headers that
+        # carry their units: the front ends capture these and no other header for the router.
+        self.aliases: dict[str, Alias] = {}
+        self.unit_headers: set[bytes] = {UNIT_HEADER.encode()}
 
     def infer(
         self, ctx: RequestContext, name: str, version: str | None, wire: InferBody | InferRequest, done: ResultCallback
@@ -87,6 +103,10 @@ class Router:
         ``wire`` is the body as it came off HTTP, or a request a front end decoded itself (gRPC).
         """
         start = time.perf_counter()
+        alias = self.aliases.get(name)
+        if alias is not None:
+            self._infer_alias(alias, ctx, version, wire, done, start)
+            return
         try:
             if type(wire) is InferBody and len(wire.body) > self.limits.max_body_bytes:
                 raise PayloadTooLarge(
@@ -129,13 +149,7 @@ class Router:
         stats = lease.stats
         config = lease.config
         try:
-            if type(wire) is InferBody:
-                body = wire.body
-                if wire.content_encoding:
-                    body = decompress(body, wire.content_encoding, self.limits.max_body_bytes)
-                request = decode_infer_request(body, parse_header_length(wire.header_length), self.limits)
-            else:
-                request = wire  # type: ignore[assignment]
+            request = self._decode(wire) if isinstance(wire, InferBody) else wire
             rows = validate_request(request, config.inputs, config.outputs, config.max_batch_size or 0)
         except LeanserveError as e:
             self.registry.release(lease)
@@ -161,6 +175,127 @@ class Router:
 
         lease.batcher.submit({i.name: i.data for i in request.inputs}, rows, finish)
 
+    def _decode(self, wire: InferBody) -> InferRequest:
+        body = wire.body
+        if wire.content_encoding:
+            body = decompress(body, wire.content_encoding, self.limits.max_body_bytes)
+        return decode_infer_request(body, parse_header_length(wire.header_length), self.limits)
+
+    # ---- experiments ----------------------------------------------------------------------------
+
+    def _infer_alias(
+        self,
+        alias: Alias,
+        ctx: RequestContext,
+        version: str | None,
+        wire: InferBody | InferRequest,
+        done: ResultCallback,
+        start: float,
+    ) -> None:
+        # Every request through an alias pays for what is here (measured in benchmarks/experiments.py):
+        # arms go by index, labels are made once, and the common success path makes no call it can avoid.
+        if version is not None:
+            error = InvalidInput(
+                f"{alias.name!r} is an experiment alias: it has no versions of its own",
+                hint=f"call /v2/models/{alias.name}/infer, or a model version by its own name",
+            )
+            self._reject(ctx, alias.name, version, error, start, done)
+            return
+        request: InferRequest | None = None
+        if type(wire) is not InferBody:
+            request = wire  # type: ignore[assignment]
+        elif len(wire.body) <= self.limits.max_body_bytes:
+            try:  # noqa: SIM105 -- contextlib.suppress costs a microsecond here
+                request = self._decode(wire)
+            except LeanserveError:
+                pass  # the arm's own decode fails the same way, and counts it there
+        parameters = request.parameters if request is not None else None
+        unit = alias.unit(ctx.headers, parameters) if ctx.headers or parameters else None
+        recorder = alias.recorder
+        i = recorder.assign(unit)
+        model = alias.arms[i].model
+        version = alias.versions[i]
+        label = alias.labels[i]
+        ctx.experiment = alias.name
+        ctx.arm = label or self._label(model, version)
+        key = response_id = None
+        if alias.feedback:
+            # The feedback key: the unit when there is one (units are what the experiment assigns),
+            # else the response id, which the answer then carries.
+            response_id = request.id if request is not None and request.id else ctx.request_id
+            key = unit if unit is not None else response_id
+
+        def answered(result: InferResult | None, error: LeanserveError | None) -> None:
+            if result is not None:
+                recorder.record(i, time.perf_counter() - start, True, key)
+                alias.successes[i] += 1
+                arm = label or f"{model}:{result.model_version}"
+                ctx.arm = arm
+                result.model_name = alias.name
+                if response_id is not None:
+                    result.id = response_id
+                result.parameters = {**result.parameters, ARM_PARAMETER: arm}
+            else:
+                status = error.status  # type: ignore[union-attr]
+                recorder.record(i, time.perf_counter() - start, status < 500, key)
+                alias.count_failure(i, status)
+            done(result, error)
+            # After the answer is out: the copy costs the control nothing but the CPU it shares.
+            if alias.shadow and request is not None:
+                self._mirror(alias, ctx, unit, request, result)
+
+        if request is None:  # not decoded (too large, or malformed): the direct path says why
+            self.infer(ctx, model, version, wire, answered)
+            return
+        # The direct path's acquisition, from here (the request is decoded and within the limits).
+        try:
+            lease = self.registry.acquire_now(model, version)
+        except LeanserveError as e:
+            self._reject(ctx, model, version, e, start, answered)
+            return
+        if lease is None:
+            asyncio.get_running_loop().create_task(
+                self._infer_after_load(ctx, model, version, request, answered, start)
+            )
+            return
+        self._run(ctx, lease, request, answered, start)
+
+    def _label(self, model: str, version: str | None) -> str:
+        """``model:version`` of an arm, its default version resolved (a failed answer names it too)."""
+        if version is None:
+            stats = self.registry.stats_of(model, None)
+            version = str(stats.version) if stats is not None else "default"
+        return f"{model}:{version}"
+
+    def _mirror(
+        self, alias: Alias, ctx: RequestContext, unit: str | None, request: InferRequest, control: InferResult | None
+    ) -> None:
+        """Send a shadow copy of a request the control answered to the candidate, unless the policy sheds it."""
+        exp = alias.experiment
+        arm = exp.mirror(unit, alias.copies_in_flight)
+        if arm is None:
+            return
+        alias.copies_in_flight += 1
+        i = alias.arms.index(arm)
+        version = alias.versions[i]
+        label = f"{alias.labels[i] or self._label(arm.model, version)} shadow"
+        copy = RequestContext(ctx.request_id, ctx.client, ctx.headers, experiment=alias.name, arm=label)
+        start = time.perf_counter()
+
+        def compared(result: InferResult | None, error: LeanserveError | None) -> None:
+            alias.copies_in_flight -= 1
+            status = 200 if error is None else error.status
+            alias.recorder.record(i, time.perf_counter() - start, status < 500)
+            alias.count_copy(status)
+            if control is None:
+                return  # the control failed: nothing to compare with
+            if result is None:
+                exp.record_comparison(_NO_ANSWER)  # an error never agrees with an answer
+            else:
+                exp.record_comparison(compare_outputs(_outputs(control), _outputs(result)))
+
+        self.infer(copy, arm.model, version, request, compared)
+
     def _reject(
         self,
         ctx: RequestContext,
@@ -178,6 +313,13 @@ class Router:
         if self.on_failure is not None:
             self.on_failure(ctx, name, str(stats.version) if stats is not None else version or "", error)
         done(None, error)
+
+
+_NO_ANSWER = Comparison(agree=False, similarity=0.0, max_abs_error=float("inf"))
+
+
+def _outputs(result: InferResult) -> dict[str, np.ndarray]:
+    return {o.name: o.data for o in result.outputs}
 
 
 def _result(lease: Lease, request: InferRequest, outputs: dict[str, np.ndarray]) -> InferResult:

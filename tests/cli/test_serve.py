@@ -11,7 +11,7 @@ import pytest
 
 import leanserve.server
 from leanserve.cli import main
-from leanserve.server import ObservabilityOptions
+from leanserve.server import ExperimentOptions, ObservabilityOptions
 
 
 @pytest.fixture
@@ -34,6 +34,18 @@ def test_state_dir_failure_log_and_log_format_reach_the_server(tmp_path: Path, s
 def test_defaults_keep_the_failure_log_in_the_repository(tmp_path: Path, served: dict[str, Any]) -> None:
     assert main(["serve", str(tmp_path)]) == 0
     assert served["observability"] == ObservabilityOptions()
+    assert served["experiments"] == ExperimentOptions()  # <repository>/experiments.toml
+
+
+def test_experiments_may_come_from_another_file(
+    tmp_path: Path, served: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    file = tmp_path / "ab.toml"
+    assert main(["serve", str(tmp_path), "--experiments", str(file)]) == 2
+    assert "no such file" in capsys.readouterr().err
+    file.write_text("")
+    assert main(["serve", str(tmp_path), "--experiments", str(file)]) == 0
+    assert served["experiments"] == ExperimentOptions(file=file)
 
 
 def test_a_negative_failure_log_size_is_a_usage_error(

@@ -54,6 +54,9 @@ def make_repository(root: Path) -> Path:
     (root / "lazy" / "model.toml").write_text('load = "on_demand"\n')
     (root / "broken" / "1").mkdir(parents=True)
     (root / "broken" / "1" / "model.onnx").write_bytes(b"not an onnx file")
+    (root / "experiments.toml").write_text(
+        '[experiments.mlp-ab]\nmode = "split"\narms = [{model = "mlp", version = 1}, {model = "mlp", version = 2}]\n'
+    )
     return root
 
 
@@ -79,7 +82,7 @@ def traffic(server: RunningServer) -> Iterator[None]:
         deadline = time.monotonic() + 120
         with httpx.Client(base_url=server.url) as http:
             while not stop.is_set() and time.monotonic() < deadline:
-                model = rng.choice(["mlp", "mlp", "mlp/versions/1", "marked"])
+                model = rng.choice(["mlp", "mlp", "mlp/versions/1", "marked", "mlp-ab"])
                 luck = rng.random()
                 if luck < 0.02:
                     http.post(f"/v2/models/{model}/infer", content=b'{"inputs": [')
@@ -120,6 +123,18 @@ def model_rows(driver: Any) -> dict[str, str]:
     return {row.get_attribute("data-model"): row.text for row in rows}
 
 
+def experiment_card(driver: Any) -> dict[str, Any] | None:
+    """The mlp-ab experiment's card as the page shows it, once both its arms have answered."""
+    card: dict[str, Any] | None = driver.execute_script(
+        "const c = document.querySelector('div[data-experiment=\"mlp-ab\"]');"
+        "if (!c) return null;"
+        "const rows = [...c.querySelectorAll('tr[data-arm]')];"
+        "const arms = Object.fromEntries(rows.map(r => [r.dataset.arm, r.innerText]));"
+        "return {text: c.innerText, arms: arms, empty_shown: !document.getElementById('experiments-empty').hidden};"
+    )
+    return card
+
+
 def test_the_dashboard_follows_live_traffic(server: RunningServer, traffic: None, browser: Any, tmp_path: Path) -> None:
     browser.get(server.url + "/dashboard")
     rows = wait(browser, lambda d: (r := model_rows(d)) and len(r) == 4 and r)
@@ -138,6 +153,12 @@ def test_the_dashboard_follows_live_traffic(server: RunningServer, traffic: None
     )
     assert p99 > 0
     wait(browser, lambda d: "ms" in model_rows(d)["mlp"])  # the table's p50/p99 have figures
+
+    # The experiment in front of mlp's two versions, with both arms and their figures.
+    card = wait(browser, experiment_card)  # read in one script: the page redraws every poll
+    assert "split" in card["text"] and "running" in card["text"] and not card["empty_shown"]
+    assert set(card["arms"]) == {"mlp:1", "mlp:2"}
+    assert "control" in card["arms"]["mlp:1"] and "50.0%" in card["arms"]["mlp:2"]
 
     # A bad request of ours shows in the failure log, with its id, status and message.
     response = httpx.post(

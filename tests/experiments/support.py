@@ -34,7 +34,13 @@ def looks(batch: int, count: int) -> npt.NDArray[np.float64]:
 
 
 def rejections_rates(
-    rng: np.random.Generator, p_a: float, p_b: float, sims: int, batches: int, batch: int, mixture: NormalMixture,
+    rng: np.random.Generator,
+    p_a: float,
+    p_b: float,
+    sims: int,
+    batches: int,
+    batch: int,
+    mixture: NormalMixture,
     alpha: float,
 ) -> npt.NDArray[np.bool_]:
     """Per simulated experiment: whether the always-valid interval for p_b - p_a ever excluded 0,
@@ -48,7 +54,13 @@ def rejections_rates(
 
 
 def rejections_means(
-    rng: np.random.Generator, shift: float, sims: int, batches: int, batch: int, mixture: NormalMixture, alpha: float,
+    rng: np.random.Generator,
+    shift: float,
+    sims: int,
+    batches: int,
+    batch: int,
+    mixture: NormalMixture,
+    alpha: float,
 ) -> npt.NDArray[np.bool_]:
     """As :func:`rejections_rates`, for normal outcomes (sd 1) whose means differ by ``shift``."""
 

@@ -70,13 +70,10 @@ VERSION_0 = '[{model = "m", version = 0}, {model = "m"}]'
 
 
 def test_defaults() -> None:
-    c = parse_experiments(
-        tomllib.loads(f'[experiments.a]\nmode = "split"\n{ARMS}'), SOURCE
-    )["a"]
+    c = parse_experiments(tomllib.loads(f'[experiments.a]\nmode = "split"\n{ARMS}'), SOURCE)["a"]
     assert (c.alpha, c.srm_alpha, c.srm_test) == (0.05, 0.001, "sequential")
     assert (c.primary_metric, c.steps) == ("error_rate", (1, 5, 25, 50, 100))
     assert c.max_error_rate_increase == 0.01 and c.max_p99_ratio == 1.25 and c.min_shadow_agreement is None
-
 
 
 @pytest.mark.parametrize(

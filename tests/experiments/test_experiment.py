@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from leanserve.errors import ConfigError, UsageError
-from leanserve.experiments import Action, Arm, Experiment, ExperimentConfig, compare_outputs
+from leanserve.experiments import Action, Arm, Experiment, ExperimentConfig, Recorder, compare_outputs
 from leanserve.experiments.records import ASSIGNED
 
 from .support import serve
@@ -153,6 +153,7 @@ def test_a_shadow_mirrors_copies_sheds_them_under_load_and_stops_on_disagreement
             exp.record_comparison(compare_outputs({"y": scores}, {"y": flipped}))
         shadow = exp.status()["shadow"]
         assert (shadow["mirrored"], shadow["shed"], shadow["compared"]) == (1, 1, 400)
+        assert (exp.mirrored, exp.shed) == (1, 1)  # this process's own counts, for its metrics
         assert shadow["agreement"]["estimate"] == pytest.approx(0.8)
         d = exp.evaluate()
         assert d.action is Action.STOP and "shadow_agreement" in d.reason
@@ -172,8 +173,11 @@ def test_operator_actions_are_logged_and_checked(tmp_path: Path) -> None:
         assert exp.choose_arm("x") == three.arms[0] and exp.state.phase == "rolled_back"
         exp.stop("enough")
         log = exp.status()["decisions"]
-        assert [(d["action"], d["rule"]) for d in log] == [("promote", "operator"), ("rollback", "operator"),
-                                                           ("stop", "operator")]
+        assert [(d["action"], d["rule"]) for d in log] == [
+            ("promote", "operator"),
+            ("rollback", "operator"),
+            ("stop", "operator"),
+        ]
         assert log[-1]["reason"] == "enough"
         assert exp.evaluate().rule == "finished"
 
@@ -189,7 +193,7 @@ def test_changing_the_arms_of_a_recorded_experiment_is_refused(tmp_path: Path) -
 
 def test_status_is_json(tmp_path: Path) -> None:
     with Experiment.open(CANARY, tmp_path / "e.db") as exp:
-        assert exp.unit_of((("x-other", "1"), ("x-experiment-unit", "alice"))) == "alice"
+        assert exp.unit_of((("x-other", "1"), ("x-leanserve-unit", "alice"))) == "alice"
         assert exp.unit_of(()) is None
         empty = exp.status()
         serve(exp, random.Random(5), 3000)
@@ -202,3 +206,25 @@ def test_status_is_json(tmp_path: Path) -> None:
     assert control["role"] == "control" and control["requests"] > 2900
     p99 = control["latency_s"]["p99"]
     assert p99["lower"] <= p99["estimate"] <= p99["upper"] and "fixed_n" in p99
+
+
+def test_a_recorder_counts_what_assign_and_record_would_and_hands_it_over_on_flush(tmp_path: Path) -> None:
+    config = ExperimentConfig("r", "split", ARMS, primary_metric="conversion")
+    with Experiment.open(config, tmp_path / "a.db") as direct, Experiment.open(config, tmp_path / "b.db") as batched:
+        recorder = Recorder(batched)
+        for i in range(300):
+            unit = f"u{i % 40}"
+            a, b = direct.assign(unit), recorder.assign(unit)
+            assert a == b  # the same sticky assignment
+            latency, ok = 0.001 * (1 + i % 7), i % 11 != 0
+            direct.record(a, latency, ok, key=unit)
+            recorder.record(b, latency, ok, key=unit)
+        assert sum(a["requests"] for a in batched.status()["arms"]) == 0  # nothing before the flush
+        recorder.flush()
+        recorder.flush()  # nothing twice
+        direct.feedback("u3")
+        batched.feedback("u3")
+        mine, theirs = direct.status(), batched.status()
+        assert mine["arms"] == theirs["arms"] and mine["srm"] == theirs["srm"]
+        assert sum(a["requests"] for a in theirs["arms"]) == 300
+        assert sum(a["feedback"]["with_feedback"] for a in theirs["arms"]) == 1

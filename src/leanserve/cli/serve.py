@@ -53,13 +53,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--state-dir",
         type=Path,
         default=None,
-        help="where the server keeps its state (the failure log, failures.sqlite3); default: <repository>/.leanserve",
+        help="where the server keeps its state (the failure log, the experiments' records); "
+        "default: <repository>/.leanserve",
     )
     p.add_argument(
         "--failure-log-entries",
         type=int,
         default=None,
         help="failed requests the failure log keeps, oldest dropped first (default: 100000; 0: no failure log)",
+    )
+    p.add_argument(
+        "--experiments",
+        type=Path,
+        default=None,
+        help="the experiments to serve (A/B splits, shadows, canaries); default: <repository>/experiments.toml",
     )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument(
@@ -77,9 +84,11 @@ def run(args: argparse.Namespace) -> int:
     from ..memory import parse_size
     from ..protocol import Limits
     from ..registry import RegistryOptions
-    from ..server import ObservabilityOptions, serve
+    from ..server import ExperimentOptions, ObservabilityOptions, serve
     from ..server.auth import ADMIN_TOKEN_ENV, Tokens
 
+    if args.experiments is not None and not args.experiments.is_file():
+        raise UsageError(f"--experiments {args.experiments}: no such file")
     if not args.repository.is_dir():
         raise UsageError(f"{args.repository} is not a directory", hint="pass a model repository folder")
     if args.poll_seconds is not None and args.poll_seconds <= 0:
@@ -107,5 +116,6 @@ def run(args: argparse.Namespace) -> int:
         poll_seconds=args.poll_seconds,
         observability=ObservabilityOptions(state_dir=args.state_dir, failure_log_entries=entries),
         grpc_port=args.grpc_port,
+        experiments=ExperimentOptions(file=args.experiments),
     )
     return 0

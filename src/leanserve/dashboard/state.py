@@ -56,7 +56,7 @@ def dashboard_state(
         "models": [_model(m, recent.get(m.name), reports(m.name)) for m in models],
         "series": _series(sampler, [m.name for m in models]),
         "unrouted": {str(status): n for status, n in sorted(unrouted.items())},
-        "experiments": None,  # not built yet; the page says so rather than show made-up arms
+        "experiments": [],  # each experiment's status (the server fills it in, reading SQLite off the loop)
     }
 
 

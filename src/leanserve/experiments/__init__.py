@@ -20,7 +20,7 @@ evidence), :mod:`.decision` (the rule), :mod:`.store` (SQLite), :mod:`.experimen
 from .comparison import Comparison, compare_outputs
 from .config import Arm, ExperimentConfig, load_experiments, parse_experiments
 from .decision import Action, Check, Decision, decide
-from .experiment import Experiment
+from .experiment import Experiment, Recorder
 from .records import ExperimentState
 from .store import ExperimentStore, SqliteStore
 
@@ -34,6 +34,7 @@ __all__ = [
     "ExperimentConfig",
     "ExperimentState",
     "ExperimentStore",
+    "Recorder",
     "SqliteStore",
     "compare_outputs",
     "decide",

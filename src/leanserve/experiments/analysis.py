@@ -114,8 +114,15 @@ def checks(config: ExperimentConfig, snapshot: Snapshot, mixture: NormalMixture)
         if config.max_p99_ratio is not None:
             result.append(
                 _ratio_check(
-                    "p99_ratio", "guardrail", arm, control_latency, cand_latency, config.max_p99_ratio, mixture,
-                    alpha, ready,
+                    "p99_ratio",
+                    "guardrail",
+                    arm,
+                    control_latency,
+                    cand_latency,
+                    config.max_p99_ratio,
+                    mixture,
+                    alpha,
+                    ready,
                 )
             )
         if config.mode == "shadow" and config.min_shadow_agreement is not None:
@@ -123,9 +130,7 @@ def checks(config: ExperimentConfig, snapshot: Snapshot, mixture: NormalMixture)
     return result
 
 
-def _agreement_check(
-    tally: Tally, arm: int, bound: float, mixture: NormalMixture, alpha: float, enough: int
-) -> Check:
+def _agreement_check(tally: Tally, arm: int, bound: float, mixture: NormalMixture, alpha: float, enough: int) -> Check:
     compared = int(tally.count(COMPARED, arm))
     agreed = int(tally.count(AGREED, arm))
     c = mixture.concentration

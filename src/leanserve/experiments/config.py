@@ -90,8 +90,9 @@ class ExperimentConfig:
     # For shadow and canary, arms[0] is the control (it answers) and arms[1] the candidate.
     arms: tuple[Arm, ...]
     salt: str | None = None  # None: the name. A new salt reshuffles every unit.
-    # The request header that carries the unit (user, session) for sticky assignment.
-    unit_header: str = field(default="x-experiment-unit", metadata={"check": _header})
+    # The request header that carries the unit (user, session) for sticky assignment. The
+    # server's front ends capture this one header (and the request parameter ``unit``).
+    unit_header: str = field(default="x-leanserve-unit", metadata={"check": _header})
     steps: tuple[float, ...] = field(default=DEFAULT_STEPS, metadata={"check": _steps})
     min_samples_per_step: int = field(default=500, metadata={"minimum": 1})  # candidate outcomes at a step
     min_samples: int = field(default=100, metadata={"minimum": 1})  # per arm, before any promotion

@@ -107,9 +107,7 @@ def decide(config: ExperimentConfig, evidence: Evidence, state: ExperimentState)
     harm_adjusted = holm([c.harm_p if c.ready else 1.0 for c in evidence.checks])
     figures: dict[str, Any] = {
         "samples": list(evidence.samples),
-        "checks": [
-            {**c.figures(), "harm_p_holm": p} for c, p in zip(evidence.checks, harm_adjusted, strict=True)
-        ],
+        "checks": [{**c.figures(), "harm_p_holm": p} for c, p in zip(evidence.checks, harm_adjusted, strict=True)],
     }
     if config.mode == "canary":
         figures["step"] = state.step
@@ -136,9 +134,7 @@ def decide(config: ExperimentConfig, evidence: Evidence, state: ExperimentState)
                 figures,
             )
 
-    harmful = sorted(
-        (p, i) for i, p in enumerate(harm_adjusted) if p <= alpha and evidence.checks[i].ready
-    )
+    harmful = sorted((p, i) for i, p in enumerate(harm_adjusted) if p <= alpha and evidence.checks[i].ready)
     if harmful:
         p, i = harmful[0]
         c = evidence.checks[i]
@@ -172,9 +168,7 @@ def _fmt(i: Interval) -> str:
     return f"{i.estimate:.4g} [{i.lower:.4g}, {i.upper:.4g}]"
 
 
-def _canary(
-    config: ExperimentConfig, evidence: Evidence, state: ExperimentState, figures: dict[str, Any]
-) -> Decision:
+def _canary(config: ExperimentConfig, evidence: Evidence, state: ExperimentState, figures: dict[str, Any]) -> Decision:
     share = config.steps[state.step]
     if evidence.samples_at_step < config.min_samples_per_step:
         return Decision(

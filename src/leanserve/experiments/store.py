@@ -55,6 +55,10 @@ class ExperimentStore(Protocol):
     def feedback(self, key: str, reward: float) -> None:
         """Feedback for a recorded key; rewards for the same key add up."""
 
+    def merge(self, tally: Tally, responses: Sequence[tuple[str, int, float]] = ()) -> None:
+        """Add outcomes counted elsewhere (a :class:`~.experiment.Recorder`'s): sums, and the
+        (key, arm, Unix time) of responses that await feedback."""
+
     def snapshot(self, decisions: int = 50) -> Snapshot:
         """Everything kept, the last ``decisions`` log entries included."""
 
@@ -145,23 +149,44 @@ class SqliteStore:
 
     # ---- writes: buffered ------------------------------------------------------------------
 
+    # The two writes below run once or twice per request on a server's event loop: Tally.add and
+    # Tally.observe are written out here (measured, the calls cost more than the updates).
+
     def add(self, kind: str, arm: int, step: int, value: float = 1.0) -> None:
+        key = (kind, arm, step)
         with self._pending_lock:
-            self._pending.add(kind, arm, step, value)
-            self._count_one()
+            counters = self._pending.counters
+            counters[key] = counters.get(key, 0.0) + value
+            self._pending_records += 1
+            if self._pending_records == self.flush_records:
+                self._wake.set()
 
     def record_outcome(self, arm: int, step: int, latency_s: float, ok: bool, key: str | None = None) -> None:
-        bucket = bucket_of(latency_s)
+        bucket = (arm, bucket_of(latency_s))
+        requests = (REQUESTS, arm, step)
         at = self._clock() if key is not None else 0.0
         with self._pending_lock:
             pending = self._pending
-            pending.add(REQUESTS, arm, step)
+            counters = pending.counters
+            counters[requests] = counters.get(requests, 0.0) + 1.0
             if not ok:
-                pending.add(ERRORS, arm, step)
-            pending.observe(arm, bucket)
+                errors = (ERRORS, arm, step)
+                counters[errors] = counters.get(errors, 0.0) + 1.0
+            latency = pending.latency
+            latency[bucket] = latency.get(bucket, 0) + 1
             if key is not None:
                 self._responses.append((key, arm, at))
-            self._count_one()
+            self._pending_records += 1
+            if self._pending_records == self.flush_records:
+                self._wake.set()
+
+    def merge(self, tally: Tally, responses: Sequence[tuple[str, int, float]] = ()) -> None:
+        with self._pending_lock:
+            self._pending.merge(tally)
+            self._responses.extend(responses)
+            self._pending_records += len(tally) + len(responses)
+            if self._pending_records >= self.flush_records:
+                self._wake.set()
 
     def feedback(self, key: str, reward: float) -> None:
         with self._pending_lock:

@@ -79,6 +79,8 @@ class OnnxRuntime:
         self._outputs = tuple(_tensor(a) for a in self._session.get_outputs())
         self._output_names = [t.name for t in self._outputs]
         self._string_inputs = {t.name for t in self._inputs if t.datatype == "BYTES"}
+        # Kept, not asked for: a snapshot may read them while the registry closes the session.
+        self._providers = tuple(self._session.get_providers())
 
     @property
     def inputs(self) -> tuple[EngineTensor, ...]:
@@ -90,7 +92,7 @@ class OnnxRuntime:
 
     @property
     def providers(self) -> tuple[str, ...]:
-        return tuple(self._session.get_providers())
+        return self._providers
 
     def run(self, inputs: Mapping[str, np.ndarray], output_names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         names = list(output_names) if output_names else self._output_names

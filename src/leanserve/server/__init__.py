@@ -2,6 +2,7 @@
 
 from .app import Server, serve
 from .asgi import asgi_app, build_app
+from .experiments import ExperimentOptions
 from .observability import ObservabilityOptions
 
-__all__ = ["ObservabilityOptions", "Server", "asgi_app", "build_app", "serve"]
+__all__ = ["ExperimentOptions", "ObservabilityOptions", "Server", "asgi_app", "build_app", "serve"]

@@ -17,6 +17,7 @@ from ..router import Router
 from .asgi import build_app
 from .auth import Tokens
 from .dashboard import Dashboard
+from .experiments import ExperimentEndpoints, ExperimentOptions, Experiments
 from .handlers import Handlers
 from .http import ConnectionTracker, HttpProtocol
 from .observability import Observability, ObservabilityOptions
@@ -43,6 +44,7 @@ class Server:
         poll_seconds: float | None = None,
         observability: ObservabilityOptions | None = None,
         grpc_port: int | None = None,
+        experiments: ExperimentOptions | None = None,
     ) -> None:
         self.repository = Path(repository)
         self.host = host
@@ -55,8 +57,12 @@ class Server:
         self.router = Router(self.registry, self.limits)
         self.handlers = Handlers(self.registry, self.router, tokens)
         self.observability = Observability(self.registry, self.router, observability)
+        self.experiments = Experiments(self.registry, self.router, self.observability.state_dir, experiments)
+        tokens = self.handlers.tokens
         self.app = build_app(
-            self.handlers, dashboard=Dashboard(self.registry, self.router, self.observability, self.handlers.tokens)
+            self.handlers,
+            dashboard=Dashboard(self.registry, self.router, self.observability, tokens, self.experiments),
+            experiments=ExperimentEndpoints(self.experiments, tokens),
         )
         self._tracker = ConnectionTracker()
         self._server: asyncio.Server | None = None
@@ -79,8 +85,13 @@ class Server:
         return self._grpc.port
 
     async def start(self) -> None:
-        """Listen at once (liveness answers while models load), then load the repository."""
+        """Listen at once (liveness answers while models load), load the repository, start the experiments.
+
+        A mistake in experiments.toml stops the server: before it listens when the file cannot be
+        read, after the models loaded when an experiment names a model or version that is not there.
+        """
         loop = asyncio.get_running_loop()
+        self.experiments.read()
         self.observability.start()  # before the first request: every failure is logged
         try:
             self._server = await loop.create_server(
@@ -108,6 +119,11 @@ class Server:
                 await self.observability.close()
                 raise
         await self.registry.load_all()
+        try:
+            self.experiments.open()  # no await since the load: ready means the aliases answer too
+        except BaseException:
+            await self.stop()
+            raise
         # What start-up made lives as long as the server: keep it out of every later collection,
         # whose full passes would otherwise walk it while requests wait (gc.freeze, Python 3.7+).
         gc.collect()
@@ -139,6 +155,7 @@ class Server:
             await grpc_stopped
             self._grpc = None
         await self.registry.close()
+        await self.experiments.close()  # after the last answers: their outcomes are written
         await self.observability.close()  # after the last answers: their failures are written
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._server.wait_closed(), timeout=1.0)
@@ -178,6 +195,7 @@ def serve(
     poll_seconds: float | None = None,
     observability: ObservabilityOptions | None = None,
     grpc_port: int | None = None,
+    experiments: ExperimentOptions | None = None,
 ) -> None:
     """Serve ``repository`` until SIGINT/SIGTERM; returns after a graceful shutdown.
 
@@ -193,5 +211,6 @@ def serve(
         poll_seconds=poll_seconds,
         observability=observability,
         grpc_port=grpc_port,
+        experiments=experiments,
     )
     run_event_loop(server.serve_until_signal())

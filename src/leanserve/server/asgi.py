@@ -8,7 +8,7 @@ arguments out of the URL and call :class:`.handlers.Handlers`.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
@@ -24,6 +24,7 @@ from ..registry import ModelRegistry, RegistryOptions
 from ..router import InferBody, RequestContext, Router, next_request_id
 from .auth import DASHBOARD_COOKIE, Tokens
 from .dashboard import Dashboard
+from .experiments import ACTIONS, ExperimentEndpoints, ExperimentOptions, Experiments
 from .handlers import Handlers, Reply, error_reply
 from .observability import Observability, ObservabilityOptions
 
@@ -38,16 +39,28 @@ def to_response(reply: Reply) -> Response:
     return Response(reply.body, reply.status, headers=headers, media_type=reply.content_type.decode())
 
 
-def request_context(request: Request) -> RequestContext:
-    """The same context the fast front end builds, from a Starlette request."""
+def request_context(request: Request, context_headers: Iterable[bytes] = ()) -> RequestContext:
+    """The same context the fast front end builds, from a Starlette request.
+
+    ``context_headers``: the lower-case names of the headers the router asks for (its experiments'
+    unit headers, :attr:`leanserve.router.Router.unit_headers`).
+    """
+    headers = request.headers
+    wanted = tuple((n, v) for n in map(bytes.decode, context_headers) if (v := headers.get(n)) is not None)
     return RequestContext(
-        request.headers.get("x-request-id", "")[:128] or next_request_id(),
+        headers.get("x-request-id", "")[:128] or next_request_id(),
         request.client.host if request.client else None,
-        authorization=request.headers.get("authorization"),
+        wanted,
+        authorization=headers.get("authorization"),
     )
 
 
-def build_app(handlers: Handlers, lifespan: Lifespan | None = None, dashboard: Dashboard | None = None) -> Starlette:
+def build_app(
+    handlers: Handlers,
+    lifespan: Lifespan | None = None,
+    dashboard: Dashboard | None = None,
+    experiments: ExperimentEndpoints | None = None,
+) -> Starlette:
     def version_of(request: Request) -> str | None:
         v: str | None = request.path_params.get("version")
         return v
@@ -55,7 +68,7 @@ def build_app(handlers: Handlers, lifespan: Lifespan | None = None, dashboard: D
     async def infer(request: Request) -> Response:
         body = await request.body()
         reply = await handlers.infer_async(
-            request_context(request),
+            request_context(request, handlers.router.unit_headers),
             request.path_params["model"],
             version_of(request),
             InferBody(body, request.headers.get(HEADER_LENGTH), request.headers.get("content-encoding")),
@@ -126,6 +139,8 @@ def build_app(handlers: Handlers, lifespan: Lifespan | None = None, dashboard: D
     ]
     if dashboard is not None:
         routes += dashboard_routes(dashboard)
+    if experiments is not None:
+        routes += experiment_routes(experiments)
     for prefix in (model, versioned):
         routes += [
             Route(prefix, model_metadata, methods=["GET"]),
@@ -186,7 +201,7 @@ def dashboard_routes(dashboard: Dashboard) -> list[Route]:
         return to_response(await dashboard.report(*credentials(request), params["model"], params["name"]))
 
     async def state(request: Request) -> Response:
-        return to_response(dashboard.state(*credentials(request)))
+        return to_response(await dashboard.state(*credentials(request)))
 
     async def failures(request: Request) -> Response:
         return to_response(await dashboard.failures(*credentials(request), dict(request.query_params)))
@@ -203,6 +218,42 @@ def dashboard_routes(dashboard: Dashboard) -> list[Route]:
     ]
 
 
+def experiment_routes(endpoints: ExperimentEndpoints) -> list[Route]:
+    """/v2/experiments: list, status, start, stop|promote|rollback, feedback (see :mod:`.experiments`)."""
+
+    def credentials(request: Request) -> tuple[str | None, str | None]:
+        return request.headers.get("authorization"), request.cookies.get(DASHBOARD_COOKIE)
+
+    async def listing(request: Request) -> Response:
+        return to_response(await endpoints.list(*credentials(request)))
+
+    async def start(request: Request) -> Response:
+        return to_response(await endpoints.start(request.headers.get("authorization"), await request.body()))
+
+    async def status(request: Request) -> Response:
+        return to_response(await endpoints.status(*credentials(request), request.path_params["name"]))
+
+    def act(action: str) -> Callable[[Request], Awaitable[Response]]:
+        async def route(request: Request) -> Response:
+            authorization = request.headers.get("authorization")
+            name = request.path_params["name"]
+            return to_response(await endpoints.act(authorization, name, action, await request.body()))
+
+        return route
+
+    async def feedback(request: Request) -> Response:
+        authorization = request.headers.get("authorization")
+        return to_response(endpoints.feedback(authorization, request.path_params["name"], await request.body()))
+
+    return [
+        Route("/v2/experiments", listing, methods=["GET"]),
+        Route("/v2/experiments", start, methods=["POST"]),
+        Route("/v2/experiments/{name}", status, methods=["GET"]),
+        Route("/v2/experiments/{name}/feedback", feedback, methods=["POST"]),
+        *(Route(f"/v2/experiments/{{name}}/{action}", act(action), methods=["POST"]) for action in ACTIONS),
+    ]
+
+
 def _leaves_the_repository(raw_path: bytes) -> bool:
     # Servers decode %2F into '/' before routing, so such a name never reaches the model routes and
     # would otherwise be answered 404 "no such endpoint" rather than refused for what it is.
@@ -216,20 +267,27 @@ def asgi_app(
     options: RegistryOptions | None = None,
     tokens: Tokens | None = None,
     observability: ObservabilityOptions | None = None,
+    experiments: ExperimentOptions | None = None,
 ) -> Starlette:
-    """A standalone ASGI app for a repository (uvicorn, Ray Serve): models load at lifespan start-up."""
+    """A standalone ASGI app for a repository (uvicorn, Ray Serve): models load at lifespan start-up,
+    then the experiments of its experiments.toml start; they close (their records written) at shutdown."""
     registry = ModelRegistry(Path(repository), options)
     router = Router(registry, limits or Limits())
     handlers = Handlers(registry, router, tokens)
     observe = Observability(registry, router, observability)
+    running = Experiments(registry, router, observe.state_dir, experiments)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        running.read()
         observe.start()
         await registry.load_all()
+        running.open()
         yield
         handlers.shutting_down = True
         await registry.close()
+        await running.close()
         await observe.close()
 
-    return build_app(handlers, lifespan, Dashboard(registry, router, observe, handlers.tokens))
+    dashboard = Dashboard(registry, router, observe, handlers.tokens, running)
+    return build_app(handlers, lifespan, dashboard, ExperimentEndpoints(running, handlers.tokens))

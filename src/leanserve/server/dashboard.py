@@ -20,6 +20,7 @@ from ..protocol import encode_error
 from ..registry import ModelRegistry
 from ..router import Router
 from .auth import DASHBOARD_COOKIE, Tokens, bearer, dashboard_cookie, require_dashboard
+from .experiments import Experiments
 from .handlers import Headers, Reply, error_reply
 from .observability import Observability
 
@@ -44,11 +45,19 @@ REPORT_HEADERS: Headers = (
 
 
 class Dashboard:
-    def __init__(self, registry: ModelRegistry, router: Router, observability: Observability, tokens: Tokens) -> None:
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        router: Router,
+        observability: Observability,
+        tokens: Tokens,
+        experiments: Experiments | None = None,
+    ) -> None:
         self.registry = registry
         self.router = router
         self.observability = observability
         self.tokens = tokens
+        self.experiments = experiments
 
     def authorize(self, authorization: str | None, cookie: str | None) -> Reply | None:
         """None when the request may read the dashboard; else the 401/403 to answer."""
@@ -92,7 +101,7 @@ class Dashboard:
 
     # ---- data ------------------------------------------------------------------------------------
 
-    def state(self, authorization: str | None, cookie: str | None) -> Reply:
+    async def state(self, authorization: str | None, cookie: str | None) -> Reply:
         denied = self.authorize(authorization, cookie)
         if denied is not None:
             return denied
@@ -105,6 +114,8 @@ class Dashboard:
         )
         doc["signed_in"] = self.tokens.admin is not None
         doc["failure_log"] = self.observability.failures is not None
+        if self.experiments is not None:
+            doc["experiments"] = await self.experiments.statuses()
         return Reply(200, orjson.dumps(doc), headers=((b"cache-control", b"no-store"),))
 
     async def failures(self, authorization: str | None, cookie: str | None, params: Mapping[str, str]) -> Reply:

@@ -18,6 +18,7 @@ import orjson
 
 from .. import __version__
 from ..errors import InvalidInput, LeanserveError, ModelNotReady
+from ..experiments.alias import ARM_HEADER, Alias
 from ..futures import call_as_future
 from ..protocol import InferResult, encode_error, encode_infer_result
 from ..registry import ModelRegistry, ModelSnapshot, VersionSnapshot
@@ -87,13 +88,15 @@ class Handlers:
 
         def done(result: InferResult | None, error: LeanserveError | None) -> None:
             if error is not None:
-                respond(error_reply(error))
-                return
-            assert result is not None
-            try:
-                reply = _result_reply(result)
-            except LeanserveError as e:
-                reply = error_reply(e)
+                reply = error_reply(error)
+            else:
+                assert result is not None
+                try:
+                    reply = _result_reply(result)
+                except LeanserveError as e:
+                    reply = error_reply(e)
+            if ctx.arm:  # through an experiment alias: name the arm that answered
+                reply.headers += ((ARM_HEADER, ctx.arm.encode()),)
             respond(reply)
 
         self.router.infer(ctx, model, version, wire, done)
@@ -117,7 +120,7 @@ class Handlers:
 
     def model_ready(self, model: str, version: str | None) -> Reply:
         try:
-            snap = self.registry.describe(model, version)
+            snap = self.describe(model, version)
         except LeanserveError as e:
             return error_reply(e)
         if snap.ready:
@@ -144,13 +147,25 @@ class Handlers:
             return error_reply(e)
 
     def model_metadata_doc(self, model: str, version: str | None) -> dict[str, Any]:
+        """Model metadata as data (HTTP's JSON, gRPC's message); an experiment alias answers with its control's."""
+        name = model
+        model, version, alias = self._target(model, version)
         snap = self._configured(model, version)
         versions = [str(v.version) for v in self.registry.model(model).versions]
         config = snap.config
         assert config is not None  # _configured guarantees it
         batch = [-1] if config.batching else []
+        extra: dict[str, Any] = {}
+        if alias is not None:
+            versions = [str(snap.version)]
+            extra["experiment"] = {
+                "mode": alias.experiment.config.mode,
+                "phase": alias.experiment.state.phase,
+                "control": f"{snap.name}:{snap.version}",
+                "arms": [arm.label for arm in alias.arms],
+            }
         return {
-            "name": model,
+            "name": name,
             "versions": versions,
             "platform": config.platform,
             "inputs": [{"name": t.name, "datatype": t.datatype, "shape": batch + list(t.shape)} for t in config.inputs],
@@ -163,6 +178,7 @@ class Handlers:
                 "state": snap.state.value,
                 "load": snap.load,
                 "memory_bytes": snap.memory_bytes,
+                **extra,
             },
         }
 
@@ -173,9 +189,29 @@ class Handlers:
             return error_reply(e)
 
     def model_config_doc(self, model: str, version: str | None) -> dict[str, Any]:
+        name = model
+        model, version, _ = self._target(model, version)
         snap = self._configured(model, version)
         assert snap.config is not None  # _configured guarantees it
-        return triton_config(snap.config, snap.version, snap.providers, snap.load, snap.memory_bytes)
+        config = triton_config(snap.config, snap.version, snap.providers, snap.load, snap.memory_bytes)
+        return {**config, "name": name}
+
+    def describe(self, model: str, version: str | None) -> VersionSnapshot:
+        """The version a request for ``model`` reaches, loaded or not (an alias: its control)."""
+        model, version, _ = self._target(model, version)
+        return self.registry.describe(model, version)
+
+    def _target(self, model: str, version: str | None) -> tuple[str, str | None, Alias | None]:
+        """The model and version that answer for ``model``: an experiment alias answers with its control's."""
+        alias = self.router.aliases.get(model)
+        if alias is None:
+            return model, version, None
+        if version is not None:
+            raise InvalidInput(
+                f"{model!r} is an experiment alias: it has no versions of its own",
+                hint=f"ask /v2/models/{model}, or a model version by its own name",
+            )
+        return alias.arms[0].model, alias.versions[0], alias
 
     def _configured(self, model: str, version: str | None) -> VersionSnapshot:
         """The version's snapshot when its configuration is known (loaded or not); 503 when it is not."""

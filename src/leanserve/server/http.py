@@ -37,6 +37,7 @@ _REASONS = {
     403: b"Forbidden",
     404: b"Not Found",
     405: b"Method Not Allowed",
+    409: b"Conflict",
     413: b"Payload Too Large",
     415: b"Unsupported Media Type",
     431: b"Request Header Fields Too Large",
@@ -45,6 +46,7 @@ _REASONS = {
     504: b"Gateway Timeout",
 }
 _OK_HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: %s\r\ncontent-length: %d\r\n\r\n"
+_OK_HEAD_WITH = b"HTTP/1.1 200 OK\r\ncontent-type: %s\r\ncontent-length: %d\r\n%s\r\n"
 # Inference URLs seen, parsed: a client calls the same few again and again. Bounded, so that
 # made-up URLs cannot grow it.
 _INFER_TARGETS: dict[bytes, tuple[str, str | None] | None] = {}
@@ -66,6 +68,7 @@ class _Request:
     content_encoding: str | None = None
     request_id: str | None = None
     authorization: str | None = None
+    context_headers: tuple[tuple[str, str], ...] = ()  # for the router: an experiment's unit
 
 
 @dataclass(slots=True)
@@ -119,6 +122,9 @@ class HttpProtocol(asyncio.Protocol):
         self._content_encoding: str | None = None
         self._request_id: str | None = None
         self._authorization: str | None = None
+        # The headers the router asks for (experiments' unit headers), a set it keeps up to date.
+        self._context_names = handlers.router.unit_headers
+        self._context_headers: tuple[tuple[str, str], ...] = ()
         self._queue: deque[_Request] = deque()
         self._active = False
         self._closing = False  # no more requests: close once the current one is answered
@@ -180,6 +186,7 @@ class HttpProtocol(asyncio.Protocol):
         self._content_encoding = None
         self._request_id = None
         self._authorization = None
+        self._context_headers = ()
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -200,6 +207,8 @@ class HttpProtocol(asyncio.Protocol):
             self._request_id = value[:128].decode("latin-1")
         elif name == b"authorization":
             self._authorization = value.decode("latin-1")
+        elif name in self._context_names:
+            self._context_headers += ((name.decode("latin-1"), value.decode("latin-1")),)
 
     def on_headers_complete(self) -> None:
         length = self._content_length()
@@ -233,6 +242,7 @@ class HttpProtocol(asyncio.Protocol):
             self._content_encoding,
             self._request_id,
             self._authorization,
+            self._context_headers,
         )
         self._queue.append(request)
         if len(self._queue) > MAX_PIPELINED and self._transport is not None and not self._paused:
@@ -271,6 +281,7 @@ class HttpProtocol(asyncio.Protocol):
                 ctx = RequestContext(
                     request.request_id or next_request_id(),
                     self._client[0] if self._client else None,
+                    request.context_headers,
                     authorization=request.authorization,
                 )
                 self._handlers.infer(
@@ -296,15 +307,14 @@ class HttpProtocol(asyncio.Protocol):
         if transport is None:
             return
         keep_alive = keep_alive and not self._closing
-        if (
-            reply.status == 200
-            and keep_alive
-            and reply.header_length is None
-            and not reply.headers
-            and len(reply.body) < 64 * 1024
-        ):
-            # The common answer in one formatting step: a plain JSON 200 on a kept-alive connection.
-            transport.write(_OK_HEAD % (reply.content_type, len(reply.body)) + reply.body)
+        if reply.status == 200 and keep_alive and reply.header_length is None and len(reply.body) < 64 * 1024:
+            # The common answer in one formatting step: a plain JSON 200 on a kept-alive connection
+            # (through an experiment alias, with the header naming the arm).
+            if not reply.headers:
+                transport.write(_OK_HEAD % (reply.content_type, len(reply.body)) + reply.body)
+            else:
+                extra = b"".join([name + b": " + value + b"\r\n" for name, value in reply.headers])
+                transport.write(_OK_HEAD_WITH % (reply.content_type, len(reply.body), extra) + reply.body)
             if self._queue:
                 self._next()
             return

@@ -31,6 +31,19 @@ Without the ``model``/``version`` labels:
 - ``leanserve_evictions_total``: versions unloaded to make room
 - ``leanserve_unrouted_requests_total{status}``: requests naming no model or version of the repository
 
+Experiments (labelled ``experiment``, the alias; ``arm`` is ``model:version`` as configured):
+
+- ``leanserve_experiment_requests_total{arm,outcome}``: requests answered through the alias, by the
+  arm that answered and outcome (success, client_error, server_error)
+- ``leanserve_experiment_shadow_copies_total{outcome}``: shadow copies the candidate answered, by outcome
+- ``leanserve_experiment_shadow_shed_total``: shadow copies dropped because the candidate was busy
+- ``leanserve_experiment_canary_step``: the canary's current step (0 is the first), and
+  ``leanserve_experiment_canary_percent``: the candidate's share of traffic there, in percent
+- ``leanserve_experiment_phase{phase}``: 1 for the phase the experiment is in (running, promoted,
+  rolled_back, stopped), 0 for the others
+
+Counts are this process's since it started; the experiment's status keeps the totals across restarts.
+
 plus prometheus-client's standard ``process_*`` and ``python_*`` metrics.
 """
 
@@ -50,6 +63,8 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
+from ..experiments.alias import OUTCOMES
+from ..experiments.records import PHASES
 from ..registry import ModelRegistry
 from ..router import Router
 from ..stats import Histogram
@@ -164,6 +179,47 @@ class ModelCollector(Collector):
         for status, count in sorted(self._router.unrouted.items()):
             unrouted.add_metric([str(status)], count)
         yield unrouted
+        yield from self._experiment_metrics()
+
+    def _experiment_metrics(self) -> Iterator[Metric]:
+        label = ["experiment"]
+        requests = CounterMetricFamily(
+            "leanserve_experiment_requests",
+            "Requests answered through an experiment alias, by arm and outcome.",
+            labels=[*label, "arm", "outcome"],
+        )
+        copies = CounterMetricFamily(
+            "leanserve_experiment_shadow_copies",
+            "Shadow copies the candidate answered, by outcome.",
+            labels=[*label, "outcome"],
+        )
+        shed = CounterMetricFamily(
+            "leanserve_experiment_shadow_shed", "Shadow copies dropped because the candidate was busy.", labels=label
+        )
+        step = GaugeMetricFamily("leanserve_experiment_canary_step", "The canary's current step, from 0.", labels=label)
+        percent = GaugeMetricFamily(
+            "leanserve_experiment_canary_percent", "The canary candidate's share of traffic, in percent.", labels=label
+        )
+        phase = GaugeMetricFamily(
+            "leanserve_experiment_phase", "1 for the phase the experiment is in.", labels=[*label, "phase"]
+        )
+        for alias in list(self._router.aliases.values()):
+            name = [alias.name]
+            exp = alias.experiment
+            for i, arm in enumerate(alias.arms):
+                for outcome in OUTCOMES:
+                    requests.add_metric([*name, arm.label, outcome], alias.requests(i, outcome))
+            if alias.shadow:
+                for outcome in OUTCOMES:
+                    copies.add_metric([*name, outcome], alias.copies.get(outcome, 0))
+                shed.add_metric(name, exp.shed)
+            state = exp.state
+            if exp.config.mode == "canary":
+                step.add_metric(name, state.step)
+                percent.add_metric(name, exp.config.steps[state.step])
+            for p in PHASES:
+                phase.add_metric([*name, p], 1.0 if state.phase == p else 0.0)
+        yield from (requests, copies, shed, step, percent, phase)
 
 
 def _add_histogram(family: HistogramMetricFamily, labels: list[str], h: Histogram) -> None:

@@ -139,6 +139,61 @@
     }
   }
 
+  // ---- experiments ----------------------------------------------------------------------------
+
+  function num(v) {
+    return typeof v === "number" ? v : null; // infinities arrive as "inf", NaN as null
+  }
+  function interval(d, format) {
+    if (!d || num(d.estimate) === null) return "—";
+    const end = (v) => (num(v) === null ? String(v) : format(v));
+    return format(d.estimate) + " [" + end(d.lower) + ", " + end(d.upper) + "]";
+  }
+  function seconds(v) {
+    return num(v) === null ? "—" : ms(v * 1000);
+  }
+
+  function renderExperiments(experiments) {
+    const box = document.getElementById("experiment-list");
+    box.replaceChildren();
+    document.getElementById("experiments-empty").hidden = experiments.length > 0;
+    for (const x of experiments) {
+      const title = el("h3", { text: x.name + " — " + x.mode + " " });
+      title.append(el("span", { class: "phase " + x.phase, text: x.phase.replace("_", " ") }));
+      if (x.mode === "canary") title.append(" step " + (x.step + 1) + ", candidate at " + x.share_percent + "%");
+      const card = el("div", { class: "experiment", "data-experiment": x.name }, title);
+      if (x.decision) card.append(el("p", { class: "decision", text: "decision: " + x.decision.action + " — " + x.decision.reason }));
+      const last = x.decisions.length ? x.decisions[x.decisions.length - 1] : null;
+      if (!x.decision && last) card.append(el("p", { class: "decision", text: "decided: " + last.action + " — " + last.reason }));
+      const feedback = x.arms.some((a) => a.feedback);
+      const head = el("tr", {}, ...["arm", "role", "share", "assigned", "requests", "error rate", "p50", "p99"].map((h) => el("th", { text: h })));
+      if (feedback) head.append(el("th", { text: x.primary_metric + " (with feedback)" }));
+      const body = el("tbody");
+      for (const a of x.arms) {
+        const row = el("tr", { "data-arm": a.label },
+          el("td", { class: "model-name", text: a.label }),
+          el("td", { text: a.role }),
+          el("td", { class: "num", text: pct(a.share) }),
+          el("td", { class: "num", text: String(a.assigned) }),
+          el("td", { class: "num", text: String(a.requests) }),
+          el("td", { class: "num", text: interval(a.error_rate, pct) }),
+          el("td", { class: "num", text: interval(a.latency_s.p50, seconds) }),
+          el("td", { class: "num", text: interval(a.latency_s.p99, seconds) }));
+        if (a.feedback) row.append(el("td", { class: "num", text: (num(a.feedback.mean) === null ? "—" : a.feedback.mean.toFixed(3)) + " (" + a.feedback.with_feedback + ")" }));
+        body.append(row);
+      }
+      card.append(el("table", {}, el("thead", {}, head), body));
+      const notes = [];
+      if (x.shadow) notes.push("shadow: " + x.shadow.compared + " compared, agreement " + interval(x.shadow.agreement, pct) + ", " + x.shadow.shed + " copies shed");
+      if (x.srm) notes.push("sample ratio p = " + (num(x.srm.p_value) === null ? "—" : x.srm.p_value.toPrecision(2)) + (x.srm.alarm ? " (MISMATCH)" : ""));
+      for (const c of x.checks) {
+        notes.push(c.role + " " + c.name + ": " + interval(c, (v) => v.toPrecision(3)) + ", harmful " + c.harmful_side + " " + c.bound);
+      }
+      for (const note of notes) card.append(el("div", { class: "reason", text: note }));
+      box.append(card);
+    }
+  }
+
   // ---- charts -------------------------------------------------------------------------------
 
   function chartOptions(names, fields, container, logScale) {
@@ -259,6 +314,7 @@
       renderMemory(state.memory);
       renderModels(state.models);
       renderBatches(state.models);
+      renderExperiments(state.experiments || []);
       updateModelFilter(state.models);
       if (typeof uPlot !== "undefined") updateCharts(state.series);
       dash.updates++;

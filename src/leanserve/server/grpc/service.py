@@ -132,7 +132,7 @@ class GrpcFrontEnd:
     async def model_ready(self, request: Any, context: Context) -> Any:
         self._authorize(context)
         try:
-            snap = self.registry.describe(request.name, request.version or None)
+            snap = self.handlers.describe(request.name, request.version or None)
         except ModelNotFound:
             # As Triton answers: not ready rather than an error, so that is_model_ready() is a bool.
             return service_pb2.ModelReadyResponse(ready=False)
