@@ -215,6 +215,7 @@ class Batcher:
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._idle = asyncio.Event()
+        self._idle_set = False  # mirrors self._idle: Event.is_set is a Python call per request
 
     @property
     def queued(self) -> int:
@@ -242,8 +243,9 @@ class Batcher:
             return
         self._pending.append(QueuedRequest(inputs, rows, batch_key(inputs, self._max_rows > 0), done))
         self._queued_rows += rows
-        if self._idle.is_set():
+        if self._idle_set:
             self._idle.clear()
+            self._idle_set = False
         if not self._busy and self._flush_handle is None:
             self._schedule_flush(loop)
 
@@ -393,6 +395,7 @@ class Batcher:
                 self._flush_handle = self._loop.call_soon(self._flush)
         else:
             self._idle.set()
+            self._idle_set = True
 
 
 __all__ = [

@@ -240,3 +240,23 @@ def test_the_asgi_app_serves_the_dashboard_and_logs_failures_too(tmp_path: Path)
         assert client.get("/v2/logs/failures").json()["failures"][0]["request_id"] == "too-big"
         assert [m["name"] for m in client.get("/v2/dashboard/state").json()["models"]] == ["broken", "mlp"]
     assert (tmp_path / ".leanserve" / "failures.sqlite3").is_file()
+
+
+def test_requests_refused_before_routing_are_logged_too(open_server: RunningServer) -> None:
+    import socket
+
+    host, port = "127.0.0.1", open_server.port
+    over = (
+        b"POST /v2/models/mlp/infer HTTP/1.1\r\nHost: x\r\nx-request-id: too-big\r\n"
+        b"Content-Length: 999999999999\r\n\r\n"
+    )
+    garbage = b"POST /v2/models/mlp/infer HTTP/1.1\r\nx-request-id: garbled\r\nContent-Length: nope\r\n\r\n"
+    for raw, status in ((over, b" 413 "), (garbage, b" 400 ")):
+        with socket.create_connection((host, port), timeout=10) as s:
+            s.sendall(raw)
+            answer = s.recv(65536)
+        assert status in answer.split(b"\r\n", 1)[0]
+    logged = {f["request_id"]: f for f in failures(open_server, limit="1000")}
+    assert logged["too-big"]["status"] == 413 and logged["too-big"]["model"] == "mlp"
+    assert "exceeds the limit" in str(logged["too-big"]["message"])
+    assert logged["garbled"]["status"] == 400

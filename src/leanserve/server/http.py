@@ -346,6 +346,14 @@ class HttpProtocol(asyncio.Protocol):
 
     def _fail(self, status: int, message: str) -> None:
         """A request that cannot be parsed or is over a limit: answer and close the connection."""
+        hook = self._handlers.router.on_failure
+        if hook is not None:  # refused before any model was named: logged with none
+            error = LeanserveError(message)
+            error.status = status
+            target = _infer_target(self._url.partition(b"?")[0]) if self._url else None
+            model, version = target if target is not None else ("", None)
+            hook(RequestContext(self._request_id or next_request_id(), self._client[0] if self._client else None),
+                 model, version or "", error)  # fmt: skip
         self._rejected = True
         self._queue.clear()
         self._closing = True
