@@ -39,6 +39,7 @@ from .protocol import (
     validate_request,
 )
 from .registry import Lease, ModelRegistry
+from .stats import ModelStats
 
 ResultCallback = Callable[[InferResult | None, LeanserveError | None], None]
 # Told of every failed request: (context, model, version as resolved or as asked, "" if neither,
@@ -94,6 +95,7 @@ class Router:
         # carry their units: the front ends capture these and no other header for the router.
         self.aliases: dict[str, Alias] = {}
         self.unit_headers: set[bytes] = {UNIT_HEADER.encode()}
+        self._loading: set[asyncio.Task[None]] = set()  # requests waiting for their model to load
 
     def infer(
         self, ctx: RequestContext, name: str, version: str | None, wire: InferBody | InferRequest, done: ResultCallback
@@ -107,6 +109,18 @@ class Router:
         if alias is not None:
             self._infer_alias(alias, ctx, version, wire, done, start)
             return
+        self._route(ctx, name, version, wire, done, start)
+
+    def _route(
+        self,
+        ctx: RequestContext,
+        name: str,
+        version: str | None,
+        wire: InferBody | InferRequest,
+        done: ResultCallback,
+        start: float,
+    ) -> None:
+        """Acquire the model version (loading it off this call when it is not resident), then run."""
         try:
             if type(wire) is InferBody and len(wire.body) > self.limits.max_body_bytes:
                 raise PayloadTooLarge(
@@ -117,8 +131,11 @@ class Router:
         except LeanserveError as e:
             self._reject(ctx, name, version, e, start, done)
             return
-        if lease is None:  # not resident: load it (or wait for the load under way) off this call
-            asyncio.get_running_loop().create_task(self._infer_after_load(ctx, name, version, wire, done, start))
+        if lease is None:
+            task = asyncio.get_running_loop().create_task(self._infer_after_load(ctx, name, version, wire, done, start))
+            # The loop keeps only weak references to tasks: hold this one until it is done.
+            self._loading.add(task)
+            task.add_done_callback(self._loading.discard)
             return
         self._run(ctx, lease, wire, done, start)
 
@@ -153,10 +170,7 @@ class Router:
             rows = validate_request(request, config.inputs, config.outputs, config.max_batch_size or 0)
         except LeanserveError as e:
             self.registry.release(lease)
-            stats.record_failure(e.status, time.perf_counter() - start)
-            if self.on_failure is not None:
-                self.on_failure(ctx, lease.name, str(lease.version), e)
-            done(None, e)
+            self._failed(ctx, stats, lease.name, str(lease.version), e, start, done)
             return
         stats.in_flight += 1
 
@@ -164,10 +178,7 @@ class Router:
             stats.in_flight -= 1
             self.registry.release(lease)
             if error is not None:
-                stats.record_failure(error.status, time.perf_counter() - start)
-                if self.on_failure is not None:
-                    self.on_failure(ctx, lease.name, str(lease.version), error)
-                done(None, error)
+                self._failed(ctx, stats, lease.name, str(lease.version), error, start, done)
                 return
             assert outputs is not None
             stats.record_request("success", time.perf_counter() - start)
@@ -244,21 +255,8 @@ class Router:
             if alias.shadow and request is not None:
                 self._mirror(alias, ctx, unit, request, result)
 
-        if request is None:  # not decoded (too large, or malformed): the direct path says why
-            self.infer(ctx, model, version, wire, answered)
-            return
-        # The direct path's acquisition, from here (the request is decoded and within the limits).
-        try:
-            lease = self.registry.acquire_now(model, version)
-        except LeanserveError as e:
-            self._reject(ctx, model, version, e, start, answered)
-            return
-        if lease is None:
-            asyncio.get_running_loop().create_task(
-                self._infer_after_load(ctx, model, version, request, answered, start)
-            )
-            return
-        self._run(ctx, lease, request, answered, start)
+        # Not decoded (too large, or malformed): the direct path says why, and counts it for the arm.
+        self._route(ctx, model, version, request if request is not None else wire, answered, start)
 
     def _label(self, model: str, version: str | None) -> str:
         """``model:version`` of an arm, its default version resolved (a failed answer names it too)."""
@@ -308,10 +306,24 @@ class Router:
         stats = self.registry.stats_of(name, version)
         if stats is None:
             self.unrouted[error.status] = self.unrouted.get(error.status, 0) + 1
-        else:
+        resolved = str(stats.version) if stats is not None else version or ""
+        self._failed(ctx, stats, name, resolved, error, start, done)
+
+    def _failed(
+        self,
+        ctx: RequestContext,
+        stats: ModelStats | None,
+        name: str,
+        version: str,
+        error: LeanserveError,
+        start: float,
+        done: ResultCallback,
+    ) -> None:
+        """Every failed request passes here once: counted, told to the failure log, answered."""
+        if stats is not None:
             stats.record_failure(error.status, time.perf_counter() - start)
         if self.on_failure is not None:
-            self.on_failure(ctx, name, str(stats.version) if stats is not None else version or "", error)
+            self.on_failure(ctx, name, version, error)
         done(None, error)
 
 

@@ -130,6 +130,7 @@ class HttpProtocol(asyncio.Protocol):
         self._closing = False  # no more requests: close once the current one is answered
         self._rejected = False  # an over-limit message: ignore its remaining bytes
         self._paused = False
+        self._asgi_task: asyncio.Task[None] | None = None
         self._client: tuple[str, int] | None = None
         self._server: tuple[str, int] | None = None
 
@@ -299,7 +300,8 @@ class HttpProtocol(asyncio.Protocol):
             if path == b"/v2/health/live":
                 self._send(self._handlers.live(), request.keep_alive)
                 return
-        asyncio.get_running_loop().create_task(self._asgi(request, path, query))
+        # Held on the connection (one request at a time): the loop keeps only weak references to tasks.
+        self._asgi_task = asyncio.get_running_loop().create_task(self._asgi(request, path, query))
 
     def _send(self, reply: Reply, keep_alive: bool) -> None:
         transport = self._transport
