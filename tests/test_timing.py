@@ -1,0 +1,50 @@
+"""The shared timing primitives: repeat loops, percentiles, CPU use, the environment."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import numpy as np
+
+from leanserve.timing import CpuMeter, Settings, environment, percentile, percentiles, time_for, time_runs
+
+
+def test_time_runs_counts_and_orders() -> None:
+    settings = Settings(warmup=2, rounds=3, runs_per_round=5)
+    calls = []
+    lat = time_runs(lambda: calls.append(1), 1, settings)
+    assert len(calls) == 2 + 15 and lat.runs == 15 and lat.warmup == 2
+    assert lat.rounds_ms.min <= lat.rounds_ms.median <= lat.rounds_ms.max
+    assert 0 <= lat.p50_ms <= lat.p99_ms
+
+
+def test_time_for_measures_a_known_sleep() -> None:
+    ms = time_for(lambda: time.sleep(0.002), seconds=0.02)
+    assert 1.9 <= ms < 20
+
+
+def test_percentiles_match_numpy_and_are_nan_when_empty() -> None:
+    values = np.random.default_rng(0).exponential(size=1001)
+    assert percentiles(values, (50, 99)) == [float(np.percentile(values, 50)), float(np.percentile(values, 99))]
+    assert percentile([1.0, 2.0, 3.0], 50) == 2.0
+    assert all(np.isnan(x) for x in percentiles([], (50, 99)))
+
+
+def test_cpu_meter_sees_a_busy_loop_and_an_idle_sleep() -> None:
+    meter = CpuMeter()
+    meter.start()
+    end = time.perf_counter() + 0.1
+    while time.perf_counter() < end:
+        pass
+    busy = meter.read()
+    meter.start()
+    time.sleep(0.1)
+    idle = meter.read()
+    assert busy > 0.5 and idle < 0.3 and idle < busy
+
+
+def test_environment() -> None:
+    env = environment()
+    assert 1 <= env.usable_cores <= env.logical_cores and "onnxruntime" in env.libraries and env.cpu_model
+    assert env.python == ".".join(map(str, sys.version_info[:3]))
