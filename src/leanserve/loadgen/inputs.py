@@ -1,0 +1,191 @@
+"""What each request carries: tensors within the model's declared shapes and datatypes, encoded once.
+
+Inputs come from the server's model metadata (``GET /v2/models/M``; an experiment alias answers
+with its control's), then one of: random values (default), the arrays of an ``.npz`` file keyed by
+input name (``--data file.npz``, one request per row), or the demo's held-out examples
+(``--data demo``: ``<demo repo>/<model>/eval.npz``). Each sample becomes the complete bytes of one
+HTTP request, JSON or binary tensors (the protocol's binary extension), before the load starts.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import orjson
+
+from ..errors import ClientError, ServerError, UsageError
+from ..protocol.binary import tensor_to_binary
+from ..protocol.datatypes import numpy_dtype
+
+MAX_SAMPLES = 64  # distinct request bodies per model: enough to vary, few enough to stay in cache
+DEMO = "demo"
+
+
+@dataclass(frozen=True, slots=True)
+class TensorSpec:
+    name: str
+    datatype: str
+    shape: tuple[int, ...]  # -1 for a variable dimension
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A model (or alias) and version as the URL names them."""
+
+    model: str
+    version: str | None = None
+
+    @property
+    def path(self) -> str:
+        model = urllib.parse.quote(self.model, safe="")
+        if self.version is None:
+            return f"/v2/models/{model}"
+        return f"/v2/models/{model}/versions/{urllib.parse.quote(self.version, safe='')}"
+
+
+def fetch_inputs(base_url: str, target: Target, headers: Mapping[str, str], timeout: float = 30.0) -> list[TensorSpec]:
+    """The model's declared inputs, from its metadata."""
+    request = urllib.request.Request(base_url + target.path, headers=dict(headers))
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            doc = json.loads(response.read())
+    except urllib.error.HTTPError as e:
+        detail = e.read().decode("utf-8", "replace")[:300]
+        raise ClientError(
+            f"the metadata of {target.model!r} ({base_url}{target.path}) answered {e.code}: {detail}",
+            hint="check the model name (and --version); `leanserve models list URL` lists them",
+        ) from None
+    except (urllib.error.URLError, OSError) as e:
+        raise ServerError(f"cannot reach {base_url}: {e}", hint="is the server running?") from None
+    try:
+        return [TensorSpec(t["name"], t["datatype"], tuple(int(d) for d in t["shape"])) for t in doc["inputs"]]
+    except (KeyError, TypeError, ValueError):
+        raise ServerError(f"the metadata of {target.model!r} names no inputs: {str(doc)[:300]}") from None
+
+
+def concrete_shape(spec: TensorSpec) -> tuple[int, ...]:
+    """One request's shape: every variable dimension 1 (the batch dimension: one item per request)."""
+    return tuple(1 if d < 0 else d for d in spec.shape)
+
+
+def random_samples(specs: Sequence[TensorSpec], count: int = 16, seed: int = 0) -> list[dict[str, np.ndarray]]:
+    """``count`` samples of random values of each input's datatype (small integers for integer inputs:
+    they are usually indices, token ids or masks, which must stay within a vocabulary)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(count):
+        sample = {}
+        for spec in specs:
+            shape = concrete_shape(spec)
+            if spec.datatype == "BYTES":
+                sample[spec.name] = np.array([b"leanserve"] * int(np.prod(shape)), dtype=object).reshape(shape)
+                continue
+            dtype = numpy_dtype(spec.datatype)
+            if spec.datatype == "BOOL":
+                sample[spec.name] = rng.random(shape) < 0.5
+            elif np.issubdtype(dtype, np.integer):
+                sample[spec.name] = rng.integers(0, 2 if "mask" in spec.name else 100, shape).astype(dtype)
+            else:
+                sample[spec.name] = rng.standard_normal(shape).astype(dtype)
+        out.append(sample)
+    return out
+
+
+def file_samples(path: Path, specs: Sequence[TensorSpec], limit: int = MAX_SAMPLES) -> list[dict[str, np.ndarray]]:
+    """Rows of an ``.npz`` keyed by input name: one request per row (up to ``limit``), each one item."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {spec.name: data[spec.name] for spec in specs}
+    except OSError as e:
+        raise UsageError(f"cannot read {path}: {e}") from None
+    except KeyError as e:
+        raise UsageError(
+            f"{path} has no array named {e.args[0]!r}",
+            hint=f"the model's inputs are {', '.join(s.name for s in specs)}; name the arrays after them",
+        ) from None
+    rows = {len(a) for a in arrays.values()}
+    if len(rows) != 1 or 0 in rows:
+        raise UsageError(f"{path}: the arrays need the same non-zero number of rows, got {sorted(rows)}")
+    samples = []
+    for i in range(min(rows.pop(), limit)):
+        sample = {}
+        for spec in specs:
+            row = arrays[spec.name][i : i + 1]
+            if spec.datatype != "BYTES":
+                row = row.astype(numpy_dtype(spec.datatype), copy=False)
+            sample[spec.name] = np.ascontiguousarray(row)
+        samples.append(sample)
+    return samples
+
+
+def demo_samples(model: str, specs: Sequence[TensorSpec], repo: Path | None = None) -> list[dict[str, np.ndarray]]:
+    """The demo's held-out examples of ``model`` (digits images, MiniLM sentences)."""
+    from ..demo import default_demo_dir
+
+    path = (repo or default_demo_dir()) / model / "eval.npz"
+    if not path.is_file():
+        raise UsageError(f"no demo examples at {path}", hint="build the demo first: leanserve demo --no-serve")
+    return file_samples(path, specs)
+
+
+def samples_for(
+    data: str | Path | None, model: str, specs: Sequence[TensorSpec], seed: int = 0
+) -> list[dict[str, np.ndarray]]:
+    if data is None:
+        return random_samples(specs, seed=seed)
+    if str(data) == DEMO:
+        return demo_samples(model, specs)
+    return file_samples(Path(data), specs)
+
+
+def encode_body(
+    sample: Mapping[str, np.ndarray], specs: Sequence[TensorSpec], binary: bool
+) -> tuple[bytes, int | None]:
+    """The request body and, for binary tensors, the JSON header's length."""
+    inputs = []
+    raw = []
+    for spec in specs:
+        array = sample[spec.name]
+        entry: dict[str, object] = {"name": spec.name, "shape": list(array.shape), "datatype": spec.datatype}
+        if binary:
+            data = tensor_to_binary(array, spec.datatype)
+            entry["parameters"] = {"binary_data_size": len(data)}
+            raw.append(data)
+        elif spec.datatype == "BYTES":
+            entry["data"] = [v.decode() if isinstance(v, bytes) else str(v) for v in array.ravel()]
+        else:
+            entry["data"] = array.ravel().tolist()
+        inputs.append(entry)
+    header = orjson.dumps({"inputs": inputs})
+    if not binary:
+        return header, None
+    return header + b"".join(raw), len(header)
+
+
+def encode_request(
+    host: str,
+    target: Target,
+    sample: Mapping[str, np.ndarray],
+    specs: Sequence[TensorSpec],
+    binary: bool,
+    headers: Mapping[str, str],
+) -> bytes:
+    """The complete bytes of one keep-alive HTTP/1.1 inference request."""
+    body, header_length = encode_body(sample, specs, binary)
+    lines = [
+        f"POST {target.path}/infer HTTP/1.1",
+        f"Host: {host}",
+        "Content-Type: " + ("application/octet-stream" if binary else "application/json"),
+        f"Content-Length: {len(body)}",
+    ]
+    if header_length is not None:
+        lines.append(f"Inference-Header-Content-Length: {header_length}")
+    lines += [f"{k}: {v}" for k, v in headers.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
