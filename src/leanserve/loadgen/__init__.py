@@ -8,8 +8,9 @@ confidence intervals), :mod:`.slo` (the rate search), :mod:`.runner` (a run), :m
 """
 
 from .histogram import Histogram
+from .inputs import TensorSpec
 from .results import Report, Result, SloSearch
 from .runner import prepare, run
 from .schedule import Level, parse_mix
 
-__all__ = ["Histogram", "Level", "Report", "Result", "SloSearch", "parse_mix", "prepare", "run"]
+__all__ = ["Histogram", "Level", "Report", "Result", "SloSearch", "TensorSpec", "parse_mix", "prepare", "run"]

@@ -42,6 +42,7 @@ class Recorded:
 
     latencies: list[array[float]]
     errors: list[dict[str, int]]
+    scheduled: int = 0  # open loop: requests that fell due in the window
 
     @classmethod
     def empty(cls, models: int) -> Recorded:
@@ -54,6 +55,7 @@ class Recorded:
         for mine_e, theirs_e in zip(self.errors, other.errors, strict=True):
             for key, n in theirs_e.items():
                 mine_e[key] = mine_e.get(key, 0) + n
+        self.scheduled += other.scheduled
         return self
 
     @property
@@ -272,6 +274,7 @@ class Driver:
         """Send every request scheduled up to ``t``."""
         gaps_, mask = self.gaps, len(self.gaps) - 1
         while self.next_at <= t:
+            self.recorded.scheduled += 1
             scheduled = self.next_at
             self.next_at += gaps_[self.gap_index]
             self.gap_index = (self.gap_index + 1) & mask

@@ -16,8 +16,9 @@ import numpy as np
 PRECISION = 0.001  # relative error of any quantile read back
 LOWEST_S = 1e-6  # below this a latency is counted as 1 us (the minimum stays exact)
 HIGHEST_S = 3600.0  # above this, in the last bucket (the maximum stays exact)
-# Bucket edges grow by RATIO; the geometric middle of [a, a*RATIO] is within PRECISION of both ends.
-RATIO = (1 + PRECISION) / (1 - PRECISION)
+# Bucket edges grow by RATIO; the geometric middle of [a, a*RATIO] is a*sqrt(RATIO), within
+# PRECISION of every value in the bucket (a hair inside, so that rounding cannot cross it).
+RATIO = (1 + 0.999 * PRECISION) ** 2
 _LOG_RATIO = math.log(RATIO)
 BUCKETS = math.ceil(math.log(HIGHEST_S / LOWEST_S) / _LOG_RATIO) + 1
 
@@ -63,22 +64,25 @@ class Histogram:
         self.max = max(self.max, other.max)
         self.total += other.total
 
-    def quantile(self, q: float) -> float:
-        """The q-quantile (0..1) in seconds: the ceil(q*n)-th smallest latency, within 0.1%; NaN when empty."""
-        return self.quantiles_ms((q,))[0] / 1e3
-
-    def quantiles_ms(self, qs: tuple[float, ...]) -> list[float]:
+    def quantiles(self, qs: tuple[float, ...]) -> list[float]:
+        """The q-quantiles (0..1) in seconds: each the ceil(q*n)-th smallest latency, within 0.1%; NaN when empty."""
         if self.count == 0:
             return [math.nan] * len(qs)
         cumulative = np.cumsum(self.counts)
         out = []
         for q in qs:
-            if q >= 1.0:
-                out.append(self.max * 1e3)
+            if q >= 1.0 or q <= 0.0:
+                out.append(self.max if q >= 1.0 else self.min)
                 continue
             index = int(np.searchsorted(cumulative, max(1, math.ceil(q * self.count))))
-            out.append(min(max(bucket_middle(index), self.min), self.max) * 1e3)
+            out.append(min(max(bucket_middle(index), self.min), self.max))
         return out
+
+    def quantile(self, q: float) -> float:
+        return self.quantiles((q,))[0]
+
+    def quantiles_ms(self, qs: tuple[float, ...]) -> list[float]:
+        return [v * 1e3 for v in self.quantiles(qs)]
 
     @property
     def mean(self) -> float:

@@ -32,6 +32,7 @@ class Result:
     throughput_ci: tuple[float, float]  # 95% interval of the per-window throughput
     p99_ci_ms: tuple[float, float]  # 95% interval of the per-window p99
     arrivals: str | None = None  # open loop: "poisson" or "constant"
+    offered: float | None = None  # open loop: requests that fell due per second (the drawn rate, as it came out)
 
     @property
     def label(self) -> str:
@@ -42,12 +43,15 @@ class Result:
 
 @dataclass(frozen=True, slots=True)
 class SloSearch:
-    """``--slo-p99``: the highest rate found whose p99 stays under the target."""
+    """``--slo-p99``: the highest rate found whose p99 stays under the target.
+
+    Rates here are *offered* rates: requests that fell due per second in the measurement (a short
+    Poisson draw comes out above or below the rate asked for; ``result.rate`` is the one asked)."""
 
     target_p99_ms: float
     rate: float | None  # None: not even the lowest rate tried met the target
     result: Result | None  # the measurement at that rate
-    tried: tuple[tuple[float, float, bool], ...]  # (rate, p99_ms, met) in the order tried
+    tried: tuple[tuple[float, float, bool], ...]  # (offered rate, p99_ms, met) in the order tried
 
 
 @dataclass(frozen=True, slots=True)

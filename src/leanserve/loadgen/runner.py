@@ -22,10 +22,10 @@ from ..errors import UsageError
 from ..timing import CpuMeter, environment, load_average, now
 from .client import Driver, Recorded
 from .histogram import Histogram
-from .inputs import Target, encode_request, fetch_inputs, samples_for
+from .inputs import Target, TensorSpec, encode_request, fetch_inputs, samples_for
 from .results import Report, Result, SloSearch
 from .schedule import DRAWN, Arrivals, Level, choices, parse_mix
-from .slo import Trial, best_rate, next_rate
+from .slo import Trial, best, next_rate
 from .windows import Plan, Window, mean_interval, measure_another, stable
 
 SATURATED = 0.9  # of one core: the client is then measuring itself as much as the server
@@ -68,8 +68,9 @@ def prepare(
     mix: str | None = None,
     headers: Mapping[str, str] | None = None,
     seed: int = 0,
+    inputs: Sequence[TensorSpec] | None = None,
 ) -> Workload:
-    """Read each model's inputs from the server and encode its requests."""
+    """Read each model's inputs from the server (or take ``inputs``, for every model) and encode its requests."""
     base, host, port = parse_url(url)
     headers = dict(headers or {})
     requests: list[bytes] = []
@@ -77,7 +78,7 @@ def prepare(
     first_of: list[int] = []
     for m, name in enumerate(models):
         target = Target(name, version)
-        specs = fetch_inputs(base, target, headers)
+        specs = list(inputs) if inputs is not None else fetch_inputs(base, target, headers)
         first_of.append(len(requests))
         for sample in samples_for(data, name, specs, seed=seed + m):
             requests.append(encode_request(f"{host}:{port}", target, sample, specs, binary, headers))
@@ -231,6 +232,7 @@ def summarize(
                 throughput_ci=mean_interval(per_window_rate),
                 p99_ci_ms=mean_interval(per_window_p99),
                 arrivals=level.arrivals if level.rate is not None else None,
+                offered=sum(m.recorded.scheduled for m in measured) / total_s if level.rate and total_s else None,
             )
         )
     return results
@@ -290,24 +292,25 @@ async def search_slo(
         start = max(1.0, next(r for r in probe if r.model == _whole(workload.models)).throughput / 2)
     trials: list[Trial] = []
     tried: list[Result] = []
-    by_rate: dict[float, Result] = {}
+    by_trial: dict[int, Result] = {}
     while (rate := next_rate(trials, target_ms, start)) is not None:
         rate = round(rate, 1)
         rows = await measure_level(workload, Level(rate=rate), plan, warmup_s, progress, timeout_s, max_connections)
         tried += rows
         result = next(r for r in rows if r.model == _whole(workload.models))
-        trial = Trial(rate, result.p99_ms, result.throughput, sum(result.errors.values()))
+        offered = result.offered if result.offered is not None else rate
+        trial = Trial(offered, result.p99_ms, result.throughput, sum(result.errors.values()), rate)
+        by_trial[id(trial)] = result
         trials.append(trial)
-        by_rate[rate] = result
         if progress:
             verdict = "meets" if trial.meets(target_ms) else "misses"
-            progress(f"slo: {rate:g}/s p99 {result.p99_ms:.3f} ms {verdict} {target_ms:g} ms")
-    best = best_rate(trials, target_ms)
+            progress(f"slo: {offered:,.1f}/s offered, p99 {result.p99_ms:.3f} ms {verdict} {target_ms:g} ms")
+    top = best(trials, target_ms)
     search = SloSearch(
         target_p99_ms=target_ms,
-        rate=best,
-        result=by_rate.get(best) if best is not None else None,
-        tried=tuple((t.rate, t.p99_ms, t.meets(target_ms)) for t in trials),
+        rate=top.offered if top is not None else None,
+        result=by_trial[id(top)] if top is not None else None,
+        tried=tuple((t.offered, t.p99_ms, t.meets(target_ms)) for t in trials),
     )
     return search, tried
 
@@ -361,13 +364,15 @@ def run(
     timeout_s: float = 30.0,
     max_connections: int = 1024,
     seed: int = 0,
+    inputs: Sequence[TensorSpec] | None = None,
     progress: Progress | None = None,
 ) -> Report:
     """Load ``url``'s ``model`` (or several, mixed) at each level; what ``leanserve bench`` prints.
 
     Closed loop at each ``concurrency`` (default 1), or open loop at each ``rate`` (requests/s,
     Poisson or constant ``arrivals``); ``slo_p99_ms`` adds the search for the highest rate whose
-    p99 stays under it. Runs its own uvloop event loop: call it from synchronous code.
+    p99 stays under it. ``inputs`` declares the models' inputs instead of asking the server.
+    Runs its own uvloop event loop: call it from synchronous code.
     """
     models = (model,) if isinstance(model, str) else tuple(model)
     if not models:
@@ -377,7 +382,7 @@ def run(
     if duration_s <= 0 or warmup_s < 0:
         raise UsageError("the duration must be positive and the warm-up not negative")
     plan = Plan.for_duration(duration_s, window_s, max_windows)
-    workload = prepare(url, models, version, binary, data, mix, headers, seed)
+    workload = prepare(url, models, version, binary, data, mix, headers, seed, inputs)
     try:
         import uvloop
 

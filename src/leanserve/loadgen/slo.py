@@ -1,7 +1,7 @@
 """``--slo-p99 5ms``: the highest open-loop rate whose p99 stays under a target. Pure policy.
 
 A rate *meets* the target when its p99 is at most the target, nothing failed, and the server kept
-up (it answered at least 90% of the scheduled rate: a server that falls behind has an unbounded
+up (it answered at least 90% of the requests that fell due: a server that falls behind has an unbounded
 queue whatever its p99 says so far). From a start rate the search grows by half until a rate fails,
 then bisects (geometrically) between the best that met and the lowest that failed until they are
 within ``precision`` of each other, in at most ``max_steps`` measurements.
@@ -19,17 +19,22 @@ KEPT_UP = 0.9
 
 @dataclass(frozen=True, slots=True)
 class Trial:
-    rate: float
+    offered: float  # requests that fell due per second (a Poisson draw differs from the rate asked for)
     p99_ms: float
     throughput: float
     errors: int
+    rate: float = math.nan  # the rate asked for (default: the offered rate)
+
+    def __post_init__(self) -> None:
+        if math.isnan(self.rate):
+            object.__setattr__(self, "rate", self.offered)
 
     def meets(self, target_ms: float) -> bool:
         return (
             self.errors == 0
             and not math.isnan(self.p99_ms)
             and self.p99_ms <= target_ms
-            and self.throughput >= KEPT_UP * self.rate
+            and self.throughput >= KEPT_UP * self.offered
         )
 
 
@@ -56,5 +61,6 @@ def next_rate(
     return math.sqrt(best * above)
 
 
-def best_rate(trials: Sequence[Trial], target_ms: float) -> float | None:
-    return max((t.rate for t in trials if t.meets(target_ms)), default=None)
+def best(trials: Sequence[Trial], target_ms: float) -> Trial | None:
+    """The trial with the highest offered rate that met the target."""
+    return max((t for t in trials if t.meets(target_ms)), key=lambda t: t.offered, default=None)
