@@ -47,6 +47,14 @@ def test_inputs_from_an_npz(served: RunningServer, tmp_path: Path) -> None:
     assert report.results[0].errors == {}
 
 
+def test_the_demo_examples(served: RunningServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LEANSERVE_HOME", str(tmp_path))
+    (tmp_path / "demo" / "mlp").mkdir(parents=True)
+    np.savez(tmp_path / "demo" / "mlp" / "eval.npz", x=np.ones((5, 4), np.float32), labels=np.zeros(5))
+    report = run(served.url, "mlp", data="demo", concurrency=[1], **QUICK)
+    assert report.results[0].errors == {}
+
+
 def test_an_experiment_alias_like_any_model(served: RunningServer) -> None:
     report = run(served.url, "ab", concurrency=[2], **QUICK)
     assert report.results[0].model == "ab" and report.results[0].errors == {}

@@ -102,14 +102,15 @@ def file_samples(path: Path, specs: Sequence[TensorSpec], limit: int = MAX_SAMPL
     """Rows of an ``.npz`` keyed by input name: one request per row (up to ``limit``), each one item."""
     try:
         with np.load(path, allow_pickle=False) as data:
+            absent = [spec.name for spec in specs if spec.name not in data.files]
+            if absent:
+                raise UsageError(
+                    f"{path} has no array named {absent[0]!r}",
+                    hint=f"the model's inputs are {', '.join(s.name for s in specs)}; name the arrays after them",
+                )
             arrays = {spec.name: data[spec.name] for spec in specs}
-    except OSError as e:
+    except (OSError, ValueError) as e:
         raise UsageError(f"cannot read {path}: {e}") from None
-    except KeyError as e:
-        raise UsageError(
-            f"{path} has no array named {e.args[0]!r}",
-            hint=f"the model's inputs are {', '.join(s.name for s in specs)}; name the arrays after them",
-        ) from None
     rows = {len(a) for a in arrays.values()}
     if len(rows) != 1 or 0 in rows:
         raise UsageError(f"{path}: the arrays need the same non-zero number of rows, got {sorted(rows)}")
