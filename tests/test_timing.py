@@ -41,7 +41,8 @@ def test_cpu_meter_sees_a_busy_loop_and_an_idle_sleep() -> None:
     meter.start()
     time.sleep(0.1)
     idle = meter.read()
-    assert busy > 0.5 and idle < 0.3 and idle < busy
+    # A loaded machine may give the busy loop well under a core; a sleep costs next to nothing anyway.
+    assert busy > 0.1 and idle < 0.05 and busy <= 1.05
 
 
 def test_environment() -> None:

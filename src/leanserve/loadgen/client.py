@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 from array import array
 from collections import deque
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,8 +84,22 @@ class _Connection(asyncio.Protocol):
         except httptools.HttpParserError:
             self.driver.failed(self, "protocol")
 
-    def on_message_complete(self) -> None:
-        self.driver.answered(self, self.parser.get_status_code(), now())
+    def on_message_complete(self, _now: Callable[[], float] = now) -> None:
+        t = _now()
+        d = self.driver
+        parser = self.parser
+        # Closed loop's common case inline (a success on a kept-alive connection): record, send the
+        # next request, without two more Python calls (measured: about 4% of the client's CPU per
+        # request; the rest is the kernel's and uvloop's, as for wrk).
+        if d.closed_running and 200 <= parser.get_status_code() < 300 and parser.should_keep_alive():
+            d.by_kind[self.kind].append(t - self.start)
+            kind = d.sequence[d.cursor]
+            d.cursor = (d.cursor + 1) & d.mask
+            self.kind = kind
+            self.start = t
+            self.transport.write(d.requests[kind])  # type: ignore[union-attr]
+            return
+        d.answered(self, parser.get_status_code(), t)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.driver.lost(self)
@@ -120,7 +134,9 @@ class Driver:
         self.max_connections = max(1, max_connections)
         self.timeout_s = timeout_s
         self.recorded = Recorded.empty(models)
+        self.by_kind = [self.recorded.latencies[m] for m in self.model_of]  # request -> its model's buffer
         self.running = False
+        self.closed_running = False  # running and closed loop: the connections' fast path
         self.connections: set[_Connection] = set()
         self.opening = 0
         self.idle: list[_Connection] = []
@@ -136,6 +152,7 @@ class Driver:
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
         self.running = True
+        self.closed_running = not self.open_loop
         first = self.level.concurrency if self.level.concurrency is not None else min(16, self.max_connections)
         for _ in range(first):
             self._open()
@@ -147,6 +164,7 @@ class Driver:
     def swap(self) -> Recorded:
         """End a window: what it recorded; the next window starts empty."""
         done, self.recorded = self.recorded, Recorded.empty(self.models)
+        self.by_kind = [self.recorded.latencies[m] for m in self.model_of]
         return done
 
     async def stop(self, drain_s: float = 0.0) -> Recorded:
@@ -154,7 +172,7 @@ class Driver:
         ended, they did not fail). Open loop: they were scheduled inside the measurement, so their
         answers are awaited for up to ``drain_s`` and recorded (returned, apart from the window's);
         those still missing, and those never sent, count as ``unanswered``."""
-        self.running = False
+        self.running = self.closed_running = False
         for task in self.tasks:
             task.cancel()
         for task in list(self.tasks):

@@ -137,12 +137,16 @@ async def measure_level(
         if warmup_s > 0:
             await asyncio.sleep(warmup_s)
         driver.swap()
+        # One window ends where the next begins (the time spent summarizing one is inside the next),
+        # so every answer is counted in exactly one window's time.
+        began = now()
+        meter.start()
         while True:
-            meter.start()
-            began = now()
             await _wait_reporting(driver, plan.window_s, began, level, len(windows) + 1, plan, progress)
             recorded = driver.swap()
-            seconds, cpu = now() - began, meter.read()
+            ended, cpu = now(), meter.read()
+            meter.start()
+            seconds, began = ended - began, ended
             measured.append(_Measured(seconds, cpu, recorded, [len(a) for a in recorded.latencies]))
             windows.append(_window(seconds, cpu, recorded))
             if progress:
