@@ -18,8 +18,9 @@ METADATA = b'{"name":"fake","inputs":[{"name":"x","datatype":"FP32","shape":[-1,
 AnswerAt = Callable[[float], float]  # arrival time (perf_counter) -> when to answer
 
 
-def _response(body: bytes) -> bytes:
-    return b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
+def _response(body: bytes, status: bytes = b"200 OK") -> bytes:
+    head = b"HTTP/1.1 %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n" % (status, len(body))
+    return head + body
 
 
 class _Protocol(asyncio.Protocol):
@@ -38,7 +39,10 @@ class _Protocol(asyncio.Protocol):
     def on_message_complete(self) -> None:
         arrived = time.perf_counter()
         if self.parser.get_method() == b"GET":
-            self._send(METADATA)
+            if self.server.metadata and self.transport is not None:
+                self.transport.write(_response(METADATA))
+            elif self.transport is not None:  # a server without the metadata endpoint
+                self.transport.write(_response(b'{"detail":"Not Found"}', b"404 Not Found"))
             return
         body = b"{}"
         self.server.requests += 1
@@ -60,8 +64,9 @@ class _Protocol(asyncio.Protocol):
 
 
 class FakeServer:
-    def __init__(self, answer_at: AnswerAt) -> None:
+    def __init__(self, answer_at: AnswerAt, metadata: bool = True) -> None:
         self.answer_at = answer_at
+        self.metadata = metadata
         self.requests = 0
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()

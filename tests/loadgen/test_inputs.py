@@ -9,8 +9,10 @@ import httptools
 import numpy as np
 import pytest
 
-from leanserve.errors import UsageError
-from leanserve.loadgen.inputs import Target, TensorSpec, encode_request, file_samples, random_samples
+from leanserve.errors import ClientError, UsageError
+from leanserve.loadgen import run
+from leanserve.loadgen.inputs import Target, TensorSpec, encode_request, file_samples, parse_spec, random_samples
+from tests.loadgen.fake_server import FakeServer
 
 SPECS = [
     TensorSpec("input_ids", "INT64", (-1, 7)),
@@ -80,3 +82,22 @@ def test_npz_rows_become_requests(tmp_path: Path) -> None:
     assert len(samples) == 64 and samples[0]["x"].dtype == np.float32 and samples[0]["x"].shape == (1, 4)
     with pytest.raises(UsageError, match="no array named 'y'"):
         file_samples(tmp_path / "d.npz", [TensorSpec("y", "FP32", (-1, 4))])
+
+
+def test_declared_inputs() -> None:
+    assert parse_spec("x:FP32:-1,64") == TensorSpec("x", "FP32", (-1, 64))
+    for bad in ("x", "x:FP32", "x:NOPE:1", ":FP32:1", "x:FP32:a"):
+        with pytest.raises(UsageError):
+            parse_spec(bad)
+
+
+def test_a_server_without_metadata_takes_inputs_from_the_data_file(tmp_path: Path) -> None:
+    np.savez(tmp_path / "d.npz", x=np.ones((4, 4), np.float32))
+    with FakeServer(lambda arrived: arrived, metadata=False) as server:
+        report = run(server.url, "fake", data=tmp_path / "d.npz", concurrency=[1], duration_s=0.3, warmup_s=0)
+        assert report.results[0].errors == {} and server.requests > 0
+        declared = run(server.url, "fake", inputs=[parse_spec("x:FP32:-1,4")], concurrency=[1], duration_s=0.3)
+        assert declared.results[0].errors == {}
+        with pytest.raises(ClientError, match="answered 404") as raised:
+            run(server.url, "fake", concurrency=[1], duration_s=0.3)
+        assert "--inputs" in str(raised.value)

@@ -44,6 +44,15 @@ def _header(text: str) -> tuple[str, str]:
     return name.strip(), value.strip()
 
 
+def _input(text: str) -> object:
+    from ..loadgen.inputs import parse_spec
+
+    try:
+        return parse_spec(text)
+    except UsageError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "bench",
@@ -66,6 +75,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--max-windows", type=int, default=None, help="give up on stability after this many windows")
     p.add_argument("--binary", action="store_true", help="binary tensors (the protocol's binary extension)")
     p.add_argument("--data", default=None, help="inputs: an .npz keyed by input name, or 'demo' (default: random)")
+    p.add_argument(
+        "--inputs",
+        type=_input,
+        action="append",
+        default=None,
+        help="declare an input, name:DATATYPE:dims (e.g. x:FP32:-1,64), for a server without model metadata",
+    )
     p.add_argument("--slo-p99", type=milliseconds, default=None, help="find the highest rate with p99 under this")
     p.add_argument("--header", "-H", type=_header, action="append", default=[], help="extra header 'Name: value'")
     p.add_argument("--timeout", type=seconds, default=30.0, help="a request older than this counts as an error")
@@ -115,6 +131,7 @@ def run(args: argparse.Namespace) -> int:
         timeout_s=args.timeout,
         max_connections=args.max_connections,
         seed=args.seed,
+        inputs=args.inputs,
         progress=None if args.quiet else progress,
     )
     if args.json:

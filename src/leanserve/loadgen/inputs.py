@@ -20,12 +20,13 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from ..errors import ClientError, ServerError, UsageError
+from ..errors import ClientError, LeanserveError, ServerError, UsageError
 from ..protocol.binary import tensor_to_binary
-from ..protocol.datatypes import numpy_dtype
+from ..protocol.datatypes import datatype_of, numpy_dtype
 
 MAX_SAMPLES = 64  # distinct request bodies per model: enough to vary, few enough to stay in cache
 DEMO = "demo"
+DEMO_NOT_INPUTS = ("labels", "language")  # what the demo's eval.npz holds beside the inputs
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,16 +59,49 @@ def fetch_inputs(base_url: str, target: Target, headers: Mapping[str, str], time
             doc = json.loads(response.read())
     except urllib.error.HTTPError as e:
         detail = e.read().decode("utf-8", "replace")[:300]
-        raise ClientError(
-            f"the metadata of {target.model!r} ({base_url}{target.path}) answered {e.code}: {detail}",
-            hint="check the model name (and --version); `leanserve models list URL` lists them",
-        ) from None
+        message = f"the metadata of {target.model!r} ({base_url}{target.path}) answered {e.code}: {detail}"
+        if e.code >= 500:
+            raise ServerError(message) from None
+        error = ClientError(
+            message, hint="check the model name (and --version); `leanserve models list URL` lists them"
+        )
+        error.status = e.code
+        raise error from None
     except (urllib.error.URLError, OSError) as e:
         raise ServerError(f"cannot reach {base_url}: {e}", hint="is the server running?") from None
     try:
         return [TensorSpec(t["name"], t["datatype"], tuple(int(d) for d in t["shape"])) for t in doc["inputs"]]
     except (KeyError, TypeError, ValueError):
         raise ServerError(f"the metadata of {target.model!r} names no inputs: {str(doc)[:300]}") from None
+
+
+def parse_spec(text: str) -> TensorSpec:
+    """``name:DATATYPE:dims``, e.g. ``x:FP32:-1,64`` (for a server without model metadata)."""
+    name, _, rest = text.partition(":")
+    datatype, _, dims = rest.partition(":")
+    try:
+        shape = tuple(int(d) for d in dims.split(",") if d.strip())
+        numpy_dtype(datatype) if datatype != "BYTES" else None
+    except (ValueError, LeanserveError):
+        shape = ()
+        name = ""
+    if not name or not shape:
+        raise UsageError(f"{text!r} does not declare an input", hint="name:DATATYPE:dims, e.g. x:FP32:-1,64")
+    return TensorSpec(name, datatype, shape)
+
+
+def specs_of_file(data: str | Path, model: str) -> list[TensorSpec]:
+    """Inputs read off a data file's arrays (every array but the demo's labels): one row per request."""
+    path = _demo_path(model) if str(data) == DEMO else Path(data)
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            return [
+                TensorSpec(name, datatype_of(arrays[name]), (-1, *arrays[name].shape[1:]))
+                for name in arrays.files
+                if not (str(data) == DEMO and name in DEMO_NOT_INPUTS)
+            ]
+    except (OSError, ValueError) as e:
+        raise UsageError(f"cannot read {path}: {e}") from None
 
 
 def concrete_shape(spec: TensorSpec) -> tuple[int, ...]:
@@ -128,12 +162,16 @@ def file_samples(path: Path, specs: Sequence[TensorSpec], limit: int = MAX_SAMPL
 
 def demo_samples(model: str, specs: Sequence[TensorSpec], repo: Path | None = None) -> list[dict[str, np.ndarray]]:
     """The demo's held-out examples of ``model`` (digits images, MiniLM sentences)."""
-    from ..demo import default_demo_dir
-
-    path = (repo or default_demo_dir()) / model / "eval.npz"
+    path = _demo_path(model, repo)
     if not path.is_file():
         raise UsageError(f"no demo examples at {path}", hint="build the demo first: leanserve demo --no-serve")
     return file_samples(path, specs)
+
+
+def _demo_path(model: str, repo: Path | None = None) -> Path:
+    from ..demo import default_demo_dir
+
+    return (repo or default_demo_dir()) / model / "eval.npz"
 
 
 def samples_for(

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UsageError
+from ..errors import ClientError, UsageError
 from ..timing import CpuMeter, environment, load_average, now
 from .client import Driver, Recorded
 from .histogram import Histogram
-from .inputs import Target, TensorSpec, encode_request, fetch_inputs, samples_for
+from .inputs import Target, TensorSpec, encode_request, fetch_inputs, samples_for, specs_of_file
 from .results import Report, Result, SloSearch
 from .schedule import DRAWN, Arrivals, Level, choices, parse_mix
 from .slo import Trial, best, next_rate
@@ -78,7 +78,7 @@ def prepare(
     first_of: list[int] = []
     for m, name in enumerate(models):
         target = Target(name, version)
-        specs = list(inputs) if inputs is not None else fetch_inputs(base, target, headers)
+        specs = list(inputs) if inputs is not None else _declared(base, target, headers, data)
         first_of.append(len(requests))
         for sample in samples_for(data, name, specs, seed=seed + m):
             requests.append(encode_request(f"{host}:{port}", target, sample, specs, binary, headers))
@@ -92,6 +92,18 @@ def prepare(
         sequence[i] = first_of[m] + seen[m] % counts[m]
         seen[m] += 1
     return Workload(host, port, tuple(models), tuple(requests), tuple(model_of), sequence)
+
+
+def _declared(base: str, target: Target, headers: Mapping[str, str], data: str | Path | None) -> list[TensorSpec]:
+    """The model's inputs from its metadata; from the data file's arrays when the server has no metadata."""
+    try:
+        return fetch_inputs(base, target, headers)
+    except ClientError as e:
+        if data is None or e.status not in (404, 405):
+            if e.status in (404, 405):
+                e.hint = "check the model name; a server without model metadata needs --inputs or --data"
+            raise
+        return specs_of_file(data, target.model)
 
 
 # ---- one load level ----------------------------------------------------------------------------
