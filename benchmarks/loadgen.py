@@ -185,6 +185,8 @@ def summarize(runs: list[Run], rounds: int) -> dict[str, dict[str, object]]:
             "bench_over_hey": per_round["hey"],
             "median_bench_over_wrk": statistics.median(per_round["wrk"]),
             "median_bench_over_hey": statistics.median(per_round["hey"]),
+            "cpu_per_request_bench_over_wrk": statistics.median(r.cpu_us_per_request for r in of["leanserve bench"])
+            / statistics.median(r.cpu_us_per_request for r in of["wrk"]),
         }
     return out
 
