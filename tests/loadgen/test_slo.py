@@ -54,3 +54,7 @@ def test_gives_up_when_nothing_meets() -> None:
     while (rate := next_rate(trials, 0.5, 1000.0)) is not None:
         trials.append(modelled(rate))
     assert best_rate(trials, 0.5) is None and len(trials) <= 12
+    trials = []
+    while (rate := next_rate(trials, 0.5, 1000.0, min_rate=10.0)) is not None:
+        trials.append(modelled(rate))
+    assert [t.rate for t in trials] == [1000.0, 250.0, 62.5, 15.625]  # not below 10/s

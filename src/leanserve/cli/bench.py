@@ -69,7 +69,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     load.add_argument("--concurrency", type=_list(int), help="closed loop: connections, e.g. 1,8,32 (default 1)")
     load.add_argument("--rate", type=_list(float), help="open loop: requests per second, e.g. 200 or 100,200")
     p.add_argument("--arrivals", choices=["poisson", "constant"], default="poisson", help="open loop's arrivals")
-    p.add_argument("--duration", type=seconds, default=20.0, help="measured time per level (default 20s; up to twice that while the windows disagree)")
+    p.add_argument(
+        "--duration",
+        type=seconds,
+        default=20.0,
+        help="measured time per level (default 20s; up to twice that while the windows disagree)",
+    )
     p.add_argument("--warmup", type=seconds, default=2.0, help="load before measuring, per level (default 2s)")
     p.add_argument("--window", type=seconds, default=None, help="measurement window (default: duration/4)")
     p.add_argument("--max-windows", type=int, default=None, help="give up on stability after this many windows")

@@ -309,7 +309,9 @@ async def search_slo(
     trials: list[Trial] = []
     tried: list[Result] = []
     by_trial: dict[int, Result] = {}
-    while (rate := next_rate(trials, target_ms, start)) is not None:
+    # A p99 of fewer than 100 requests is its maximum: rates below that are not worth measuring.
+    min_rate = 100 / (plan.planned * plan.window_s)
+    while (rate := next_rate(trials, target_ms, start, min_rate=min_rate)) is not None:
         rate = round(rate, 1)
         rows = await measure_level(workload, Level(rate=rate), plan, warmup_s, progress, timeout_s, max_connections)
         tried += rows

@@ -39,9 +39,15 @@ class Trial:
 
 
 def next_rate(
-    trials: Sequence[Trial], target_ms: float, start: float, precision: float = 0.05, max_steps: int = 12
+    trials: Sequence[Trial],
+    target_ms: float,
+    start: float,
+    precision: float = 0.05,
+    max_steps: int = 12,
+    min_rate: float = 0.1,
 ) -> float | None:
-    """The next rate to try, or None when the search is done."""
+    """The next rate to try, or None when the search is done (``min_rate``: below it a measurement
+    holds too few requests for a p99 to mean anything)."""
     if not trials:
         return start
     if len(trials) >= max_steps:
@@ -55,7 +61,7 @@ def next_rate(
         return best * GROWTH
     if best is None:  # nothing met yet: shrink
         lowest = min(failed)
-        return lowest / 4 if lowest / 4 >= 0.1 else None
+        return lowest / 4 if lowest / 4 >= min_rate else None
     if above / best <= 1 + precision:
         return None
     return math.sqrt(best * above)
