@@ -72,18 +72,22 @@ def test_json_is_one_object_with_the_documented_fields(
     assert tuple(rows[0]) == CSV_FIELDS and [r["concurrency"] for r in rows] == ["1", "2"]
 
 
-def test_the_table_an_open_loop_rate_and_a_chart(
-    server: RunningServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    argv = ["bench", server.url, "--model", "mlp", "--rate", "50", "--arrivals", "constant", *QUICK]
-    assert main([*argv, "--plot", str(tmp_path / "chart")]) == 0
-    out, err = capsys.readouterr()
+def test_the_table_and_an_open_loop_rate(server: RunningServer, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", server.url, "--model", "mlp", "--rate", "50", "--arrivals", "constant", *QUICK]) == 0
+    out, _ = capsys.readouterr()
     assert "p99 ms" in out and "50/s" in out
+
+
+@pytest.mark.slow  # matplotlib's first import builds its font cache
+def test_a_chart(server: RunningServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     pytest.importorskip("matplotlib")
+    assert main(["bench", server.url, "--model", "mlp", *QUICK, "--plot", str(tmp_path / "chart")]) == 0
+    _, err = capsys.readouterr()
     assert (tmp_path / "chart.png").stat().st_size > 1000 and (tmp_path / "chart.svg").read_text().startswith("<?xml")
     assert "chart: " in err
 
 
+@pytest.mark.slow  # an interpreter's start and imports: seconds on a loaded machine
 def test_a_separate_process_prints_only_json_on_stdout(server: RunningServer) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "leanserve", "bench", server.url, "--model", "mlp", *QUICK, "--json", "--binary"],

@@ -96,7 +96,9 @@ def test_a_server_without_metadata_takes_inputs_from_the_data_file(tmp_path: Pat
     with FakeServer(lambda arrived: arrived, metadata=False) as server:
         report = run(server.url, "fake", data=tmp_path / "d.npz", concurrency=[1], duration_s=0.3, warmup_s=0)
         assert report.results[0].errors == {} and server.requests > 0
-        declared = run(server.url, "fake", inputs=[parse_spec("x:FP32:-1,4")], concurrency=[1], duration_s=0.3)
+        declared = run(
+            server.url, "fake", inputs=[parse_spec("x:FP32:-1,4")], concurrency=[1], duration_s=0.3, warmup_s=0
+        )
         assert declared.results[0].errors == {}
         with pytest.raises(ClientError, match="answered 404") as raised:
             run(server.url, "fake", concurrency=[1], duration_s=0.3)
