@@ -810,7 +810,8 @@ def describe_environment() -> dict[str, object]:
 
 
 def load_average() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    loads = timing.load_average()
+    return " ".join(f"{x:.2f}" for x in loads) if loads else "unknown"
 
 
 def main() -> int:
