@@ -57,6 +57,11 @@ class _Protocol(asyncio.Protocol):
 
     def _send(self, body: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
+            if self.server.close:
+                head = b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: %d\r\n\r\n" % len(body)
+                self.transport.write(head + body)
+                self.transport.close()
+                return
             self.transport.write(_response(body))
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -64,9 +69,10 @@ class _Protocol(asyncio.Protocol):
 
 
 class FakeServer:
-    def __init__(self, answer_at: AnswerAt, metadata: bool = True) -> None:
+    def __init__(self, answer_at: AnswerAt, metadata: bool = True, close: bool = False) -> None:
         self.answer_at = answer_at
         self.metadata = metadata
+        self.close = close  # answer with "connection: close" and close, as some servers do
         self.requests = 0
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()

@@ -34,6 +34,14 @@ def test_closed_loop_hides_the_same_stall_in_its_percentiles() -> None:
     assert r.p99_ms < 100 and r.max_ms > 400  # one request waited; the rest were fast
 
 
+def test_a_server_that_closes_every_connection_is_reconnected_to() -> None:
+    with FakeServer(lambda arrived: arrived, close=True) as server:
+        closed = run(server.url, "fake", concurrency=[2], duration_s=0.6, window_s=0.2, warmup_s=0)
+        opened = run(server.url, "fake", rate=[100.0], duration_s=0.6, window_s=0.2, warmup_s=0)
+    assert closed.results[0].errors == {} and closed.results[0].requests > 20
+    assert opened.results[0].errors == {} and opened.results[0].requests > 20
+
+
 @pytest.mark.slow
 def test_slo_search_on_a_server_of_known_capacity() -> None:
     # One request at a time, 10 ms each: 100 req/s at most, and p99 grows without bound near it. The
