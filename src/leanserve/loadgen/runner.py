@@ -401,6 +401,13 @@ def run(
         raise UsageError("the duration must be positive and the warm-up not negative")
     plan = Plan.for_duration(duration_s, window_s, max_windows)
     workload = prepare(url, models, version, binary, data, mix, headers, seed, inputs)
+    if progress:
+        what = ", ".join(level.label for level in levels) or f"the rate search for p99 <= {slo_p99_ms:g} ms"
+        progress(
+            f"{url}: {', '.join(models)}: {len(workload.requests)} requests encoded"
+            f" ({'binary' if binary else 'JSON'}); {what}; {warmup_s:g} s warm-up, then windows of"
+            f" {plan.window_s:g} s until stable ({plan.planned} to {plan.maximum})"
+        )
     try:
         import uvloop
 
