@@ -5,7 +5,8 @@
 One leanserve server (the tiny MLP of serving.py, one ONNX Runtime thread) in its own process; the
 same request bytes (V2 JSON, one item) sent by ``wrk -t1``, ``hey`` and ``leanserve bench`` (each
 its own process), alternating tool by tool within each round so that machine noise falls on all
-three alike, at concurrency 32 and 1. Reported: each tool's throughput and p50/p99, the ratio of
+three alike, at concurrency 32 and 1; then races: wrk and leanserve bench at the same time, 16
+connections each, against the one server (both live through the same noise). Reported: each tool's throughput and p50/p99, the ratio of
 leanserve bench to wrk and to hey per round and their median, and each tool's own CPU use per
 request (from the kernel's accounting of the child process). Targets (issue 14): at c32, bench >=
 0.8x wrk; throughput within 10% of wrk's and hey's. Written to benchmarks/out/loadgen.json.
@@ -101,6 +102,33 @@ def bench(url: str, data: Path, concurrency: int, seconds: int) -> Run:
     return Run("leanserve bench", concurrency, r["throughput"], r["p50_ms"], r["p99_ms"], errors, cpu, r["duration_s"])
 
 
+def race(base: str, url: str, script: Path, data: Path, connections: int, seconds: int) -> tuple[float, float]:
+    """wrk and leanserve bench at the same time, ``connections`` each, against one server: (bench, wrk) req/s.
+
+    The server answers whichever connection is ready, so two clients that keep up get equal shares;
+    a client that is slower to send its next request gets less. Both live through the same noise at
+    the same moment, which alternating runs cannot promise on a shared machine.
+    """
+    warmup = 1.0
+    cmd = [LEANSERVE, "bench", base, "--model", "tiny", "--concurrency", str(connections), "--data", str(data)]
+    cmd += ["--duration", f"{seconds}s", "--window", f"{seconds / 3:.3f}s", "--max-windows", "3"]
+    ours = subprocess.Popen([*cmd, "--warmup", f"{warmup}s", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert ours.stderr is not None
+    for line in ours.stderr:  # its first line comes when its requests are ready, just before its warm-up
+        if b"requests encoded" in line:
+            break
+    theirs = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{round(seconds + warmup)}s", "-s", str(script), url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    out, _ = ours.communicate(timeout=120)
+    bench_rps = float(json.loads(out)["results"][0]["throughput"])
+    wrk_rps = float(re.search(r"Requests/sec:\s+([\d.]+)", theirs).group(1))  # type: ignore[union-attr]
+    return bench_rps, wrk_rps
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     # Short rounds, many of them: on a shared machine the noise comes in bursts of seconds, and a
@@ -108,6 +136,7 @@ def main() -> int:
     parser.add_argument("--duration", type=int, default=3, help="seconds per tool per round")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--concurrency", default="32,1")
+    parser.add_argument("--races", type=int, default=5, help="rounds of wrk and bench together, 16 connections each")
     parser.add_argument("--out", type=Path, default=HERE / "out" / "loadgen.json")
     args = parser.parse_args()
     missing = [t for t in ("wrk", "hey") if shutil.which(t) is None]
@@ -117,6 +146,7 @@ def main() -> int:
     x = np.random.default_rng(1).normal(size=(1, 64)).astype(np.float32)
     body, _ = encode_body({"x": x}, [TensorSpec("x", "FP32", (-1, 64))], binary=False)
     runs: list[Run] = []
+    races: list[tuple[float, float]] = []
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         repo = tiny_repository(tmp / "repo")
@@ -150,11 +180,22 @@ def main() -> int:
                             f"client CPU {run.cpu_us_per_request:.1f} us/request",
                             flush=True,
                         )
+            for r in range(args.races):
+                ours, theirs = race(f"http://127.0.0.1:{port}", url, script, tmp / "x.npz", 16, args.duration)
+                races.append((ours, theirs))
+                print(f"race {r + 1}: leanserve bench {ours:,.0f} req/s, wrk {theirs:,.0f} ({ours / theirs:.2f}x)")
         finally:
             proc.terminate()
             proc.wait(timeout=30)
     summary = summarize(runs, args.rounds)
     print_summary(summary)
+    if races:
+        ratios = [b / w for b, w in races]
+        summary["race"] = {"bench_over_wrk": ratios, "median_bench_over_wrk": statistics.median(ratios)}
+        print(
+            f"\nwrk and leanserve bench together, 16 connections each: bench / wrk per round "
+            f"{_fmt(ratios)}, median {statistics.median(ratios):.2f}"
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     doc = {
         "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
