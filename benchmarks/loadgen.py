@@ -1,15 +1,16 @@
 """leanserve bench against wrk and hey on the same workload: does our load generator measure the server?
 
-    make bench-loadgen              # or: .venv/bin/python benchmarks/loadgen.py [--duration 8] [--rounds 3]
+    make bench-loadgen              # or: .venv/bin/python benchmarks/loadgen.py [--duration 3] [--rounds 7] [--races 5]
 
 One leanserve server (the tiny MLP of serving.py, one ONNX Runtime thread) in its own process; the
 same request bytes (V2 JSON, one item) sent by ``wrk -t1``, ``hey`` and ``leanserve bench`` (each
 its own process), alternating tool by tool within each round so that machine noise falls on all
 three alike, at concurrency 32 and 1; then races: wrk and leanserve bench at the same time, 16
-connections each, against the one server (both live through the same noise). Reported: each tool's throughput and p50/p99, the ratio of
-leanserve bench to wrk and to hey per round and their median, and each tool's own CPU use per
-request (from the kernel's accounting of the child process). Targets (issue 14): at c32, bench >=
-0.8x wrk; throughput within 10% of wrk's and hey's. Written to benchmarks/out/loadgen.json.
+connections each, against the one server (both live through the same noise). Reported: each
+tool's throughput and p50/p99, the ratio of leanserve bench to wrk and to hey per round and their
+median, each tool's own CPU use per request (from the kernel's accounting of the child process),
+and the races' ratios. Targets (issue 14): at c32, bench >= 0.8x wrk; throughput within 10% of
+wrk's and hey's. Written to benchmarks/out/loadgen.json.
 """
 
 from __future__ import annotations
