@@ -41,8 +41,9 @@ def test_cpu_meter_sees_a_busy_loop_and_an_idle_sleep() -> None:
     meter.start()
     time.sleep(0.1)
     idle = meter.read()
-    # A loaded machine may give the busy loop well under a core; a sleep costs next to nothing anyway.
-    assert busy > 0.1 and idle < 0.05 and busy <= 1.05
+    # A loaded machine may give the busy loop well under a core, and the process's other threads (a
+    # test server's) count in both: the busy loop shows as the difference.
+    assert busy > idle + 0.1
 
 
 def test_environment() -> None:
