@@ -44,6 +44,7 @@ class Workload:
     requests: tuple[bytes, ...]
     model_of: tuple[int, ...]  # request index -> model index
     sequence: np.ndarray  # request indices, DRAWN of them, cycled
+    seed: int = 0  # of the open loop's arrivals (the inputs and the mix are drawn already)
 
 
 def parse_url(url: str) -> tuple[str, str, int]:
@@ -91,7 +92,7 @@ def prepare(
     for i, m in enumerate(picked.tolist()):  # model m's samples in turn
         sequence[i] = first_of[m] + seen[m] % counts[m]
         seen[m] += 1
-    return Workload(host, port, tuple(models), tuple(requests), tuple(model_of), sequence)
+    return Workload(host, port, tuple(models), tuple(requests), tuple(model_of), sequence, seed)
 
 
 def _declared(base: str, target: Target, headers: Mapping[str, str], data: str | Path | None) -> list[TensorSpec]:
@@ -137,6 +138,7 @@ async def measure_level(
         level,
         max_connections=max_connections,
         timeout_s=timeout_s,
+        seed=workload.seed,
     )
     # The collector would pause the loop mid-window for garbage the request path does not make.
     gc.collect()
