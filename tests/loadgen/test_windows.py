@@ -45,4 +45,5 @@ def test_mean_interval() -> None:
     lo, hi = mean_interval([10.0, 12.0, 11.0])
     assert lo < 11.0 < hi and hi - lo == pytest.approx(2 * 4.303 * 1.0 / math.sqrt(3))
     assert mean_interval([5.0]) == (5.0, 5.0)
+    assert mean_interval([1.0, 600.0, 1.0])[0] == 0.0  # never below zero
     assert all(math.isnan(x) for x in mean_interval([]))

@@ -82,7 +82,10 @@ def measure_another(windows: Sequence[Window], plan: Plan, tolerance: float = TO
 
 
 def mean_interval(values: Sequence[float]) -> tuple[float, float]:
-    """95% confidence interval of the mean of ``values`` (a point for one value; NaNs when none)."""
+    """95% confidence interval of the mean of ``values`` (a point for one value; NaNs when none).
+
+    Cut at zero: the figures it is used for (rates, latencies) are never negative, and a few
+    windows that disagree widely would otherwise give an interval reaching below it."""
     finite = [v for v in values if not math.isnan(v)]
     if not finite:
         return (math.nan, math.nan)
@@ -91,4 +94,4 @@ def mean_interval(values: Sequence[float]) -> tuple[float, float]:
         return (mean, mean)
     t = _T95[len(finite) - 2] if len(finite) - 1 <= len(_T95) else 1.96
     half = t * statistics.stdev(finite) / math.sqrt(len(finite))
-    return (mean - half, mean + half)
+    return (max(0.0, mean - half), mean + half)
