@@ -16,7 +16,7 @@ def test_open_loop_charges_a_stall_to_every_request_scheduled_during_it() -> Non
         report = run(
             server.url,
             "fake",
-            rate=[200.0],
+            rate=[100.0],
             arrivals="constant",
             duration_s=1.8,
             window_s=0.6,
@@ -25,9 +25,10 @@ def test_open_loop_charges_a_stall_to_every_request_scheduled_during_it() -> Non
             max_connections=1,
         )
     (r,) = report.results
-    # About 120 of 360 requests fell due inside the stall, their latencies spread over 0-0.6 s: the
-    # 90th percentile is near 0.42 s, the median a request that never met the stall.
-    assert r.errors == {}, r
+    # About 60 of 180 requests fell due inside the stall, their latencies spread over 0-0.6 s: the
+    # 90th percentile is near 0.42 s, the median a request that never met the stall. (On a badly
+    # loaded machine the one connection may not catch up before the end: those are "unanswered".)
+    assert set(r.errors) <= {"unanswered"} and r.requests > 100, r
     assert r.p50_ms < 150 and r.p90_ms > 250 and r.max_ms > 500, r
 
 
