@@ -33,7 +33,10 @@ def test_open_loop_keeps_its_rate(served: RunningServer) -> None:
     report = run(served.url, "mlp", rate=[100.0], arrivals="constant", **QUICK)
     (r,) = report.results
     assert r.rate == 100.0 and r.concurrency is None and r.arrivals == "constant"
-    assert r.errors == {} and r.throughput == pytest.approx(100.0, rel=0.25)
+    # The schedule is the client's: 100 requests fell due per second. What came back is the server's
+    # (a test server sharing a loaded machine may fall behind; then some are left unanswered).
+    assert r.offered == pytest.approx(100.0, rel=0.1)
+    assert set(r.errors) <= {"unanswered"} and 0 < r.throughput <= 1.1 * r.offered
 
 
 def test_binary_tensors_and_a_version(served: RunningServer) -> None:
