@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,9 @@ def test_closed_loop_at_each_concurrency(served: RunningServer) -> None:
         assert r.model == "mlp" and r.rate is None and r.errors == {}
         assert r.requests > 20 and r.throughput > 0 and r.windows >= 3
         assert 0 < r.p50_ms <= r.p90_ms <= r.p99_ms <= r.p999_ms <= r.max_ms
-        assert 0 < r.client_cpu < 1.5 and r.duration_s == pytest.approx(0.2 * r.windows, rel=0.5)
+        # The test server is a thread of this process: its CPU counts in the client's here.
+        assert 0 < r.client_cpu < os.cpu_count() + 0.5  # type: ignore[operator]
+        assert r.duration_s == pytest.approx(0.2 * r.windows, rel=0.5)
         lo, hi = r.throughput_ci
         assert lo <= hi
     assert any("c4: window 1" in line for line in lines)
