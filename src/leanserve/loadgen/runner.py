@@ -4,6 +4,9 @@ Mechanism around the policies of ``schedule``, ``windows`` and ``slo``; the HTTP
 ``client.Driver``'s. Everything runs on one uvloop event loop in the calling thread (``leanserve
 bench`` is its own process, so the load generator never shares a core's interpreter with the
 server it measures).
+
+``Workload``, ``measure_level`` and ``search_slo`` are also driven directly by benchmarks (the peers'
+comparison builds a ``Workload`` of its own request bytes for servers with their own paths).
 """
 
 from __future__ import annotations
