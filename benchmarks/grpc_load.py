@@ -22,6 +22,8 @@ from pathlib import Path
 import grpc
 import numpy as np
 
+from leanserve.timing import percentiles
+
 METHOD = "/inference.GRPCInferenceService/ModelInfer"
 
 
@@ -77,12 +79,12 @@ async def load(target: str, request: bytes, concurrency: int, duration: float) -
         began = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         elapsed = time.perf_counter() - began
-    ms = np.array(latencies) * 1e3
+    p50, p99 = percentiles(np.array(latencies) * 1e3, (50, 99))
     return {
         "concurrency": concurrency,
         "requests_per_s": len(latencies) / elapsed,
-        "p50_ms": float(np.percentile(ms, 50)) if len(ms) else float("nan"),
-        "p99_ms": float(np.percentile(ms, 99)) if len(ms) else float("nan"),
+        "p50_ms": p50,
+        "p99_ms": p99,
         "errors": errors,
     }
 

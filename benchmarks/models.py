@@ -46,6 +46,7 @@ from onnx import TensorProto, helper, numpy_helper
 from prometheus_client.parser import text_string_to_metric_families
 from serving import SENTENCE, environment, free_port, v2_body, write_tiny_mlp
 
+from leanserve import timing
 from leanserve.client import RepositoryClient
 from leanserve.demo import build_demo_repository, tokenize
 from leanserve.demo.build import digits_example
@@ -320,8 +321,8 @@ class LoadResult:
 def percentiles(latencies: list[float]) -> tuple[float, float]:
     if not latencies:
         return float("nan"), float("nan")
-    arr = np.asarray(latencies) * 1e3
-    return float(np.percentile(arr, 50)), float(np.percentile(arr, 99))
+    p50, p99 = timing.percentiles(np.asarray(latencies) * 1e3, (50, 99))
+    return p50, p99
 
 
 Target = Callable[[str], tuple[str, dict[str, str]]]  # model name -> (url, headers)
@@ -809,7 +810,8 @@ def describe_environment() -> dict[str, object]:
 
 
 def load_average() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    loads = timing.load_average()
+    return " ".join(f"{x:.2f}" for x in loads) if loads else "unknown"
 
 
 def main() -> int:

@@ -36,13 +36,13 @@ from leanserve.config import RuntimeOptions, load_model_config
 from leanserve.optimization import OptimizeResult, optimize
 from leanserve.optimization.assess import predict
 from leanserve.optimization.data import from_arrays, split
-from leanserve.optimization.measure import environment as measured_environment
-from leanserve.optimization.measure import usable_cores
 from leanserve.optimization.metrics import cosine_per_example
 from leanserve.optimization.selection import choose
 from leanserve.optimization.sweep import tile
 from leanserve.repository import resolve_version
 from leanserve.runtimes import Runtime, load_runtime
+from leanserve.timing import environment as measured_environment
+from leanserve.timing import timed_calls, usable_cores
 
 HERE = Path(__file__).resolve().parent
 BIG_BATCH = 32
@@ -82,9 +82,7 @@ class Comparison:
 def _calls_per_round(call: Callable[[], object]) -> int:
     for _ in range(3):  # warm-up: first calls allocate arenas and pick kernels
         call()
-    t0 = time.perf_counter()
-    call()
-    once = max(time.perf_counter() - t0, 1e-6)
+    once = max(timed_calls(call, 1)[0] / 1000.0, 1e-6)
     return max(3, min(2000, round(ROUND_SECONDS / once)))
 
 
@@ -101,11 +99,7 @@ def side_by_side(baseline: Runtime, chosen: Runtime, feed: Mapping[str, np.ndarr
         # Swap who goes first every round: neither engine always inherits the other's cache state.
         order = list(calls) if r % 2 == 0 else list(reversed(calls))
         for name in order:
-            this_round = []
-            for _ in range(per_round[name]):
-                t0 = time.perf_counter()
-                calls[name]()
-                this_round.append((time.perf_counter() - t0) * 1000.0)
+            this_round = timed_calls(calls[name], per_round[name])
             samples[name].extend(this_round)
             medians[name].append(statistics.median(this_round))
     batch = len(next(iter(feed.values())))

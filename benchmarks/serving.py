@@ -36,7 +36,7 @@ import onnxruntime as ort
 from grpc_load import call_once, infer_request, output_of
 from onnx import TensorProto, helper, numpy_helper
 
-from leanserve.optimization.measure import environment as measured_environment
+from leanserve.timing import environment as measured_environment
 
 HERE = Path(__file__).resolve().parent
 LIMIT_SERVER = HERE.parent.parent / "shared" / "reference" / "limit_server.py"

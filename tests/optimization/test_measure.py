@@ -1,8 +1,7 @@
-"""Measurement: timing rounds, peak memory in a fresh process, energy from RAPL counters, environment."""
+"""Measurement: peak memory in a fresh process, energy from RAPL counters."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,25 +12,9 @@ from onnx import TensorProto, helper, numpy_helper
 from leanserve.config import RuntimeOptions
 from leanserve.errors import ServerError
 from leanserve.optimization import measure
-from leanserve.optimization.measure import (
-    NOT_MEASURABLE,
-    Settings,
-    energy_per_inference,
-    environment,
-    peak_memory,
-    time_runs,
-)
+from leanserve.optimization.measure import NOT_MEASURABLE, energy_per_inference, peak_memory
 
 needs_proc = pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="peak memory is read from /proc")
-
-
-def test_time_runs_counts_and_orders() -> None:
-    settings = Settings(warmup=2, rounds=3, runs_per_round=5)
-    calls = []
-    lat = time_runs(lambda: calls.append(1), 1, settings)
-    assert len(calls) == 2 + 15 and lat.runs == 15 and lat.warmup == 2
-    assert lat.rounds_ms.min <= lat.rounds_ms.median <= lat.rounds_ms.max
-    assert 0 <= lat.p50_ms <= lat.p99_ms
 
 
 def _matmul_model(path: Path) -> Path:
@@ -111,9 +94,3 @@ def test_energy_is_never_estimated(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     counter.write_text("not a number")  # present but unreadable, as root-only counters read
     unreadable = energy_per_inference(lambda: None, 1, 0.01)
     assert unreadable.joules_per_inference is None and unreadable.source == NOT_MEASURABLE
-
-
-def test_environment() -> None:
-    env = environment()
-    assert 1 <= env.usable_cores <= env.logical_cores and "onnxruntime" in env.libraries and env.cpu_model
-    assert env.python == ".".join(map(str, sys.version_info[:3]))

@@ -2,11 +2,12 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from leanserve.optimization.measure import NOT_MEASURABLE, Energy, Latency, Spread
+from leanserve.optimization.measure import NOT_MEASURABLE, Energy
 from leanserve.optimization.metrics import Score
 from leanserve.optimization.results import Measurements, Status, VariantResult
 from leanserve.optimization.selection import choose, fallback_order, keep
 from leanserve.optimization.sweep import DEFAULT_OBJECTIVE
+from leanserve.timing import Latency, Spread
 
 
 def _v(name: str, p50: float, tput: float, score: float, status: Status = "accepted") -> VariantResult:

@@ -5,10 +5,11 @@ variants of a model, rejects those outside the accuracy budget, measures the res
 the fastest (and the original) into a model repository with provenance.
 """
 
+from ..timing import Environment, Latency
 from .api import optimize
 from .budget import Budget, parse_budget
 from .fallback import FallbackReport, RankedNode
-from .measure import Energy, Environment, Latency
+from .measure import Energy
 from .metrics import Score
 from .results import Measurements, OptimizeResult, SourceInfo, SplitInfo, VariantResult
 from .sweep import ServingPlan, SweepPoint

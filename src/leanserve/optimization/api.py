@@ -22,12 +22,12 @@ from .. import __version__
 from ..config import DynamicBatching, RuntimeOptions
 from ..errors import UsageError
 from ..runtimes import load_runtime
+from ..timing import Settings, environment, usable_cores
 from . import fallback as fb
 from . import sources
 from .assess import Bench, judge, measure, predict, quick_p50
 from .budget import parse_budget
 from .data import conform, from_arrays, load_data, split
-from .measure import Settings, environment, usable_cores
 from .metrics import make_metric, score_groups
 from .report import write_html, write_json
 from .results import OptimizeResult, SourceInfo, SplitInfo, VariantResult

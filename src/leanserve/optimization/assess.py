@@ -11,9 +11,10 @@ import numpy as np
 
 from ..config import RuntimeOptions
 from ..runtimes import Runtime, load_runtime
+from ..timing import Settings, time_for, time_runs
 from .budget import Budget, Verdict
 from .data import Dataset
-from .measure import Settings, energy_per_inference, file_size, peak_memory, time_for, time_runs
+from .measure import energy_per_inference, file_size, peak_memory
 from .metrics import Metric, Score, score_groups
 from .results import Measurements
 from .sweep import Objective, ServingPlan, SweepPoint, recommend, sweep, tile

@@ -1,4 +1,4 @@
-"""Measurement: latency with warm-up and repeated rounds, peak memory, energy, environment.
+"""Measurement: peak memory and energy (latency loops and the environment are leanserve.timing's).
 
 Every figure here comes from a run on this machine. Where a counter does not exist (no RAPL,
 no NVML), the figure is ``None`` with a note saying so; nothing is ever estimated.
@@ -6,16 +6,11 @@ no NVML), the figure is ``None`` with a note saying so; nothing is ever estimate
 
 from __future__ import annotations
 
-import os
-import platform
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from importlib import metadata
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +18,7 @@ import numpy as np
 from ..config import RuntimeOptions
 from ..errors import ServerError
 from ..runtimes import Runtime
+from ..timing import now
 
 NOT_MEASURABLE = "not measurable here"
 _PEAK_TIMEOUT_S = 600
@@ -30,88 +26,9 @@ _RAPL = Path("/sys/class/powercap")
 
 
 @dataclass(frozen=True, slots=True)
-class Settings:
-    warmup: int = 5
-    rounds: int = 5
-    runs_per_round: int = 20
-    sweep_seconds: float = 0.25  # per (threads, batch) point
-
-    @classmethod
-    def quick(cls) -> Settings:
-        return cls(warmup=2, rounds=3, runs_per_round=8, sweep_seconds=0.08)
-
-
-@dataclass(frozen=True, slots=True)
-class Spread:
-    min: float
-    median: float
-    max: float
-
-
-@dataclass(frozen=True, slots=True)
-class Latency:
-    batch_size: int
-    p50_ms: float
-    p99_ms: float
-    mean_ms: float
-    rounds_ms: Spread  # min / median / max of the per-round medians
-    runs: int
-    warmup: int
-
-
-@dataclass(frozen=True, slots=True)
 class Energy:
     joules_per_inference: float | None
     source: str  # "intel-rapl", "nvml", or NOT_MEASURABLE
-
-
-@dataclass(frozen=True, slots=True)
-class Environment:
-    cpu_model: str
-    logical_cores: int  # in the machine
-    usable_cores: int  # this process may run on (its affinity mask): what the thread sweep tries
-    cpu_flags: tuple[str, ...]
-    machine: str
-    python: str
-    libraries: dict[str, str] = field(default_factory=dict)
-
-
-def time_runs(run: Callable[[], object], batch_size: int, settings: Settings) -> Latency:
-    """Warm up, then ``rounds`` rounds of ``runs_per_round`` timed calls."""
-    for _ in range(settings.warmup):
-        run()
-    samples: list[float] = []
-    medians: list[float] = []
-    for _ in range(settings.rounds):
-        this_round: list[float] = []
-        for _ in range(settings.runs_per_round):
-            t0 = time.perf_counter()
-            run()
-            this_round.append((time.perf_counter() - t0) * 1000.0)
-        medians.append(statistics.median(this_round))
-        samples.extend(this_round)
-    arr = np.asarray(samples)
-    return Latency(
-        batch_size=batch_size,
-        p50_ms=float(np.percentile(arr, 50)),
-        p99_ms=float(np.percentile(arr, 99)),
-        mean_ms=float(arr.mean()),
-        rounds_ms=Spread(min(medians), statistics.median(medians), max(medians)),
-        runs=len(samples),
-        warmup=settings.warmup,
-    )
-
-
-def time_for(run: Callable[[], object], seconds: float, min_runs: int = 3) -> float:
-    """Median milliseconds of ``run`` repeated for about ``seconds`` (one warm-up call first)."""
-    run()
-    samples: list[float] = []
-    deadline = time.perf_counter() + seconds
-    while len(samples) < min_runs or time.perf_counter() < deadline:
-        t0 = time.perf_counter()
-        run()
-        samples.append((time.perf_counter() - t0) * 1000.0)
-    return statistics.median(samples)
 
 
 def runner(runtime: Runtime, feed: Mapping[str, np.ndarray]) -> Callable[[], object]:
@@ -209,8 +126,8 @@ def energy_per_inference(run: Callable[[], object], inferences_per_run: int, sec
     if start is None:
         return Energy(None, NOT_MEASURABLE)
     runs = 0
-    deadline = time.perf_counter() + seconds
-    while time.perf_counter() < deadline or runs == 0:
+    deadline = now() + seconds
+    while now() < deadline or runs == 0:
         run()
         runs += 1
     end = _read_uj(files)
@@ -218,47 +135,6 @@ def energy_per_inference(run: Callable[[], object], inferences_per_run: int, sec
         return Energy(None, NOT_MEASURABLE)
     # The package counter includes everything else the machine did meanwhile; say so by source.
     return Energy((end - start) / 1e6 / (runs * inferences_per_run), "intel-rapl (whole package)")
-
-
-# ---- environment ---------------------------------------------------------------------------
-
-_FLAGS_OF_INTEREST = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16")
-
-
-def usable_cores() -> int:
-    """The cores this process may run on: fewer than the machine's in a container or under taskset."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # no affinity mask outside Linux
-        return os.cpu_count() or 1
-
-
-def environment() -> Environment:
-    model, flags = platform.processor() or "unknown", set[str]()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                model = value.strip()
-            elif key.strip() == "flags":
-                flags = set(value.split())
-    except OSError:
-        pass
-    libraries = {}
-    for dist in ("leanserve", "onnxruntime", "onnx", "openvino", "nncf", "numpy", "torch"):
-        try:
-            libraries[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            continue
-    return Environment(
-        cpu_model=model,
-        logical_cores=os.cpu_count() or 1,
-        usable_cores=usable_cores(),
-        cpu_flags=tuple(f for f in _FLAGS_OF_INTEREST if f in flags),
-        machine=f"{platform.system()} {platform.release()} {platform.machine()}",
-        python=platform.python_version(),
-        libraries=libraries,
-    )
 
 
 def file_size(paths: tuple[Path, ...]) -> int:

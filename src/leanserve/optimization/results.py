@@ -9,8 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from ..timing import Environment, Latency
 from .fallback import FallbackReport
-from .measure import Energy, Environment, Latency
+from .measure import Energy
 from .metrics import Score
 from .sweep import ServingPlan, SweepPoint
 

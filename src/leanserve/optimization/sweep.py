@@ -13,7 +13,7 @@ from typing import Final, Literal
 import numpy as np
 
 from ..runtimes import Runtime
-from .measure import Settings, time_for
+from ..timing import Settings, time_for
 
 # What "fastest" means: batch-1 p50 latency, or rows per second at each variant's best batch.
 # It picks the serving plan's threads here and the variant served in selection.
