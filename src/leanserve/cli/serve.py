@@ -68,6 +68,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=None,
         help="the experiments to serve (A/B splits, shadows, canaries); default: <repository>/experiments.toml",
     )
+    p.add_argument(
+        "--workers",
+        type=_workers,
+        default=1,
+        help="worker processes on the one port (SO_REUSEPORT), each its own event loop and engines; "
+        "'auto': one per core (default: %(default)s)",
+    )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument(
         "--log-format",
@@ -117,5 +124,15 @@ def run(args: argparse.Namespace) -> int:
         observability=ObservabilityOptions(state_dir=args.state_dir, failure_log_entries=entries),
         grpc_port=args.grpc_port,
         experiments=ExperimentOptions(file=args.experiments),
+        workers=args.workers,
+        log_setup=(args.log_level, args.log_format),
     )
     return 0
+
+
+def _workers(raw: str) -> int | str:
+    if raw == "auto":
+        return raw
+    if not raw.isdigit() or int(raw) < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of processes (1 or more) or auto, got {raw!r}")
+    return int(raw)
