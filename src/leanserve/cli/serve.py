@@ -75,6 +75,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="worker processes on the one port (SO_REUSEPORT), each its own event loop and engines; "
         "'auto': one per core (default: %(default)s)",
     )
+    p.add_argument(
+        "--ray",
+        action="store_true",
+        help="serve on Ray Serve: one deployment per model ([scale] in model.toml) behind an ingress "
+        "speaking the same protocol (needs leanserve[ray])",
+    )
+    p.add_argument(
+        "--address",
+        default=None,
+        help="with --ray: the Ray cluster to join ('auto': the local one running); default: start one",
+    )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument(
         "--log-format",
@@ -113,6 +124,10 @@ def run(args: argparse.Namespace) -> int:
         load_timeout_seconds=args.load_timeout,
     )
     tokens = Tokens(admin=args.admin_token or os.environ.get(ADMIN_TOKEN_ENV) or None, inference=args.token)
+    if args.ray:
+        return _serve_on_ray(args, options, tokens)
+    if args.address is not None:
+        raise UsageError("--address is for --ray")
     serve(
         args.repository,
         host=args.host,
@@ -126,6 +141,23 @@ def run(args: argparse.Namespace) -> int:
         experiments=ExperimentOptions(file=args.experiments),
         workers=args.workers,
         log_setup=(args.log_level, args.log_format),
+    )
+    return 0
+
+
+def _serve_on_ray(args: argparse.Namespace, options: object, tokens: object) -> int:
+    if args.workers != 1 or args.grpc_port is not None or args.poll_seconds is not None:
+        raise UsageError("--ray takes neither --workers, --grpc-port nor --poll-seconds", hint="Ray scales replicas")
+    try:
+        from ..ray import RayOptions, serve_on_ray
+    except ImportError as e:
+        raise UsageError(f"--ray needs Ray Serve ({e})", hint="pip install 'leanserve[ray]'") from None
+    serve_on_ray(
+        args.repository,
+        args.host,
+        args.port,
+        args.address,
+        RayOptions(options, tokens, args.experiments, args.state_dir),  # type: ignore[arg-type]
     )
     return 0
 
