@@ -8,6 +8,11 @@ from pathlib import Path
 
 from ..errors import UsageError
 
+# What a container sets for the server (see leanserve.deploy): flags win over these.
+MEMORY_BUDGET_ENV = "LEANSERVE_MEMORY_BUDGET"
+WORKERS_ENV = "LEANSERVE_WORKERS"
+TOKEN_ENV = "LEANSERVE_TOKEN"
+
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("serve", help="serve a model repository over HTTP and gRPC (KServe V2 / Triton protocol)")
@@ -23,8 +28,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--max-body-bytes", type=int, default=None, help="largest request body accepted (default: 64 MiB)")
     p.add_argument(
         "--memory-budget",
-        default=None,
-        help="memory for resident models, measured (B, KiB, MiB, GiB; default: no budget); "
+        default=os.environ.get(MEMORY_BUDGET_ENV) or None,
+        help=f"memory for resident models, measured (B, KiB, MiB, GiB; default: ${MEMORY_BUDGET_ENV}, else no budget); "
         "least recently used on_demand models are unloaded to make room",
     )
     p.add_argument(
@@ -42,7 +47,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="token for model control (POST /v2/repository/models/.../load|unload); "
         "default: $LEANSERVE_ADMIN_TOKEN; without one, control is off",
     )
-    p.add_argument("--token", default=None, help="also require this bearer token for inference and model data")
+    p.add_argument(
+        "--token",
+        default=os.environ.get(TOKEN_ENV) or None,
+        help=f"also require this bearer token for inference and model data (default: ${TOKEN_ENV})",
+    )
     p.add_argument(
         "--poll-seconds",
         type=float,
@@ -71,9 +80,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--workers",
         type=_workers,
-        default=1,
+        default=os.environ.get(WORKERS_ENV) or "1",
         help="worker processes on the one port (SO_REUSEPORT), each its own event loop and engines; "
-        "'auto': one per core (default: %(default)s)",
+        f"'auto': one per core (default: ${WORKERS_ENV}, else 1)",
     )
     p.add_argument(
         "--ray",
@@ -116,6 +125,10 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--failure-log-entries must be 0 (no failure log) or more")
     if args.grpc_port is not None and not 0 <= args.grpc_port <= 65535:
         raise UsageError(f"--grpc-port must be a port number (0-65535), got {args.grpc_port}")
+    if args.address is not None and not args.ray:
+        raise UsageError("--address is for --ray")
+    if args.ray and (args.workers != 1 or args.grpc_port is not None or args.poll_seconds is not None):
+        raise UsageError("--ray takes neither --workers, --grpc-port nor --poll-seconds", hint="Ray scales replicas")
     configure_logging(args.log_level, args.log_format)
     limits = Limits() if args.max_body_bytes is None else Limits(max_body_bytes=args.max_body_bytes)
     options = RegistryOptions(
@@ -126,8 +139,6 @@ def run(args: argparse.Namespace) -> int:
     tokens = Tokens(admin=args.admin_token or os.environ.get(ADMIN_TOKEN_ENV) or None, inference=args.token)
     if args.ray:
         return _serve_on_ray(args, options, tokens)
-    if args.address is not None:
-        raise UsageError("--address is for --ray")
     serve(
         args.repository,
         host=args.host,
@@ -146,8 +157,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _serve_on_ray(args: argparse.Namespace, options: object, tokens: object) -> int:
-    if args.workers != 1 or args.grpc_port is not None or args.poll_seconds is not None:
-        raise UsageError("--ray takes neither --workers, --grpc-port nor --poll-seconds", hint="Ray scales replicas")
     try:
         from ..ray import RayOptions, serve_on_ray
     except ImportError as e:
