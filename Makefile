@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install system-deps demo test test-fast check bench bench-optimize bench-models bench-experiments clean
+.PHONY: install system-deps demo test test-fast check bench bench-optimize bench-models bench-experiments bench-scaleout clean
 
 # torch is installed first and pinned: the CPU build lies on this machine's disk, and an unpinned
 # torch (asked for by sentence-transformers) would otherwise pull a multi-GB CUDA build.
@@ -59,6 +59,9 @@ bench-models: $(STAMP)
 
 bench-experiments: $(STAMP)
 	$(PY) benchmarks/experiments.py
+
+bench-scaleout: $(STAMP)
+	$(PY) benchmarks/scaleout.py
 
 clean:
 	rm -rf $(VENV) benchmarks/.venv-ray .pytest_cache .mypy_cache .ruff_cache

@@ -73,6 +73,10 @@ def parse_path(path: str) -> Target:
     return Target("unknown")
 
 
+def _same(given: str | None, token: str) -> bool:
+    return hmac.compare_digest((given or "").encode(), token.encode())
+
+
 def _json(value: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(value), status, media_type="application/json")
 
@@ -221,9 +225,7 @@ class Ingress:
                 "on Ray, experiments are defined in experiments.toml; only their status and feedback are served here",
                 405,
             )
-        if self.tokens.admin and not hmac.compare_digest(
-            (bearer(request.headers.get("authorization")) or "").encode(), self.tokens.admin.encode()
-        ):
+        if self.tokens.admin and not _same(bearer(request.headers.get("authorization")), self.tokens.admin):
             return _error("the admin token is needed to read experiments", 401)
         if name is None:
             return _json({"experiments": [{"name": n, "mode": e.config.mode} for n, e in self.experiments.items()]})
@@ -234,6 +236,9 @@ class Ingress:
         return _json(await asyncio.to_thread(exp.status))
 
     async def _feedback(self, request: Request, exp: Experiment) -> Response:
+        # Feedback takes the inference token, as on one server: the applications that call the models send it.
+        if self.tokens.inference and not _same(bearer(request.headers.get("authorization")), self.tokens.inference):
+            return _error("the inference token is needed to send feedback", 401)
         try:
             doc = orjson.loads(await request.body())
             key, reward = str(doc["key"]), float(doc.get("reward", 1.0))
