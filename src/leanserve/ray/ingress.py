@@ -248,5 +248,7 @@ class Ingress:
         return _json({"recorded": True})
 
     def __del__(self) -> None:
-        for exp in self.experiments.values():
-            exp.close()
+        # Ray Serve calls this at a graceful shutdown, and the collector may call it again.
+        experiments, self.experiments = self.experiments, {}
+        for exp in experiments.values():
+            exp.close()  # writes what the request path counted

@@ -82,5 +82,5 @@ class ModelReplica:
     def ready(self) -> bool:
         return self.handlers.is_ready()
 
-    async def __del__(self) -> None:
+    async def __del__(self) -> None:  # Ray Serve awaits it at a graceful shutdown
         await self.registry.close()
