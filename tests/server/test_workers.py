@@ -92,8 +92,12 @@ def _metric(text: str, name: str, **labels: str) -> float:
 
 
 class Served:
-    def __init__(self, proc: subprocess.Popen[bytes], url: str, sockets: Path) -> None:
-        self.proc, self.url, self.sockets = proc, url, sockets
+    def __init__(self, proc: subprocess.Popen[bytes], url: str, sockets: Path, log: Path) -> None:
+        self.proc, self.url, self.sockets, self.log = proc, url, sockets, log
+
+    def output(self) -> str:
+        """What the supervisor and its workers logged, for a failing assertion."""
+        return self.log.read_text(errors="replace")[-4000:]
 
     def worker_texts(self) -> list[str]:
         paths = sorted(self.sockets.glob("*.sock"))
@@ -104,10 +108,8 @@ class Served:
         while time.monotonic() < deadline:
             try:
                 text = httpx.get(f"{self.url}/metrics", timeout=5).text
-                if (
-                    _metric(text, "leanserve_workers_scraped") == count
-                    and _metric(text, "leanserve_model_ready", model="mlp") == 1
-                ):
+                ready = [_metric(text, "leanserve_model_ready", model=m) for m in ("mlp", "slow")]
+                if _metric(text, "leanserve_workers_scraped") == count and ready == [1, 1]:
                     return
             except httpx.TransportError:
                 pass
@@ -123,13 +125,15 @@ def two_workers(tmp_path: Path) -> Iterator[Served]:
     port = free_port()
     sockets = Path(os.environ.get("TMPDIR", "/tmp")) / f"leanserve-test-{os.getpid()}-{port}"
     env = {**os.environ, WORKER_DIR_ENV: str(sockets)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "leanserve", "serve", str(repo), "--port", str(port), "--workers", "2"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    served = Served(proc, f"http://127.0.0.1:{port}", sockets)
+    log = tmp_path / "server.log"
+    with log.open("wb") as out:  # a file, not a pipe: nobody reads a pipe while the test runs
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "leanserve", "serve", str(repo), "--port", str(port), "--workers", "2"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    served = Served(proc, f"http://127.0.0.1:{port}", sockets, log)
     try:
         wait_until_ready(served.url, timeout=90)
         served.wait_for_workers(2)
@@ -172,7 +176,8 @@ def test_a_killed_worker_is_replaced(two_workers: Served) -> None:
             break
         time.sleep(0.2)
     else:
-        raise AssertionError(f"worker {victim} was not replaced: {_children(two_workers.proc.pid)}")
+        now = _children(two_workers.proc.pid)
+        raise AssertionError(f"worker {victim} was not replaced: {now}\n{two_workers.output()}")
     two_workers.wait_for_workers(2)
     for _ in range(10):
         with httpx.Client() as client:

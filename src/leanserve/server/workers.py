@@ -9,10 +9,11 @@ in the state folder, and ``/metrics`` adds every worker's exposition up at scrap
 (:mod:`.siblings`). The memory budget is divided between them, and so are the engine threads of
 models that leave them to the engine (``intra_op_threads = 0``).
 
-A worker that dies after it was ready is replaced (after a back-off when it keeps dying); one
-that fails before it was ever ready stops the whole server with its error (a port taken, a
-mistake in experiments.toml: a replacement would fail the same way). SIGTERM or SIGINT is passed
-to every worker, each drains its in-flight requests, and the supervisor exits when all have.
+A worker that dies (after it was ready, or killed by a signal while it loaded) is replaced, after a
+back-off when it keeps dying; one that fails before it was ever ready stops the whole server with
+its error (a port taken, a mistake in experiments.toml: a replacement would fail the same way).
+SIGTERM or SIGINT is passed to every worker, each drains its in-flight requests, and the supervisor
+exits when all have.
 
 Per worker, not shared: the dashboard's series, ``/v2/models/stats``, model control (a load or
 unload reaches the worker that got it) and experiments started through the API.
@@ -273,8 +274,11 @@ class Supervisor:
                         raise ServerError(f"worker {worker.index} could not start: {detail}")
         if process is None or process.is_alive() or self._stopping:
             return
-        if not worker.ready:
-            raise ServerError(f"worker {worker.index} exited with code {process.exitcode} before it was ready")
+        exitcode = process.exitcode
+        # Killed by a signal while loading (the OOM killer, an operator) is a death like any other;
+        # exiting by itself before it was ready is a start-up that a replacement would repeat.
+        if not worker.ready and (exitcode is None or exitcode >= 0):
+            raise ServerError(f"worker {worker.index} exited with code {exitcode} before it was ready")
         lived = time.monotonic() - worker.started
         worker.failures = 1 if lived > STABLE_AFTER_S else worker.failures + 1
         delay = restart_delay(worker.failures)
