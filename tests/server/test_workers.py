@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+import tritonclient.grpc as grpcclient
 from prometheus_client.parser import text_string_to_metric_families
 
 from leanserve.errors import UsageError
@@ -92,8 +93,8 @@ def _metric(text: str, name: str, **labels: str) -> float:
 
 
 class Served:
-    def __init__(self, proc: subprocess.Popen[bytes], url: str, sockets: Path, log: Path) -> None:
-        self.proc, self.url, self.sockets, self.log = proc, url, sockets, log
+    def __init__(self, proc: subprocess.Popen[bytes], url: str, grpc: str, sockets: Path, log: Path) -> None:
+        self.proc, self.url, self.grpc, self.sockets, self.log = proc, url, grpc, sockets, log
 
     def output(self) -> str:
         """What the supervisor and its workers logged, for a failing assertion."""
@@ -122,18 +123,19 @@ def two_workers(tmp_path: Path) -> Iterator[Served]:
     repo = tmp_path / "models"
     write_mlp(repo / "mlp" / "1" / "model.onnx")
     write_slow_model(repo / "slow" / "1" / "model.onnx")
-    port = free_port()
+    port, grpc_port = free_port(), free_port()
     sockets = Path(os.environ.get("TMPDIR", "/tmp")) / f"leanserve-test-{os.getpid()}-{port}"
     env = {**os.environ, WORKER_DIR_ENV: str(sockets)}
     log = tmp_path / "server.log"
+    command = ["serve", str(repo), "--port", str(port), "--workers", "2", "--grpc-port", str(grpc_port)]
     with log.open("wb") as out:  # a file, not a pipe: nobody reads a pipe while the test runs
         proc = subprocess.Popen(
-            [sys.executable, "-m", "leanserve", "serve", str(repo), "--port", str(port), "--workers", "2"],
+            [sys.executable, "-m", "leanserve", *command],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-    served = Served(proc, f"http://127.0.0.1:{port}", sockets, log)
+    served = Served(proc, f"http://127.0.0.1:{port}", f"127.0.0.1:{grpc_port}", sockets, log)
     try:
         wait_until_ready(served.url, timeout=90)
         served.wait_for_workers(2)
@@ -154,12 +156,18 @@ def test_both_workers_answer_and_metrics_add_up(two_workers: Served) -> None:
         with httpx.Client() as client:
             r = client.post(f"{two_workers.url}/v2/models/mlp/infer", json=BODY, timeout=10)
             assert r.status_code == 200
+    for _ in range(8):  # gRPC too: every worker listens on the gRPC port as well
+        client = grpcclient.InferenceServerClient(two_workers.grpc)
+        x = grpcclient.InferInput("x", [1, 4], "FP32")
+        x.set_data_from_numpy(np.array([[1.0, 2.0, 3.0, 4.0]], np.float32))
+        assert client.infer("mlp", [x]).as_numpy("y").shape == (1, 3)
+        client.close()
     per_worker = [
         _metric(t, "leanserve_requests_total", model="mlp", outcome="success") for t in two_workers.worker_texts()
     ]
     assert len(per_worker) == 2 and all(n > 0 for n in per_worker), per_worker
     merged = httpx.get(f"{two_workers.url}/metrics", timeout=10).text
-    assert _metric(merged, "leanserve_requests_total", model="mlp", outcome="success") == sum(per_worker) == 40
+    assert _metric(merged, "leanserve_requests_total", model="mlp", outcome="success") == sum(per_worker) == 48
     assert _metric(merged, "leanserve_workers_scraped") == 2
     assert len(_children(two_workers.proc.pid)) == 2
 
@@ -198,7 +206,14 @@ def test_sigterm_drains_every_worker_and_exits_zero(two_workers: Served) -> None
     threads = [threading.Thread(target=call) for _ in range(6)]
     for t in threads:
         t.start()
-    time.sleep(1.0)  # the requests are in flight
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # every request accepted and in flight (one still queued would be reset)
+        merged = httpx.get(f"{two_workers.url}/metrics", timeout=10).text
+        if _metric(merged, "leanserve_in_flight_requests", model="slow") == 6:
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError(f"the requests never were all in flight\n{two_workers.output()}")
     workers = _children(two_workers.proc.pid)
     two_workers.proc.send_signal(signal.SIGTERM)
     for t in threads:

@@ -118,7 +118,7 @@ class Server:
 
             self._grpc = GrpcFrontEnd(self.handlers, self.limits)
             try:
-                await self._grpc.start(self.host, self.grpc_port)
+                await self._grpc.start(self.host, self.grpc_port, reuse_port=self.reuse_port)
             except BaseException:
                 self._grpc = None
                 self._server.close()
