@@ -27,15 +27,15 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=5.0)
     args = parser.parse_args()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    import uvloop
-
     import ray
+    import uvloop
+    from ray import serve
+
     from leanserve.config import Scale
     from leanserve.ray.forward import Call
     from leanserve.ray.options import deployment_name, deployment_options
     from leanserve.ray.replica import ModelReplica
     from leanserve.registry import RegistryOptions
-    from ray import serve
 
     with tempfile.TemporaryDirectory() as tmp:
         repo = Path(tmp)
