@@ -40,7 +40,14 @@ def ray_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayApp]:
     (repo / "solo" / "model.toml").write_text("[scale]\nnum_cpus = 0.25\n")
     (repo / "experiments.toml").write_text(EXPERIMENTS)
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    for attempt in range(2):  # a loaded machine can time Ray's node start-up out once
+        try:
+            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+            break
+        except Exception:
+            ray.shutdown()
+            if attempt:
+                raise
     port = free_port()
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
