@@ -22,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from leanserve.errors import UsageError
 from leanserve.server.metrics_merge import merge_expositions, render_merged
 from leanserve.server.siblings import read_exposition
-from leanserve.server.workers import WORKER_DIR_ENV, plan_workers, restart_delay
+from leanserve.server.workers import WORKER_DIR_ENV, plan_workers, replaceable, restart_delay
 from tests.fixtures.onnx_models import write_mlp
 from tests.server.test_shutdown import write_slow_model
 from tests.support import free_port, wait_until_ready
@@ -45,6 +45,12 @@ def test_the_budget_and_the_cores_are_divided_between_workers() -> None:
 def test_a_worker_that_keeps_dying_is_replaced_ever_more_slowly() -> None:
     delays = [restart_delay(n) for n in range(1, 10)]
     assert delays[0] == 0.0 and delays == sorted(delays) and delays[-1] == 10.0
+
+
+def test_a_worker_killed_while_loading_is_replaced_one_that_failed_to_start_stops_the_server() -> None:
+    assert replaceable(was_ready=True, exitcode=1)  # it served: whatever ended it, replace it
+    assert replaceable(was_ready=False, exitcode=-9)  # SIGKILL (the OOM killer) while it loaded
+    assert not replaceable(was_ready=False, exitcode=1)  # its start-up failed: a replacement would too
 
 
 def test_counters_add_up_and_readiness_needs_every_worker() -> None:

@@ -90,6 +90,16 @@ def restart_delay(recent_failures: int) -> float:
     return float(min(MAX_RESTART_DELAY_S, 0.25 * 2 ** (recent_failures - 2)))
 
 
+def replaceable(was_ready: bool, exitcode: int | None) -> bool:
+    """Whether a worker that exited is replaced (else the server stops with its error).
+
+    Killed by a signal (a negative exit code: the OOM killer, an operator) is a death like any
+    other, even while it loaded; exiting by itself before it was ever ready is a start-up that a
+    replacement would repeat.
+    """
+    return was_ready or (exitcode is not None and exitcode < 0)
+
+
 @dataclass(frozen=True, slots=True)
 class WorkerSpec:
     """Everything a worker needs to build its server: what ``leanserve.serve`` takes, picklable."""
@@ -275,9 +285,7 @@ class Supervisor:
         if process is None or process.is_alive() or self._stopping:
             return
         exitcode = process.exitcode
-        # Killed by a signal while loading (the OOM killer, an operator) is a death like any other;
-        # exiting by itself before it was ready is a start-up that a replacement would repeat.
-        if not worker.ready and (exitcode is None or exitcode >= 0):
+        if not replaceable(worker.ready, exitcode):
             raise ServerError(f"worker {worker.index} exited with code {exitcode} before it was ready")
         lived = time.monotonic() - worker.started
         worker.failures = 1 if lived > STABLE_AFTER_S else worker.failures + 1
