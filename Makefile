@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install system-deps demo test test-fast check bench bench-optimize bench-models bench-experiments bench-loadgen clean
+.PHONY: install system-deps demo test test-fast check bench bench-optimize bench-models bench-experiments bench-loadgen bench-scaleout clean
 
 # torch is installed first and pinned: the CPU build lies on this machine's disk, and an unpinned
 # torch (asked for by sentence-transformers) would otherwise pull a multi-GB CUDA build.
@@ -62,6 +62,8 @@ bench-experiments: $(STAMP)
 
 bench-loadgen: $(STAMP)
 	$(PY) benchmarks/loadgen.py
+bench-scaleout: $(STAMP)
+	$(PY) benchmarks/scaleout.py
 
 clean:
 	rm -rf $(VENV) benchmarks/.venv-ray .pytest_cache .mypy_cache .ruff_cache

@@ -54,6 +54,10 @@ def _dimensions(shape: tuple[int, ...]) -> str | None:
     return "dimensions must be positive or -1 (variable)" if 0 in shape else None
 
 
+def _positive(value: float) -> str | None:
+    return "must be greater than 0" if value <= 0 else None
+
+
 # ---- the schema ------------------------------------------------------------------------------
 
 
@@ -87,6 +91,30 @@ class RuntimeOptions:
     # sections per inference, and waking sleeping workers for each costs 10-20% of its latency;
     # spinning costs CPU that other models on the same cores could use.
     allow_spinning: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Scale:
+    """Replicas of the model on a cluster engine (``serve --ray``: Ray Serve's deployment options).
+
+    Either a fixed ``num_replicas``, or ``min_replicas`` / ``max_replicas`` with autoscaling on
+    ``target_ongoing_requests`` per replica (Ray Serve's AutoscalingConfig). One process
+    (``leanserve serve``) ignores it.
+    """
+
+    num_replicas: int | None = field(default=None, metadata={"minimum": 1})  # None: 1, or autoscaling
+    min_replicas: int | None = field(default=None, metadata={"minimum": 0})
+    max_replicas: int | None = field(default=None, metadata={"minimum": 1})
+    target_ongoing_requests: float = field(default=2.0, metadata={"minimum": 0.0, "check": _positive})
+    # Requests a replica accepts at once: enough for the dynamic batcher to form batches (Ray's
+    # default of 5 would cap every batch at 5 rows).
+    max_ongoing_requests: int = field(default=64, metadata={"minimum": 1})
+    # CPUs Ray reserves for each replica; the replica's engine threads follow (at least one).
+    num_cpus: float = field(default=1.0, metadata={"minimum": 0.0})
+
+    @property
+    def autoscaling(self) -> bool:
+        return self.min_replicas is not None or self.max_replicas is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +211,7 @@ class ModelConfig:
     load: LoadPolicy | None = None
     # Overrides the measured size, for engines whose memory the resident set does not show.
     memory_bytes: int | None = field(default=None, metadata={"key": "memory", "parse": _size})
+    scale: Scale = field(default_factory=Scale)  # replicas on Ray Serve
     source: str | None = field(default=None, metadata={"toml": False})  # the file read, for error messages
 
     @property
@@ -411,6 +440,11 @@ def parse_model_config(data: dict[str, Any], default_name: str, source: str) -> 
             f"{config.name!r} differs from the model's folder name {default_name!r}",
             hint="remove the field or rename the folder",
         )
+    scale = config.scale
+    if scale.num_replicas is not None and scale.autoscaling:
+        raise r.fail("scale.num_replicas", "give either num_replicas or min_replicas/max_replicas, not both")
+    if scale.min_replicas is not None and scale.max_replicas is not None and scale.min_replicas > scale.max_replicas:
+        raise r.fail("scale.min_replicas", f"{scale.min_replicas} exceeds max_replicas {scale.max_replicas}")
     preferred = config.dynamic_batching.preferred_batch_sizes
     if config.max_batch_size is not None and preferred and max(preferred) > config.max_batch_size:
         raise r.fail(

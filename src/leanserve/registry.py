@@ -65,6 +65,8 @@ class RegistryOptions:
     memory_budget: int | None = None  # bytes; None: no budget
     default_load: LoadPolicy = "always"  # for models whose model.toml does not say
     load_timeout_seconds: float = 60.0  # longest a request waits for its model to load
+    # Only these models of the repository (a Ray Serve replica serves one); None: every model.
+    models: frozenset[str] | None = None
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -629,7 +631,9 @@ class ModelRegistry:
     # ---- reading the repository (start-up, hot swap, control API) ---------------------------
 
     def _model_names(self) -> list[str]:
-        return [m.name for m in scan_repository(self.repository, names_only=True).models]
+        names = [m.name for m in scan_repository(self.repository, names_only=True).models]
+        only = self.options.models
+        return names if only is None else [n for n in names if n in only]
 
     async def _apply(self, name: str) -> bool:
         """Bring one model in line with its files; returns whether anything changed."""

@@ -17,7 +17,7 @@ from ..errors import LeanserveError
 # Sub-command modules, imported only when the command line names them would save start-up
 # time, but argparse needs every parser to print help; the modules import their heavy
 # dependencies lazily inside ``run`` instead.
-_COMMANDS = ("serve", "models", "experiment", "check", "demo", "optimize", "bench")
+_COMMANDS = ("serve", "models", "experiment", "check", "demo", "optimize", "bench", "deploy")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -8,6 +8,11 @@ from pathlib import Path
 
 from ..errors import UsageError
 
+# What a container sets for the server (see leanserve.deploy): flags win over these.
+MEMORY_BUDGET_ENV = "LEANSERVE_MEMORY_BUDGET"
+WORKERS_ENV = "LEANSERVE_WORKERS"
+TOKEN_ENV = "LEANSERVE_TOKEN"
+
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("serve", help="serve a model repository over HTTP and gRPC (KServe V2 / Triton protocol)")
@@ -23,8 +28,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--max-body-bytes", type=int, default=None, help="largest request body accepted (default: 64 MiB)")
     p.add_argument(
         "--memory-budget",
-        default=None,
-        help="memory for resident models, measured (B, KiB, MiB, GiB; default: no budget); "
+        default=os.environ.get(MEMORY_BUDGET_ENV) or None,
+        help=f"memory for resident models, measured (B, KiB, MiB, GiB; default: ${MEMORY_BUDGET_ENV}, else no budget); "
         "least recently used on_demand models are unloaded to make room",
     )
     p.add_argument(
@@ -42,7 +47,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="token for model control (POST /v2/repository/models/.../load|unload); "
         "default: $LEANSERVE_ADMIN_TOKEN; without one, control is off",
     )
-    p.add_argument("--token", default=None, help="also require this bearer token for inference and model data")
+    p.add_argument(
+        "--token",
+        default=os.environ.get(TOKEN_ENV) or None,
+        help=f"also require this bearer token for inference and model data (default: ${TOKEN_ENV})",
+    )
     p.add_argument(
         "--poll-seconds",
         type=float,
@@ -67,6 +76,24 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         type=Path,
         default=None,
         help="the experiments to serve (A/B splits, shadows, canaries); default: <repository>/experiments.toml",
+    )
+    p.add_argument(
+        "--workers",
+        type=_workers,
+        default=os.environ.get(WORKERS_ENV) or "1",
+        help="worker processes on the one port (SO_REUSEPORT), each its own event loop and engines; "
+        f"'auto': one per core (default: ${WORKERS_ENV}, else 1)",
+    )
+    p.add_argument(
+        "--ray",
+        action="store_true",
+        help="serve on Ray Serve: one deployment per model ([scale] in model.toml) behind an ingress "
+        "speaking the same protocol (needs leanserve[ray])",
+    )
+    p.add_argument(
+        "--address",
+        default=None,
+        help="with --ray: the Ray cluster to join ('auto': the local one running); default: start one",
     )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument(
@@ -98,6 +125,10 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--failure-log-entries must be 0 (no failure log) or more")
     if args.grpc_port is not None and not 0 <= args.grpc_port <= 65535:
         raise UsageError(f"--grpc-port must be a port number (0-65535), got {args.grpc_port}")
+    if args.address is not None and not args.ray:
+        raise UsageError("--address is for --ray")
+    if args.ray and (args.workers != 1 or args.grpc_port is not None or args.poll_seconds is not None):
+        raise UsageError("--ray takes neither --workers, --grpc-port nor --poll-seconds", hint="Ray scales replicas")
     configure_logging(args.log_level, args.log_format)
     limits = Limits() if args.max_body_bytes is None else Limits(max_body_bytes=args.max_body_bytes)
     options = RegistryOptions(
@@ -106,6 +137,8 @@ def run(args: argparse.Namespace) -> int:
         load_timeout_seconds=args.load_timeout,
     )
     tokens = Tokens(admin=args.admin_token or os.environ.get(ADMIN_TOKEN_ENV) or None, inference=args.token)
+    if args.ray:
+        return _serve_on_ray(args, options, tokens)
     serve(
         args.repository,
         host=args.host,
@@ -117,5 +150,30 @@ def run(args: argparse.Namespace) -> int:
         observability=ObservabilityOptions(state_dir=args.state_dir, failure_log_entries=entries),
         grpc_port=args.grpc_port,
         experiments=ExperimentOptions(file=args.experiments),
+        workers=args.workers,
+        log_setup=(args.log_level, args.log_format),
     )
     return 0
+
+
+def _serve_on_ray(args: argparse.Namespace, options: object, tokens: object) -> int:
+    try:
+        from ..ray import RayOptions, serve_on_ray
+    except ImportError as e:
+        raise UsageError(f"--ray needs Ray Serve ({e})", hint="pip install 'leanserve[ray]'") from None
+    serve_on_ray(
+        args.repository,
+        args.host,
+        args.port,
+        args.address,
+        RayOptions(options, tokens, args.experiments, args.state_dir),  # type: ignore[arg-type]
+    )
+    return 0
+
+
+def _workers(raw: str) -> int | str:
+    if raw == "auto":
+        return raw
+    if not raw.isdigit() or int(raw) < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of processes (1 or more) or auto, got {raw!r}")
+    return int(raw)

@@ -7,8 +7,9 @@ it still runs everything else.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -65,8 +66,23 @@ def prime_engine(platform: str) -> None:
         core()
 
 
+# The engine threads of a model whose model.toml says ``intra_op_threads = 0``. Without it both
+# engines take every core of the host, which is right for one process alone on a machine and
+# wrong for several (``serve --workers N``, Ray replicas, a pod with a CPU limit): each would spin
+# up a thread per host core. The launcher of such a process sets it to the process's share.
+ENGINE_THREADS_ENV = "LEANSERVE_ENGINE_THREADS"
+
+
+def default_engine_threads() -> int:
+    """This process's share of cores (``$LEANSERVE_ENGINE_THREADS``), or 0: the engine decides."""
+    raw = os.environ.get(ENGINE_THREADS_ENV, "").strip()
+    return int(raw) if raw.isdigit() else 0
+
+
 def load_runtime(path: Path, platform: str, options: RuntimeOptions) -> Runtime:
     """Load ``path`` with the engine named by ``platform``."""
+    if not options.intra_op_threads and (threads := default_engine_threads()):
+        options = replace(options, intra_op_threads=threads)
     if platform == "onnxruntime":
         from .onnx import OnnxRuntime
 

@@ -9,12 +9,12 @@ import logging
 import signal
 import socket
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from ..protocol import Limits
 from ..registry import ModelRegistry, RegistryOptions
 from ..router import Router
-from .asgi import build_app
+from .asgi import MetricsSource, build_app
 from .auth import Tokens
 from .dashboard import Dashboard
 from .experiments import ExperimentEndpoints, ExperimentOptions, Experiments
@@ -45,6 +45,8 @@ class Server:
         observability: ObservabilityOptions | None = None,
         grpc_port: int | None = None,
         experiments: ExperimentOptions | None = None,
+        reuse_port: bool = False,
+        metrics_source: MetricsSource | None = None,
     ) -> None:
         self.repository = Path(repository)
         self.host = host
@@ -53,6 +55,9 @@ class Server:
         self.limits = limits or Limits()
         self.shutdown_grace_seconds = shutdown_grace_seconds
         self.poll_seconds = poll_seconds  # None: no polling; the control API still reloads
+        # SO_REUSEPORT: several worker processes listen on one port and the kernel spreads
+        # connections between them (``serve --workers N``, :mod:`.workers`).
+        self.reuse_port = reuse_port
         self.registry = ModelRegistry(self.repository, options)
         self.router = Router(self.registry, self.limits)
         self.handlers = Handlers(self.registry, self.router, tokens)
@@ -63,6 +68,7 @@ class Server:
             self.handlers,
             dashboard=Dashboard(self.registry, self.router, self.observability, tokens, self.experiments),
             experiments=ExperimentEndpoints(self.experiments, tokens),
+            metrics_source=metrics_source,
         )
         self._tracker = ConnectionTracker()
         self._server: asyncio.Server | None = None
@@ -99,6 +105,7 @@ class Server:
                 self.host,
                 self.port,
                 reuse_address=True,
+                reuse_port=self.reuse_port or None,
                 backlog=2048,
             )
         except BaseException:
@@ -111,7 +118,7 @@ class Server:
 
             self._grpc = GrpcFrontEnd(self.handlers, self.limits)
             try:
-                await self._grpc.start(self.host, self.grpc_port)
+                await self._grpc.start(self.host, self.grpc_port, reuse_port=self.reuse_port)
             except BaseException:
                 self._grpc = None
                 self._server.close()
@@ -196,11 +203,35 @@ def serve(
     observability: ObservabilityOptions | None = None,
     grpc_port: int | None = None,
     experiments: ExperimentOptions | None = None,
+    workers: int | Literal["auto"] = 1,
+    log_setup: tuple[str, str] | None = None,
 ) -> None:
     """Serve ``repository`` until SIGINT/SIGTERM; returns after a graceful shutdown.
 
-    ``grpc_port`` also serves the protocol over gRPC there (off when None).
+    ``grpc_port`` also serves the protocol over gRPC there (off when None). ``workers`` > 1 (or
+    "auto": one per core) serves from that many processes on one port (see :mod:`.workers`);
+    ``log_setup`` is (level, format) for their logging.
     """
+    if workers != 1:
+        from .workers import WorkerSpec, serve_workers
+
+        level, log_format = log_setup or (None, "text")
+        spec = WorkerSpec(
+            Path(repository),
+            host,
+            port,
+            limits or Limits(),
+            options or RegistryOptions(),
+            tokens,
+            poll_seconds,
+            observability,
+            grpc_port,
+            experiments,
+            level,
+            log_format,
+        )
+        serve_workers(spec, workers)
+        return
     server = Server(
         repository,
         host,

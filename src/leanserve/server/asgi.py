@@ -30,6 +30,9 @@ from .observability import Observability, ObservabilityOptions
 
 HEADER_LENGTH = "inference-header-content-length"
 Lifespan = Callable[[Starlette], AbstractAsyncContextManager[None]]
+# Where /metrics comes from when it is more than this process's own: the exposition of every
+# worker of ``serve --workers N`` added up (see :mod:`.siblings`). (body, content type)
+MetricsSource = Callable[[], Awaitable[tuple[bytes, bytes]]]
 
 
 def to_response(reply: Reply) -> Response:
@@ -60,6 +63,7 @@ def build_app(
     lifespan: Lifespan | None = None,
     dashboard: Dashboard | None = None,
     experiments: ExperimentEndpoints | None = None,
+    metrics_source: MetricsSource | None = None,
 ) -> Starlette:
     def version_of(request: Request) -> str | None:
         v: str | None = request.path_params.get("version")
@@ -122,7 +126,7 @@ def build_app(
         return to_response(reply)
 
     async def metrics(request: Request) -> Response:
-        body, content_type = handlers.metrics()
+        body, content_type = await metrics_source() if metrics_source is not None else handlers.metrics()
         return Response(body, 200, media_type=content_type.decode())
 
     model = "/v2/models/{model}"

@@ -42,6 +42,10 @@ Experiments (labelled ``experiment``, the alias; ``arm`` is ``model:version`` as
 - ``leanserve_experiment_phase{phase}``: 1 for the phase the experiment is in (running, promoted,
   rolled_back, stopped), 0 for the others
 
+With ``serve --workers N``, ``/metrics`` adds every worker's exposition up (see
+:mod:`.metrics_merge` for how each kind combines) and adds
+``leanserve_workers_scraped``: the worker processes whose metrics that scrape includes.
+
 Counts are this process's since it started; the experiment's status keeps the totals across restarts.
 
 plus prometheus-client's standard ``process_*`` and ``python_*`` metrics.

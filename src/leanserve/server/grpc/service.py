@@ -63,14 +63,16 @@ class GrpcFrontEnd:
         self._server: grpc.aio.Server | None = None
         self.port = 0
 
-    async def start(self, host: str, port: int) -> int:
-        """Listen and serve; returns the bound port (chosen by the system when ``port`` is 0)."""
+    async def start(self, host: str, port: int, reuse_port: bool = False) -> int:
+        """Listen and serve; returns the bound port (chosen by the system when ``port`` is 0).
+
+        ``reuse_port``: share the port with the other workers of ``serve --workers`` (SO_REUSEPORT)."""
         server = grpc.aio.server(
             options=[
                 # The body limit, enforced by grpcio before a message is decoded (RESOURCE_EXHAUSTED).
                 ("grpc.max_receive_message_length", self.limits.max_body_bytes),
                 # grpcio shares ports by default (SO_REUSEPORT): a port in use would not be an error.
-                ("grpc.so_reuseport", 0),
+                ("grpc.so_reuseport", 1 if reuse_port else 0),
             ]
         )
         server.add_generic_rpc_handlers((self._service(),))
