@@ -69,18 +69,18 @@ def build_models(names: list[str], work: Path) -> list[Model]:
     if "tiny" in names:
         repo = tiny_repository(work / "tiny-repo")
         x = np.random.default_rng(1).normal(size=(1, 64)).astype(np.float32)
-        models.append(Model("tiny", repo / "tiny" / "1" / "model.onnx", 1, {"x": x}, "y", 1000.0))
+        models.append(Model("tiny", repo / "tiny" / "1" / "model.onnx", 1, {"x": x}, "y", 500.0))
     if "digits" in names or "minilm" in names:
         from leanserve.demo import build_demo_repository, digits_example, tokenize
 
         demo = build_demo_repository(progress=lambda m: print(m, flush=True))
         if "digits" in names:
             image = digits_example(demo, 0).image.astype(np.float32)
-            models.append(Model("digits", demo / "digits" / "1" / "model.onnx", 1, {"image": image}, "logits", 1000.0))
+            models.append(Model("digits", demo / "digits" / "1" / "model.onnx", 1, {"image": image}, "logits", 500.0))
         if "minilm" in names:
             # Padded to 128 tokens, as benchmarks/serving.py measures it.
             feed = {k: np.pad(v, ((0, 0), (0, 128 - v.shape[1]))) for k, v in tokenize([SENTENCE]).items()}
-            models.append(Model("minilm", demo / "minilm" / "1" / "model.onnx", 2, feed, "embedding", 20.0))
+            models.append(Model("minilm", demo / "minilm" / "1" / "model.onnx", 2, feed, "embedding", 10.0))
     return models
 
 
@@ -281,6 +281,27 @@ def driver_name(choice: str) -> str:
     return choice
 
 
+def _workload(port: int, path: str, body: bytes) -> Any:
+    """leanserve.loadgen's workload of one request, encoded once: this peer's own path and body."""
+    from leanserve.loadgen.runner import Workload
+    from leanserve.loadgen.schedule import DRAWN
+
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    return Workload("127.0.0.1", port, ("m",), (head.encode() + body,), (0,), np.zeros(DRAWN, np.int64))
+
+
+def _loop_factory() -> Callable[[], Any] | None:
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    factory: Callable[[], Any] = uvloop.new_event_loop
+    return factory
+
+
 def drive(
     driver: str,
     port: int,
@@ -306,24 +327,12 @@ def drive(
     runner = _loadgen()
     import asyncio
 
-    from leanserve.loadgen.schedule import DRAWN, Level
+    from leanserve.loadgen.schedule import Level
     from leanserve.loadgen.windows import Plan
 
-    head = (
-        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n"
-    )
-    workload = runner.Workload("127.0.0.1", port, ("m",), (head.encode() + body,), (0,), np.zeros(DRAWN, np.int64))
     level = Level(concurrency=concurrency) if concurrency is not None else Level(rate=rate)
-    plan = Plan.for_duration(duration)
-    try:
-        import uvloop
-
-        factory: Callable[[], asyncio.AbstractEventLoop] | None = uvloop.new_event_loop
-    except ImportError:
-        factory = None
-    with asyncio.Runner(loop_factory=factory) as loop:
-        results = loop.run(runner.measure_level(workload, level, plan, 1.0, None, 30.0))
+    with asyncio.Runner(loop_factory=_loop_factory()) as loop:
+        results = loop.run(runner.measure_level(_workload(port, path, body), level, Plan.for_duration(duration), 1.0))
     r = results[-1]
     return Load(
         concurrency,
@@ -337,6 +346,24 @@ def drive(
         client_saturated=r.client_saturated,
         stable=r.stable,
     )
+
+
+def slo_rate(driver: str, port: int, path: str, body: bytes, target_ms: float, duration: float) -> float | None:
+    """The highest open-loop rate whose p99 stays under ``target_ms`` (leanserve's search; None with wrk)."""
+    if driver == "wrk":
+        return None
+    runner = _loadgen()
+    import asyncio
+
+    from leanserve.loadgen.windows import Plan
+
+    workload = _workload(port, path, body)
+    with asyncio.Runner(loop_factory=_loop_factory()) as loop:
+        search, _ = loop.run(
+            runner.search_slo(workload, target_ms, Plan.for_duration(duration), 0.5, [], None, 30.0, 1024)
+        )
+    rate: float | None = search.rate
+    return rate
 
 
 # ---- one contender on one model ---------------------------------------------------------------
@@ -378,7 +405,11 @@ def run_one(peer: str, model: Model, args: argparse.Namespace, driver: str, work
                 f"p99 {load.p99_ms:8.2f} ms  errors {sum(load.errors.values())}",
                 flush=True,
             )
-        return PeerRun(peer, model.name, cold_start_s=cold, idle_rss_mb=idle, loads=loads)
+        slo = None
+        if model.name in args.slo_models:
+            slo = slo_rate(driver, port, s.path, s.body, args.slo_p99, args.slo_duration)
+            print(f"   {peer:11} {model.name:7} highest rate with p99 <= {args.slo_p99:g} ms: {slo}", flush=True)
+        return PeerRun(peer, model.name, cold_start_s=cold, idle_rss_mb=idle, loads=loads, slo_rate=slo)
     except Exception as e:
         return PeerRun(peer, model.name, cold_start_s=cold, error=f"load: {e}"[:400])
     finally:
@@ -393,6 +424,9 @@ def main() -> int:
     parser.add_argument("--peers", default=",".join(PEERS), help="contenders, in order (leanserve among them)")
     parser.add_argument("--window-ms", type=float, default=0.0, help="batching window of every server")
     parser.add_argument("--driver", choices=["auto", "leanserve-bench", "wrk"], default="auto")
+    parser.add_argument("--slo-models", default="digits", help="models whose highest rate under --slo-p99 is searched")
+    parser.add_argument("--slo-p99", type=float, default=5.0, help="the p99 target of that search, ms")
+    parser.add_argument("--slo-duration", type=float, default=2.0, help="seconds measured per rate tried")
     parser.add_argument("--install-only", action="store_true", help="make the peers' environments and stop")
     parser.add_argument("--out", type=Path, default=OUT / "peers.json")
     args = parser.parse_args()
@@ -402,6 +436,7 @@ def main() -> int:
             if p in ENVS:
                 print(p, ensure(ENVS[p]), flush=True)
         return 0
+    args.slo_models = [m for m in args.slo_models.split(",") if m]
     driver = driver_name(args.driver)
     if driver == "wrk" and shutil.which("wrk") is None:
         print("wrk is not installed (apt-get install -y wrk), and leanserve.loadgen is not there", file=sys.stderr)
@@ -429,6 +464,8 @@ def main() -> int:
         "driver": driver,
         "duration_s": args.duration,
         "window_ms": args.window_ms,
+        "slo_p99_ms": args.slo_p99,
+        "slo_models": args.slo_models,
         "load_average": os.getloadavg(),
         "ceilings": {k: asdict(v) for k, v in ceilings.items()},
         "runs": [asdict(r) for r in runs],

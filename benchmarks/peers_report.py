@@ -62,6 +62,7 @@ class PeerRun:
     cold_start_s: float = float("nan")
     idle_rss_mb: float = float("nan")
     loads: list[Load] = field(default_factory=list)
+    slo_rate: float | None = None  # the highest open-loop rate found with p99 under the run's target
     error: str = ""
 
 
@@ -115,12 +116,16 @@ def markdown(doc: dict[str, Any]) -> str:
                 cells += [_num(ld["p99_ms"], 2), str(sum(ld["errors"].values()))]
                 cells += [_num(ratio(ld["throughput"], base), 2), versus]
                 lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "| server | model | cold start s | idle RSS MB |", "|---|---|---:|---:|"]
+    slo = doc.get("slo_p99_ms", 5.0)
+    lines += ["", f"| server | model | cold start s | idle RSS MB | highest rate with p99 <= {slo:g} ms |"]
+    lines.append("|---|---|---:|---:|---:|")
     for r in doc["runs"]:
         if not r["error"]:
+            found = r.get("slo_rate")
+            rate = "-" if found is None and r["model"] not in doc.get("slo_models", []) else _num(found or 0)
             lines.append(
                 f"| {NAMES.get(r['peer'], r['peer'])} | {r['model']} | {_num(r['cold_start_s'], 1)} "
-                f"| {_num(r['idle_rss_mb'])} |"
+                f"| {_num(r['idle_rss_mb'])} | {rate} |"
             )
     failed = [r for r in doc["runs"] if r["error"]]
     if failed:
@@ -159,6 +164,17 @@ def targets(doc: dict[str, Any]) -> list[str]:
                 )
             else:
                 rows.append((x >= 1, f"{model} {label}: {x:.2f}x the best peer ({NAMES[best_peer]}) (target >= 1x)"))
+        rates = {r["peer"]: r.get("slo_rate") for r in doc["runs"] if r["model"] == model and not r["error"]}
+        if model in doc.get("slo_models", []) and rates.get(LEAN) is not None:
+            best_peer = max((p for p in rates if p != LEAN), key=lambda p: rates[p] or 0)
+            mine, theirs = rates[LEAN] or 0, rates[best_peer] or 0
+            rows.append(
+                (
+                    mine > theirs,
+                    f"{model} highest rate with p99 <= {doc.get('slo_p99_ms', 5):g} ms: leanserve {mine:,.0f}/s, "
+                    f"best peer {NAMES[best_peer]} {theirs:,.0f}/s",
+                )
+            )
         if "c1" in lean:
             fastest = min(((p, v["c1"]["p50_ms"]) for p, v in levels.items() if "c1" in v), key=lambda pv: pv[1])
             rows.append(
