@@ -34,7 +34,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -369,51 +369,93 @@ def slo_rate(driver: str, port: int, path: str, body: bytes, target_ms: float, d
 # ---- one contender on one model ---------------------------------------------------------------
 
 
-def run_one(peer: str, model: Model, args: argparse.Namespace, driver: str, work: Path, expect: np.ndarray) -> PeerRun:
+@dataclass
+class Running:
+    """A contender started on a model and checked, with what it has measured so far."""
+
+    peer: str
+    served: Served
+    port: int
+    proc: subprocess.Popen[bytes]
+    run: PeerRun
+
+
+def start_checked(
+    peer: str, model: Model, args: argparse.Namespace, work: Path, expect: np.ndarray
+) -> Running | PeerRun:
+    """Start ``peer`` on ``model``: its cold start, checked answer and idle memory; a PeerRun with the error if not."""
     port = free_port()
     try:
         s = served(peer, model, port, work, args.window_ms)
     except Exception as e:  # an install that fails is a result: the peer is listed with the reason
         return PeerRun(peer, model.name, error=f"install: {e}"[:400])
-    log = work / f"{peer}-{model.name}.log"
     try:
-        proc, cold, answer = start(s, port, log)
+        proc, cold, answer = start(s, port, work / f"{peer}-{model.name}.log")
     except Exception as e:
         return PeerRun(peer, model.name, error=f"start: {e}"[:400])
+    if not np.allclose(s.output(answer, model.output), expect.ravel(), rtol=1e-3, atol=1e-4):
+        stop(proc)
+        return PeerRun(peer, model.name, cold_start_s=cold, error="wrong answer: differs from ONNX Runtime's")
+    time.sleep(1.0)  # idle: after the first answer, before any load
+    run = PeerRun(peer, model.name, cold_start_s=cold, idle_rss_mb=resident_mb(proc.pid))
+    print(f"   {peer:11} {model.name:7} cold start {cold:5.1f} s, idle {run.idle_rss_mb:6.0f} MB", flush=True)
+    return Running(peer, s, port, proc, run)
+
+
+def measure_model(
+    model: Model, peers: list[str], args: argparse.Namespace, driver: str, work: Path, expect: np.ndarray
+) -> list[PeerRun]:
+    """Every contender on ``model``: all started (one at a time), then each load level on each in turn.
+
+    The machine's speed drifts (other jobs share it): taking a level on every contender back to
+    back, rather than every level on one contender and then the next, keeps a level's ratios
+    between contenders measured under the same conditions.
+    """
+    running: list[Running] = []
+    failed: list[PeerRun] = []
     try:
-        got = s.output(answer, model.output)
-        if not np.allclose(got, expect.ravel(), rtol=1e-3, atol=1e-4):
-            return PeerRun(peer, model.name, cold_start_s=cold, error="wrong answer: differs from ONNX Runtime's")
-        time.sleep(1.0)  # idle: after the first answer, before any load
-        idle = resident_mb(proc.pid)
-        drive(driver, port, s.path, s.body, 1.0, concurrency=8)  # warm-up
-        loads = []
-        for c in args.concurrency:
-            load = drive(driver, port, s.path, s.body, args.duration, concurrency=c)
-            if load is not None:
-                loads.append(load)
+        for peer in peers:
+            started = start_checked(peer, model, args, work, expect)
+            if isinstance(started, Running):
+                running.append(started)
+            else:
+                print(f"   {peer:11} {model.name:7} FAILED: {started.error}", flush=True)
+                failed.append(started)
+        for r in running:  # warm-up
+            drive(driver, r.port, r.served.path, r.served.body, 1.0, concurrency=8)
+        levels: list[tuple[int | None, float | None]] = [(c, None) for c in args.concurrency] + [(None, model.rate)]
+        for concurrency, rate in levels:
+            for r in running:
+                if r.run.error:
+                    continue
+                try:
+                    load = drive(driver, r.port, r.served.path, r.served.body, args.duration, concurrency, rate)
+                except Exception as e:
+                    r.run = replace(r.run, error=f"load: {e}"[:400])
+                    continue
+                if load is None:
+                    continue
+                r.run.loads.append(load)
+                label = f"c{concurrency}" if concurrency is not None else f"{rate:g}/s"
                 print(
-                    f"   {peer:11} {model.name:7} c{c:<3} {load.throughput:9.0f} req/s  p50 {load.p50_ms:8.3f}  "
+                    f"   {r.peer:11} {model.name:7} {label:6} {load.throughput:9.0f} req/s  p50 {load.p50_ms:8.3f}  "
                     f"p99 {load.p99_ms:8.2f} ms  errors {sum(load.errors.values())}",
                     flush=True,
                 )
-        load = drive(driver, port, s.path, s.body, args.duration, rate=model.rate)
-        if load is not None:
-            loads.append(load)
-            print(
-                f"   {peer:11} {model.name:7} {model.rate:g}/s {load.throughput:9.0f} req/s  p50 {load.p50_ms:8.3f}  "
-                f"p99 {load.p99_ms:8.2f} ms  errors {sum(load.errors.values())}",
-                flush=True,
-            )
-        slo = None
         if model.name in args.slo_models:
-            slo = slo_rate(driver, port, s.path, s.body, args.slo_p99, args.slo_duration)
-            print(f"   {peer:11} {model.name:7} highest rate with p99 <= {args.slo_p99:g} ms: {slo}", flush=True)
-        return PeerRun(peer, model.name, cold_start_s=cold, idle_rss_mb=idle, loads=loads, slo_rate=slo)
-    except Exception as e:
-        return PeerRun(peer, model.name, cold_start_s=cold, error=f"load: {e}"[:400])
+            for r in running:
+                if r.run.error:
+                    continue
+                found = slo_rate(driver, r.port, r.served.path, r.served.body, args.slo_p99, args.slo_duration)
+                r.run = replace(r.run, slo_rate=found)
+                print(
+                    f"   {r.peer:11} {model.name:7} highest rate with p99 <= {args.slo_p99:g} ms: {found}", flush=True
+                )
     finally:
-        stop(proc)
+        for r in running:
+            stop(r.proc)
+    order = {p: i for i, p in enumerate(peers)}
+    return sorted([r.run for r in running] + failed, key=lambda run: order[run.peer])
 
 
 def main() -> int:
@@ -452,11 +494,8 @@ def main() -> int:
             expect = ort.InferenceSession(str(model.onnx), providers=["CPUExecutionProvider"]).run(
                 [model.output], model.feed
             )[0]
-            for peer in peers:
-                run = run_one(peer, model, args, driver, work / model.name, expect)
-                if run.error:
-                    print(f"   {peer:11} {model.name:7} FAILED: {run.error}", flush=True)
-                runs.append(run)
+            (work / model.name).mkdir(parents=True, exist_ok=True)
+            runs += measure_model(model, peers, args, driver, work / model.name, expect)
     doc = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "environment": environment(),
