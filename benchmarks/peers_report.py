@@ -25,6 +25,17 @@ NAMES = {
     "torchserve": "TorchServe",
 }
 SMALL = ("tiny", "digits")
+# leanserve stands out in black; every peer keeps its colour across the panels.
+COLORS = {
+    "leanserve": "black",
+    "fastapi": "C0",
+    "litserve": "C1",
+    "bentoml": "C2",
+    "rayserve": "C4",
+    "mlserver": "C5",
+    "pytriton": "C6",
+    "torchserve": "C9",
+}
 
 
 @dataclass(frozen=True)
@@ -203,7 +214,7 @@ def chart(doc: dict[str, Any], path: Path) -> None:
         for i, (peer, loads) in enumerate(levels.items()):
             xs = [j + i * width for j in range(len(labels))]
             ys = [loads[k]["throughput"] if k in loads else 0 for k in labels]
-            ax.bar(xs, ys, width, label=NAMES.get(peer, peer).strip("*"), color="C3" if peer == LEAN else f"C{i % 10}")
+            ax.bar(xs, ys, width, label=NAMES.get(peer, peer).strip("*"), color=COLORS.get(peer, "C7"))
         ceil = _ceiling(doc, model)
         for j, k in enumerate(labels):
             ax.hlines(ceil.at(int(k[1:])), j - width / 2, j + 0.8 - width / 2, colors="k", linestyles="dotted")
