@@ -315,7 +315,10 @@ def drive(
 
     ``leanserve-bench``: leanserve's load generator (``leanserve.loadgen``, behind ``leanserve bench``)
     with this exact request encoded once; closed loop at ``concurrency`` or open loop (Poisson) at
-    ``rate``. ``wrk``: closed loop only (None for a rate).
+    ``rate``. ``wrk``: closed loop only (None for a rate). The library rather than the command:
+    ``leanserve bench URL --model M`` reads the model's metadata and posts V2 JSON to
+    /v2/models/M/infer, and several peers serve neither (TorchServe's path, BentoML's body, no
+    metadata endpoint on LitServe, Ray Serve, BentoML or FastAPI); the library takes the request as is.
     """
     if driver == "wrk":
         if rate is not None:
