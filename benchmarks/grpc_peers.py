@@ -33,7 +33,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 from grpc_load import call_once, infer_request, output_of
-from peers import Model, build_models, drive, driver_name, served, start, stop
+from peer_procs import start, stop
+from peers import Model, build_models, drive, driver_name, served
 from serving import environment, free_port
 
 HERE = Path(__file__).resolve().parent
