@@ -47,8 +47,8 @@ def main() -> None:
         ],
         check=True,
     )
-    # TorchServe's batch window is in whole milliseconds, and at 0 its aggregator stops after the
-    # second request of a batch: the smallest window that batches is 1 ms.
+    # TorchServe's batch window is in whole milliseconds, and at 0 its aggregator (Model.pollBatch, as
+    # its source reads) ends a batch after the second request: the smallest window that batches is 1 ms.
     delay = max(1, round(o.window_ms))
     model = {"defaultVersion": True, "marName": o.model, "minWorkers": 1, "maxWorkers": 1}
     model |= {"batchSize": o.max_batch, "maxBatchDelay": delay, "responseTimeout": 120}
