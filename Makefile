@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install system-deps demo test test-fast check bench bench-optimize bench-models bench-experiments bench-loadgen bench-scaleout clean
+.PHONY: install system-deps demo test test-fast check bench bench-optimize bench-models bench-experiments bench-loadgen bench-scaleout bench-peers bench-grpc clean
 
 # torch is installed first and pinned: the CPU build lies on this machine's disk, and an unpinned
 # torch (asked for by sentence-transformers) would otherwise pull a multi-GB CUDA build.
@@ -65,5 +65,14 @@ bench-loadgen: $(STAMP)
 bench-scaleout: $(STAMP)
 	$(PY) benchmarks/scaleout.py
 
+# Every peer server beside leanserve on the same models; each peer is installed on first use into
+# its own environment under benchmarks/.peers/ (git-ignored; Java is needed for TorchServe).
+bench-peers: $(STAMP)
+	$(PY) benchmarks/peers.py
+
+# leanserve over gRPC and HTTP beside Triton's gRPC endpoint (PyTriton, installed as above).
+bench-grpc: $(STAMP)
+	$(PY) benchmarks/grpc_peers.py
+
 clean:
-	rm -rf $(VENV) benchmarks/.venv-ray .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) benchmarks/.venv-ray benchmarks/.peers .pytest_cache .mypy_cache .ruff_cache
