@@ -21,6 +21,7 @@ from leanserve.protocol import (
     InferRequestedOutput,
     InferResult,
     Limits,
+    codec,
     decode_infer_request,
     decode_infer_result,
     encode_error,
@@ -333,3 +334,27 @@ def test_public_names_are_sorted_and_importable() -> None:
     assert names == sorted(names)
     for name in names:
         assert getattr(leanserve.protocol, name) is not None
+
+
+@pytest.mark.parametrize(
+    "result",
+    [
+        InferResult("tiny", "1", [InferOutput("y", np.arange(6, dtype=np.float32).reshape(2, 3))]),
+        InferResult('we"ird', "12", [InferOutput("a", np.array([[np.nan, 1.5]])), InferOutput("b", np.int64([7]))]),
+        InferResult("m", "1", [InferOutput("y", np.zeros((0, 4), np.float32))]),
+        InferResult("m", "1", [InferOutput("y", np.arange(6, dtype=np.int32).reshape(2, 3).T)]),  # not contiguous
+        InferResult("m", "1", [InferOutput("y", np.arange(3, dtype=">f4"))]),  # not native: the general way
+        InferResult("m", "1", [InferOutput("y", np.array([b"x"], dtype=object))]),
+        InferResult("m", "1", [InferOutput("y", np.ones(2, np.float32), binary_data=True)]),
+        InferResult("m", "1", [InferOutput("y", np.ones(2, np.float32), parameters={"k": 1})]),
+        InferResult("m", "1", [InferOutput("y", np.ones(2, np.float32))], id="r1"),
+        InferResult("m", "1", [InferOutput("y", np.ones(2, np.float32))], parameters={"p": True}),
+        InferResult("m", "1", []),
+    ],
+)
+def test_the_common_answer_is_encoded_as_the_general_encoder_would(
+    result: InferResult, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fast = encode_infer_result(result)
+    monkeypatch.setattr(codec, "_plain_result", lambda result: None)
+    assert fast == encode_infer_result(result)

@@ -68,6 +68,10 @@ def decode_infer_request(body: bytes, header_length: int | None, limits: Limits)
 
 def encode_infer_result(result: InferResult) -> tuple[bytes, int | None]:
     """The response body, and the JSON header's length when binary outputs follow it (else None)."""
+    if result.id is None and not result.parameters:
+        plain = _plain_result(result)
+        if plain is not None:
+            return plain, None
     doc: dict[str, Any] = {"model_name": result.model_name, "model_version": result.model_version}
     if result.id is not None:
         doc["id"] = result.id
@@ -87,6 +91,45 @@ def encode_infer_result(result: InferResult) -> tuple[bytes, int | None]:
         for out in result.outputs
     ]
     return _dump(doc, blobs)
+
+
+# Pre-encoded pieces of the common answer (JSON outputs, no id or parameters), per model version
+# and per output: a model answers with the same few again and again. Bounded, so that a client
+# cannot grow them (output names come from the model, but model names from many versions could).
+_RESULT_HEADS: dict[tuple[str, str], bytes] = {}
+_OUTPUT_HEADS: dict[tuple[str, str], bytes] = {}
+_MAX_HEADS = 1024
+
+
+def _plain_result(result: InferResult) -> bytes | None:
+    """The common answer, byte for byte what the general encoder writes; None when it is not that."""
+    key = (result.model_name, result.model_version)
+    head = _RESULT_HEADS.get(key)
+    if head is None:
+        if len(_RESULT_HEADS) >= _MAX_HEADS:
+            _RESULT_HEADS.clear()
+        head = _RESULT_HEADS[key] = orjson.dumps({"model_name": key[0], "model_version": key[1]})[:-1] + b',"outputs":['
+    parts = [head]
+    for out in result.outputs:
+        array = out.data
+        datatype = datatype_of(array)
+        if out.binary_data or out.parameters or datatype == "BYTES" or not array.dtype.isnative:
+            return None
+        name_key = (out.name, datatype)
+        entry = _OUTPUT_HEADS.get(name_key)
+        if entry is None:
+            if len(_OUTPUT_HEADS) >= _MAX_HEADS:
+                _OUTPUT_HEADS.clear()
+            entry = _OUTPUT_HEADS[name_key] = orjson.dumps({"name": out.name, "datatype": datatype})[:-1] + b',"shape":'
+        parts += [
+            entry if len(parts) == 1 else b"," + entry,
+            orjson.dumps(array.shape),
+            b',"data":',
+            orjson.dumps(array.ravel(), option=_DUMPS_OPTIONS),
+            b"}",
+        ]
+    parts.append(b"]}")
+    return b"".join(parts)
 
 
 def encode_error(message: str) -> bytes:
