@@ -19,7 +19,7 @@ import orjson
 from ..errors import InvalidInput, PayloadTooLarge, UsageError
 from .binary import BinaryReader, split_body, tensor_from_binary, tensor_to_binary
 from .datatypes import DATATYPES, datatype_of
-from .json_codec import tensor_from_json, tensor_to_json
+from .json_codec import plain_tensor_from_json, tensor_from_json, tensor_to_json
 from .limits import Limits
 from .types import InferInput, InferOutput, InferRequest, InferRequestedOutput, InferResult, Parameters
 
@@ -42,6 +42,10 @@ def decode_infer_request(body: bytes, header_length: int | None, limits: Limits)
         )
     header, binary = split_body(body, header_length)
     doc = _load_object(header, "request")
+    if header_length is None and len(doc) == 1:
+        plain = _plain_request(doc.get("inputs"), limits)
+        if plain is not None:
+            return plain
     raw_inputs = doc.get("inputs")
     if type(raw_inputs) is not list:
         raise InvalidInput(
@@ -64,6 +68,32 @@ def decode_infer_request(body: bytes, header_length: int | None, limits: Limits)
     if request_id is not None and type(request_id) is not str:
         raise InvalidInput(f"request 'id' must be a string, got {type(request_id).__name__}")
     return InferRequest(inputs, outputs, request_id, parameters, binary_data_output)
+
+
+def _plain_request(raw_inputs: object, limits: Limits) -> InferRequest | None:
+    """The common request, fast: only ``inputs``, each with exactly its name, datatype, shape and
+    flat numeric data, all valid. None when it is anything else, and the general decoder decides.
+    """
+    if type(raw_inputs) is not list or not 0 < len(raw_inputs) <= limits.max_inputs:
+        return None
+    inputs = []
+    for raw in raw_inputs:
+        if type(raw) is not dict or len(raw) != 4:
+            return None
+        name, datatype, shape = raw.get("name"), raw.get("datatype"), raw.get("shape")
+        if type(name) is not str or not name or type(datatype) is not str or type(shape) is not list:
+            return None
+        if len(shape) > _MAX_DIMS:
+            return None
+        for dim in shape:
+            if type(dim) is not int or dim < 0:
+                return None
+        dims = tuple(shape)
+        data = plain_tensor_from_json(datatype, dims, math.prod(dims), raw.get("data"), limits.max_tensor_elements)
+        if data is None:
+            return None
+        inputs.append(InferInput._decoded(name, dims, datatype, data, {}))
+    return InferRequest(inputs)
 
 
 def encode_infer_result(result: InferResult) -> tuple[bytes, int | None]:
@@ -215,7 +245,7 @@ def _decode_tensor(index: int, raw: object, kind: str, reader: BinaryReader, lim
         raise InvalidInput(f"{kind}s[{index}] needs a 'name' string")
     where = f"{kind} {name!r}"
     datatype = raw.get("datatype")
-    if datatype not in _DATATYPES:
+    if type(datatype) is not str or datatype not in _DATATYPES:
         raise unknown_datatype(where, datatype)
     shape = check_shape(where, raw.get("shape"))
     count = math.prod(shape)
