@@ -15,9 +15,10 @@ first heavy load.
 
 from __future__ import annotations
 
+import logging
 import time
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -28,8 +29,10 @@ from .optimization.sweep import tile
 from .protocol.datatypes import datatype_of, numpy_dtype
 from .repository import ModelVersionSpec, resolve_version, scan_repository
 from .runtimes import Runtime, load_runtime
+from .runtimes.threads import available_cores, plan_threads
 
 WARMUP_FILE = "warmup.npz"
+log = logging.getLogger("leanserve.check")
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +156,7 @@ def check_version(spec: ModelVersionSpec) -> tuple[VersionCheck, Runtime | None]
         else:
             latency = (time.perf_counter() - t) * 1000
             _check_outputs(spec, outputs, _rows(feed) if config.batching else None)
+            runtime = _choose_threads(spec, runtime, feed)
             if config.batching:
                 warnings.extend(_largest_batch(runtime, spec, feed))
     except Exception as e:
@@ -177,6 +181,44 @@ def check_version(spec: ModelVersionSpec) -> tuple[VersionCheck, Runtime | None]
         latency,
         warnings=tuple(warnings),
     ), runtime
+
+
+def _choose_threads(spec: ModelVersionSpec, runtime: Runtime, feed: dict[str, np.ndarray]) -> Runtime:
+    """An ONNX Runtime engine on CPU whose model.toml leaves the threads out: reloaded with the threads
+    its measured cost calls for, when they differ from the first guess (see runtimes.threads)."""
+    config = spec.config
+    options = config.runtime
+    if config.platform != "onnxruntime" or options.intra_op_threads or runtime.providers != ("CPUExecutionProvider",):
+        return runtime
+    one = {name: a[:1] for name, a in feed.items()} if config.batching else feed
+    cost = _median_seconds(runtime, one)
+    cores = available_cores()
+    plan = plan_threads(cost, cores, 0, options.allow_spinning)
+    guess = plan_threads(None, cores, 0, options.allow_spinning)
+    log.info(
+        "model %s version %d: %d ONNX Runtime thread(s), spinning %s (%s)",
+        spec.name,
+        spec.version,
+        plan.threads,
+        "on" if plan.spinning else "off",
+        plan.reason,
+    )
+    if (plan.threads, plan.spinning) == (guess.threads, guess.spinning):
+        return runtime
+    runtime.close()
+    chosen = replace(options, intra_op_threads=plan.threads, allow_spinning=plan.spinning)
+    runtime = load_runtime(spec.path, config.platform, chosen)
+    runtime.run(one)  # the new session's first run allocates its arena here, not under load
+    return runtime
+
+
+def _median_seconds(runtime: Runtime, feed: dict[str, np.ndarray], runs: int = 7) -> float:
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        runtime.run(feed)
+        times.append(time.perf_counter() - t)
+    return sorted(times)[runs // 2]
 
 
 def _check_outputs(spec: ModelVersionSpec, outputs: dict[str, np.ndarray], rows: int | None) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ from ..config import RuntimeOptions
 from ..errors import ConfigError, InferenceFailed, InvalidInput
 from ..protocol.datatypes import datatype_from_onnx
 from . import EngineTensor
+from .threads import available_cores, plan_threads
 
 # Preference order when the model does not name providers: the fastest one present wins.
 _PREFERRED_PROVIDERS = (
@@ -49,11 +51,17 @@ def choose_providers(requested: Sequence[str], available: Sequence[str]) -> list
     return chosen or ["CPUExecutionProvider"]
 
 
+def resolved_options(options: RuntimeOptions) -> RuntimeOptions:
+    """``options`` with the threads and spinning that will run: the user's, else the policy's first guess."""
+    plan = plan_threads(None, available_cores(), options.intra_op_threads, options.allow_spinning)
+    return replace(options, intra_op_threads=plan.threads, allow_spinning=plan.spinning)
+
+
 def session_options(options: RuntimeOptions) -> ort.SessionOptions:
+    options = resolved_options(options)
     so = ort.SessionOptions()
     so.graph_optimization_level = _GRAPH_LEVELS[options.graph_optimization]
-    if options.intra_op_threads:
-        so.intra_op_num_threads = options.intra_op_threads
+    so.intra_op_num_threads = options.intra_op_threads
     if options.inter_op_threads:
         so.inter_op_num_threads = options.inter_op_threads
     so.add_session_config_entry("session.intra_op.allow_spinning", "1" if options.allow_spinning else "0")
@@ -75,6 +83,8 @@ class OnnxRuntime:
             self._session = ort.InferenceSession(str(path), session_options(options), providers=providers)
         except Exception as e:  # ORT raises its own untyped exceptions for bad files
             raise ConfigError(str(path), None, f"ONNX Runtime cannot load the model: {e}") from e
+        # What this session runs with, threads and spinning resolved (the registry may choose again).
+        self.options = resolved_options(options)
         self._inputs = tuple(_tensor(a) for a in self._session.get_inputs())
         self._outputs = tuple(_tensor(a) for a in self._session.get_outputs())
         self._output_names = [t.name for t in self._outputs]
