@@ -94,7 +94,8 @@ class ModelStats:
     name: str
     version: int
     load_seconds: float = 0.0
-    memory_bytes: int = 0  # resident memory the model added when it loaded (and warmed up)
+    memory_bytes: int = 0  # memory the model added when it loaded (and warmed up): resident and device
+    device_memory_bytes: dict[int, int] = field(default_factory=dict)  # of which on each GPU (NVML)
     loads: int = 0
     load_failures: int = 0
     unloads: dict[str, int] = field(default_factory=lambda: dict.fromkeys(UNLOAD_REASONS, 0))
@@ -174,6 +175,7 @@ class ModelStats:
     def triton_dict(self) -> dict[str, object]:
         """This version's entry of Triton's ``model_stats`` list."""
         empty = Duration().as_dict()
+        device = sum(self.device_memory_bytes.values())
         return {
             "name": self.name,
             "version": str(self.version),
@@ -199,7 +201,10 @@ class ModelStats:
                 }
                 for size, d in sorted(self.batch_compute.items())
             ],
-            "memory_usage": [{"type": "CPU", "id": 0, "byte_size": self.memory_bytes}],
+            "memory_usage": [
+                {"type": "CPU", "id": 0, "byte_size": max(0, self.memory_bytes - device)},
+                *({"type": "GPU", "id": i, "byte_size": n} for i, n in sorted(self.device_memory_bytes.items())),
+            ],
             "load_seconds": round(self.load_seconds, 6),
             "loads": self.loads,
             "unloads": dict(self.unloads),
