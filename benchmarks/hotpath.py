@@ -73,6 +73,13 @@ CHILD = textwrap.dedent(
         registry = ModelRegistry(REPO)
         await registry.load_all()
         handlers = Handlers(registry, Router(registry, Limits()))
+        try:  # the collector as the server sets it once started (trees from before it lack this)
+            from leanserve.server.app import settle_collector
+        except ImportError:
+            gc.collect()
+            gc.freeze()
+        else:
+            settle_collector()
         loop = asyncio.get_running_loop()
         conns = []
         for _ in range(32):
