@@ -122,6 +122,8 @@ class HttpProtocol(asyncio.Protocol):
         self._content_encoding: str | None = None
         self._request_id: str | None = None
         self._authorization: str | None = None
+        self._length_value: bytes | None = None  # the first Content-Length
+        self._expect_continue = False
         # The headers the router asks for (experiments' unit headers), a set it keeps up to date.
         self._context_names = handlers.router.unit_headers
         self._context_headers: tuple[tuple[str, str], ...] = ()
@@ -187,6 +189,8 @@ class HttpProtocol(asyncio.Protocol):
         self._content_encoding = None
         self._request_id = None
         self._authorization = None
+        self._length_value = None
+        self._expect_continue = False
         self._context_headers = ()
 
     def on_url(self, url: bytes) -> None:
@@ -200,7 +204,10 @@ class HttpProtocol(asyncio.Protocol):
             raise LeanserveError("request headers too large", hint=f"at most {MAX_HEADER_BYTES} bytes")
         name = name.lower()
         self._headers.append((name, value))
-        if name == b"inference-header-content-length":
+        if name == b"content-length":
+            if self._length_value is None:
+                self._length_value = value
+        elif name == b"inference-header-content-length":
             self._header_length = value.decode("latin-1")
         elif name == b"content-encoding":
             self._content_encoding = value.decode("latin-1")
@@ -208,6 +215,8 @@ class HttpProtocol(asyncio.Protocol):
             self._request_id = value[:128].decode("latin-1")
         elif name == b"authorization":
             self._authorization = value.decode("latin-1")
+        elif name == b"expect":
+            self._expect_continue = self._expect_continue or value.lower() == b"100-continue"
         elif name in self._context_names:
             self._context_headers += ((name.decode("latin-1"), value.decode("latin-1")),)
 
@@ -218,9 +227,8 @@ class HttpProtocol(asyncio.Protocol):
                 f"request body of {length} bytes exceeds the limit of {self._limits.max_body_bytes}",
                 hint="send fewer items per request or raise --max-body-bytes",
             )
-        for name, value in self._headers:
-            if name == b"expect" and value.lower() == b"100-continue" and self._transport is not None:
-                self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        if self._expect_continue and self._transport is not None:
+            self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:
         self._body_size += len(body)
@@ -255,13 +263,12 @@ class HttpProtocol(asyncio.Protocol):
     # ---- dispatch -----------------------------------------------------------------------------
 
     def _content_length(self) -> int | None:
-        for name, value in self._headers:
-            if name == b"content-length":
-                try:
-                    return int(value)
-                except ValueError:
-                    raise InvalidInput("Content-Length is not an integer") from None
-        return None
+        if self._length_value is None:
+            return None
+        try:
+            return int(self._length_value)
+        except ValueError:
+            raise InvalidInput("Content-Length is not an integer") from None
 
     def _next(self) -> None:
         while self._queue and not self._active and self._transport is not None:
