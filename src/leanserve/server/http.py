@@ -241,8 +241,26 @@ class HttpProtocol(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
+        method = self._parser.get_method()
+        if method == b"POST" and not self._active and not self._queue and self._transport is not None:
+            # The common case, an inference request on an idle connection, goes straight on: no
+            # queued request to build for it.
+            target = _infer_target(self._url.partition(b"?")[0])
+            if target is not None:
+                self._active = True
+                self._infer(
+                    target,
+                    body,
+                    self._parser.should_keep_alive(),
+                    self._header_length,
+                    self._content_encoding,
+                    self._request_id,
+                    self._authorization,
+                    self._context_headers,
+                )
+                return
         request = _Request(
-            self._parser.get_method(),
+            method,
             self._url,
             self._headers,
             body,
@@ -284,20 +302,15 @@ class HttpProtocol(asyncio.Protocol):
         if request.method == b"POST":
             target = _infer_target(path)
             if target is not None:
-                model, version = target
-                keep_alive = request.keep_alive
-                ctx = RequestContext(
-                    request.request_id or next_request_id(),
-                    self._client[0] if self._client else None,
+                self._infer(
+                    target,
+                    request.body,
+                    request.keep_alive,
+                    request.header_length,
+                    request.content_encoding,
+                    request.request_id,
+                    request.authorization,
                     request.context_headers,
-                    authorization=request.authorization,
-                )
-                self._handlers.infer(
-                    ctx,
-                    model,
-                    version,
-                    InferBody(request.body, request.header_length, request.content_encoding),
-                    lambda reply: self._send(reply, keep_alive),
                 )
                 return
         elif request.method == b"GET":
@@ -309,6 +322,32 @@ class HttpProtocol(asyncio.Protocol):
                 return
         # Held on the connection (one request at a time): the loop keeps only weak references to tasks.
         self._asgi_task = asyncio.get_running_loop().create_task(self._asgi(request, path, query))
+
+    def _infer(
+        self,
+        target: tuple[str, str | None],
+        body: bytes,
+        keep_alive: bool,
+        header_length: str | None,
+        content_encoding: str | None,
+        request_id: str | None,
+        authorization: str | None,
+        context_headers: tuple[tuple[str, str], ...],
+    ) -> None:
+        model, version = target
+        ctx = RequestContext(
+            request_id or next_request_id(),
+            self._client[0] if self._client else None,
+            context_headers,
+            authorization=authorization,
+        )
+        self._handlers.infer(
+            ctx,
+            model,
+            version,
+            InferBody(body, header_length, content_encoding),
+            lambda reply: self._send(reply, keep_alive),
+        )
 
     def _send(self, reply: Reply, keep_alive: bool) -> None:
         transport = self._transport
