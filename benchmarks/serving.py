@@ -39,7 +39,11 @@ from onnx import TensorProto, helper, numpy_helper
 from leanserve.timing import environment as measured_environment
 
 HERE = Path(__file__).resolve().parent
-LIMIT_SERVER = HERE.parent.parent / "shared" / "reference" / "limit_server.py"
+# ../shared/reference from the project root; a git worktree sits a level deeper, so look upwards.
+LIMIT_SERVER = next(
+    (p / "shared" / "reference" / "limit_server.py" for p in HERE.parents if (p / "shared" / "reference").is_dir()),
+    HERE.parent.parent / "shared" / "reference" / "limit_server.py",
+)
 SENTENCE = "leanserve serves models fast and light on a small CPU, and measures them honestly."
 PY = sys.executable
 
