@@ -1,6 +1,6 @@
 """The hot path's CPU per request, in process, before and after a change.
 
-    .venv/bin/python benchmarks/hotpath.py [--before-ref REF] [--rounds 6] [--calls 4000]
+    .venv/bin/python benchmarks/hotpath.py [--before-ref REF] [--rounds 6] [--calls 4000] [--wrk 4]
 
 On a shared machine, requests per second under wrk swing with whatever else runs; the CPU one
 request costs the server does not. This drives the fast front end (:class:`HttpProtocol`) with
@@ -12,7 +12,12 @@ this working tree:
 - ``c32``: 32 connections each given a request in the same event-loop turn, then all 32 answers
   awaited (the batcher takes them as one batch, as under wrk at concurrency 32).
 
-Each figure is the process's CPU time (``time.process_time``, every thread) per request, the
+With ``--wrk SECONDS`` it also runs the limit server (``../shared/reference/limit_server.py``),
+leanserve at the ref and leanserve from this tree, alternating, each as a process under wrk at
+concurrency 32, and reports each server's CPU time per request answered (from /proc): a server
+bound by its event loop's core serves in inverse proportion to it, whatever else the machine runs.
+
+Each in-process figure is the process's CPU time (``time.process_time``, every thread) per request, the
 best of twenty short passes: other processes only ever add time (on a loaded machine they do even
 to CPU time, through shared caches), and the median of that over the rounds. The model is the
 serving benchmark's tiny MLP with one ORT thread.
@@ -34,7 +39,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serving import tiny_repository, v2_body
+from serving import LIMIT_SERVER, free_port, start_server, tiny_repository, v2_body, wrk
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -170,19 +175,94 @@ def measure(before_ref: str, rounds: int, calls: int) -> dict[str, Any]:
     return summary
 
 
+# ---- the server under wrk: CPU per request ---------------------------------------------------------
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a process so far, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def server_cpu(name: str, cmd: list[str], env: dict[str, str], url: str, body: bytes, seconds: float) -> dict[str, Any]:
+    """One server at concurrency 32 under wrk: its CPU time per request answered, and the load's figures."""
+    proc, _ = start_server(cmd, url, body)
+    try:
+        wrk(url, body, 32, 1.0)  # warm-up
+        before = _cpu_seconds(proc.pid)
+        load = wrk(url, body, 32, seconds)
+        used = _cpu_seconds(proc.pid) - before
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    answered = load.requests_per_s * max(1, round(seconds))
+    return {"server": name, "cpu_us_per_request": used / answered * 1e6, "requests_per_s": load.requests_per_s}
+
+
+def under_wrk(before_ref: str, rounds: int, seconds: float) -> dict[str, Any]:
+    """The limit server, leanserve at ``before_ref`` and this tree, alternating, each as its own process."""
+    with tempfile.TemporaryDirectory() as tmp:
+        repo = tiny_repository(Path(tmp) / "repo")
+        x = np.random.default_rng(1).normal(size=(1, 64)).astype(np.float32)
+        body = v2_body({"x": x})
+        before = Path(tmp) / "before"
+        before.mkdir()
+        archive = subprocess.run(
+            ["git", "-C", str(ROOT), "archive", before_ref, "src"], capture_output=True, check=True
+        )
+        subprocess.run(["tar", "-x", "-C", str(before)], input=archive.stdout, check=True)
+        leanserve = str(Path(PY).with_name("leanserve"))
+        names = ["limit", "before", "after"] if LIMIT_SERVER.exists() else ["before", "after"]
+        runs: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+        for r in range(rounds):
+            for name in names if r % 2 == 0 else names[::-1]:
+                port = free_port()
+                url = f"http://127.0.0.1:{port}/v2/models/tiny/infer"
+                if name == "limit":
+                    cmd = [PY, str(LIMIT_SERVER), str(repo / "tiny/1/model.onnx"), str(port), "--name", "tiny"]
+                    env = dict(os.environ)
+                else:
+                    cmd = [leanserve, "serve", str(repo), "--port", str(port), "--log-level", "warning"]
+                    tree = before / "src" if name == "before" else ROOT / "src"
+                    env = {**os.environ, "PYTHONPATH": str(tree)}
+                runs[name].append(server_cpu(name, cmd, env, url, body, seconds))
+                f = runs[name][-1]
+                print(
+                    f"  round {r + 1} {name:6}: {f['cpu_us_per_request']:.1f} us of CPU a request, "
+                    f"{f['requests_per_s']:,.0f} req/s",
+                    flush=True,
+                )
+    return {
+        "before_ref": before_ref,
+        "runs": runs,
+        **{name: statistics.median(x["cpu_us_per_request"] for x in runs[name]) for name in names},
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--before-ref", default="HEAD")
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--calls", type=int, default=4000)
     parser.add_argument("--out", type=Path, default=HERE / "out" / "hotpath.json")
+    parser.add_argument(
+        "--wrk", type=float, default=0.0, metavar="SECONDS", help="also each server under wrk at c32 for this long"
+    )
     args = parser.parse_args()
     summary = measure(args.before_ref, args.rounds, args.calls)
+    if args.wrk > 0:
+        summary["under_wrk"] = under_wrk(args.before_ref, args.rounds, args.wrk)
     for level in ("c1", "c32"):
         f = summary[level]
         print(
             f"{level:4} CPU per request: {f['before_us']:.2f} us before ({args.before_ref}), "
             f"{f['after_us']:.2f} us after ({f['change']:+.1%})"
+        )
+    if "under_wrk" in summary:
+        w = summary["under_wrk"]
+        print(
+            "under wrk at c32, server CPU per request: "
+            + ", ".join(f"{name} {w[name]:.1f} us" for name in ("limit", "before", "after") if name in w)
         )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(summary, indent=1))
