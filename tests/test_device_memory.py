@@ -84,6 +84,9 @@ async def test_the_registry_counts_device_memory_in_a_versions_size(
     usage = snap.stats.triton_dict()["memory_usage"]
     assert usage[1] == {"type": "GPU", "id": 0, "byte_size": 300 * MIB}
     assert usage[0]["type"] == "CPU" and usage[0]["byte_size"] == snap.memory_bytes - 300 * MIB
+    await registry.unload("m")
+    # What did not come back is resident memory: the device's share is not counted as kept.
+    assert registry.describe("m", None).stats.memory_not_returned_bytes <= usage[0]["byte_size"]
     await registry.close()
 
 

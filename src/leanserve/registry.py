@@ -616,7 +616,10 @@ class ModelRegistry:
             returned = await loop.run_in_executor(self._loader, _close_engine, runtime)
             slot.runtime = None
             slot.stats.unloads[why] += 1
-            slot.stats.memory_not_returned_bytes = max(0, slot.memory_bytes - returned)
+            # Resident memory only: what came back is read from the resident set (device memory is
+            # counted in the size, but its return is not measured).
+            host_bytes = slot.memory_bytes - sum(slot.stats.device_memory_bytes.values())
+            slot.stats.memory_not_returned_bytes = max(0, host_bytes - returned)
             log.info(
                 "model %s version %d unloaded (%s): %s of %s returned to the system",
                 slot.name,
