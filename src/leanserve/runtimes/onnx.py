@@ -113,8 +113,9 @@ class OnnxRuntime:
 
     def run(self, inputs: Mapping[str, np.ndarray], output_names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         names = list(output_names) if output_names else self._output_names
-        feed = dict(inputs)
-        for name in self._string_inputs & feed.keys():
+        # ONNX Runtime only reads the feed: it is copied only to convert string inputs in it.
+        feed = dict(inputs) if self._string_inputs or type(inputs) is not dict else inputs
+        for name in self._string_inputs & feed.keys() if self._string_inputs else ():
             # The protocol carries BYTES as bytes objects; ORT string tensors hold UTF-8 text only.
             try:
                 feed[name] = np.vectorize(_to_str, otypes=[object])(feed[name])
