@@ -283,3 +283,15 @@ def test_threads_and_spinning_in_model_toml_are_kept(tmp_path: Path) -> None:
     assert result.ok and isinstance(runtime, OnnxRuntime)
     assert (runtime.options.intra_op_threads, runtime.options.allow_spinning) == (2, True)
     runtime.close()
+
+
+def test_a_heavy_model_keeps_the_share_a_launcher_set(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LEANSERVE_ENGINE_THREADS", "2")  # as serve --workers, Ray or a pod set it
+    write_mlp(tmp_path / "light" / "1" / "model.onnx")
+    result, runtime = check_version(_spec(tmp_path, "light"))
+    assert result.ok and isinstance(runtime, OnnxRuntime) and runtime.options.intra_op_threads == 1
+    runtime.close()
+    monkeypatch.setattr(threads, "LIGHT_SECONDS", 0.0)
+    result, runtime = check_version(_spec(tmp_path, "light"))
+    assert result.ok and isinstance(runtime, OnnxRuntime) and runtime.options.intra_op_threads == 2
+    runtime.close()

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import TensorSpec
+from .config import RuntimeOptions, TensorSpec
 from .errors import ConfigError, InvalidInput, LeanserveError
 from .optimization.sweep import tile
 from .protocol.datatypes import datatype_of, numpy_dtype
@@ -184,29 +184,33 @@ def check_version(spec: ModelVersionSpec) -> tuple[VersionCheck, Runtime | None]
 
 
 def _choose_threads(spec: ModelVersionSpec, runtime: Runtime, feed: dict[str, np.ndarray]) -> Runtime:
-    """An ONNX Runtime engine on CPU whose model.toml leaves the threads out: reloaded with the threads
-    its measured cost calls for, when they differ from the first guess (see runtimes.threads)."""
+    """An ONNX Runtime engine on CPU whose model.toml leaves the threads out: reloaded on one thread when
+    its measured cost says it is light (see runtimes.threads). A heavy one keeps what it was opened
+    with: the policy's cores, or this process's share where a launcher set one (LEANSERVE_ENGINE_THREADS).
+    """
     config = spec.config
     options = config.runtime
-    if config.platform != "onnxruntime" or options.intra_op_threads or runtime.providers != ("CPUExecutionProvider",):
+    loaded: RuntimeOptions | None = getattr(runtime, "options", None)
+    if config.platform != "onnxruntime" or options.intra_op_threads or loaded is None:
+        return runtime
+    if runtime.providers != ("CPUExecutionProvider",):
         return runtime
     one = {name: a[:1] for name, a in feed.items()} if config.batching else feed
     cost = _median_seconds(runtime, one)
-    cores = available_cores()
-    plan = plan_threads(cost, cores, 0, options.allow_spinning)
-    guess = plan_threads(None, cores, 0, options.allow_spinning)
+    plan = plan_threads(cost, available_cores(), 0, options.allow_spinning)
+    light = plan.threads == 1 and loaded.intra_op_threads != 1
     log.info(
         "model %s version %d: %d ONNX Runtime thread(s), spinning %s (%s)",
         spec.name,
         spec.version,
-        plan.threads,
-        "on" if plan.spinning else "off",
+        plan.threads if light else loaded.intra_op_threads,
+        "on" if (plan.spinning if light else loaded.allow_spinning) else "off",
         plan.reason,
     )
-    if (plan.threads, plan.spinning) == (guess.threads, guess.spinning):
+    if not light:
         return runtime
     runtime.close()
-    chosen = replace(options, intra_op_threads=plan.threads, allow_spinning=plan.spinning)
+    chosen = replace(options, intra_op_threads=1, allow_spinning=plan.spinning)
     runtime = load_runtime(spec.path, config.platform, chosen)
     runtime.run(one)  # the new session's first run allocates its arena here, not under load
     return runtime
