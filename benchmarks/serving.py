@@ -39,7 +39,11 @@ from onnx import TensorProto, helper, numpy_helper
 from leanserve.timing import environment as measured_environment
 
 HERE = Path(__file__).resolve().parent
-LIMIT_SERVER = HERE.parent.parent / "shared" / "reference" / "limit_server.py"
+# ../shared/reference from the project root; a git worktree sits a level deeper, so look upwards.
+LIMIT_SERVER = next(
+    (p / "shared" / "reference" / "limit_server.py" for p in HERE.parents if (p / "shared" / "reference").is_dir()),
+    HERE.parent.parent / "shared" / "reference" / "limit_server.py",
+)
 SENTENCE = "leanserve serves models fast and light on a small CPU, and measures them honestly."
 PY = sys.executable
 
@@ -300,6 +304,10 @@ def run_case(
         )
     port = free_port()
     print(f"== {label}: leanserve", flush=True)
+    # A heavy model's ceiling is measured again right before and after leanserve, and leanserve is
+    # held to their mean: on a shared machine the ceiling measured minutes earlier swings with the
+    # load (all-MiniLM-L6-v2's fell from 44 to 2.5 items/s in one run here).
+    beside = [] if label.startswith("tiny") else [ceiling(model_file, threads, feed, batch=32)["items_per_s_batch1"]]
     results.append(
         measure_server(
             "leanserve",
@@ -311,6 +319,10 @@ def run_case(
             output,
         )
     )
+    if beside:
+        beside.append(ceiling(model_file, threads, feed, batch=32)["items_per_s_batch1"])
+        ceil["beside_leanserve"] = sum(beside) / len(beside)
+        print(f"   ceiling beside leanserve: {beside[0]:.1f} before, {beside[1]:.1f} after (items/s)", flush=True)
     port, grpc_port = free_port(), free_port()
     grpc_flags = ["--grpc-port", str(grpc_port), "--log-level", "warning"]
     print(f"== {label}: leanserve over gRPC (grpc_load.py, raw_input_contents)", flush=True)
@@ -363,6 +375,8 @@ def print_table(case: dict[str, object]) -> None:
         f"\n{case['case']}: ceiling {ceil['items_per_s_batch1']:.0f} items/s at batch 1, "
         f"{ceil['items_per_s_batch32']:.0f} at batch 32, p50 {ceil['p50_ms_batch1']:.3f} ms"
     )
+    if "beside_leanserve" in ceil:
+        print(f"  again beside leanserve: {ceil['beside_leanserve']:.1f} items/s at batch 1 (the targets' base)")
     print(
         f"{'server':18} {'conc':>4} {'req/s':>9} {'x ceil b1':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}"
         f" {'cold s':>7} {'idle MB':>8}"
@@ -414,7 +428,7 @@ def check_targets(case: dict[str, object]) -> list[str]:
         rows.append((f"c32 p99 <= 2 ms: {lean[32]['p99_ms']:.2f}", lean[32]["p99_ms"] <= 2))
         rows.append((f"c1 p50 < 0.1 ms: {lean[1]['p50_ms']:.3f}", lean[1]["p50_ms"] < 0.1))
     else:
-        base = ceil["items_per_s_batch1"]
+        base = ceil.get("beside_leanserve", ceil["items_per_s_batch1"])
         rows.append(
             (f"c1 >= 0.90 of ceiling: {lean[1]['requests_per_s'] / base:.2f}", lean[1]["requests_per_s"] >= 0.9 * base)
         )

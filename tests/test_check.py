@@ -15,7 +15,9 @@ from leanserve import check
 from leanserve.check import check_repository, check_version, smoke_inputs
 from leanserve.cli import check as check_command
 from leanserve.repository import ModelVersionSpec, resolve_version, scan_repository
-from leanserve.runtimes import Runtime
+from leanserve.runtimes import Runtime, threads
+from leanserve.runtimes import onnx as onnx_runtime
+from leanserve.runtimes.onnx import OnnxRuntime
 from tests.fixtures.onnx_models import write_mlp
 
 
@@ -182,7 +184,8 @@ def test_warmup_samples_replace_the_synthetic_input_then_the_largest_batch_runs(
     tmp_path: Path, runs: list[dict[str, tuple[int, ...]]]
 ) -> None:
     write_framer(tmp_path / "audio" / "1" / "model.onnx")
-    (tmp_path / "audio" / "model.toml").write_text("max_batch_size = 8\n")
+    # Threads set, so that no timing runs for choosing them come between the warm-up runs.
+    (tmp_path / "audio" / "model.toml").write_text("max_batch_size = 8\n[runtime]\nintra_op_threads = 1\n")
     np.savez(tmp_path / "audio" / "warmup.npz", audio=np.zeros((2, 800), np.float32))
     result, runtime = check_version(_spec(tmp_path, "audio"))
     assert result.ok and result.warnings == () and result.smoke_latency_ms > 0
@@ -193,6 +196,7 @@ def test_warmup_samples_replace_the_synthetic_input_then_the_largest_batch_runs(
 
 def test_a_model_that_does_not_batch_warms_up_once(tmp_path: Path, runs: list[dict[str, tuple[int, ...]]]) -> None:
     write_mlp(tmp_path / "fixed" / "1" / "model.onnx", batch_dynamic=False)
+    (tmp_path / "fixed" / "model.toml").write_text("[runtime]\nintra_op_threads = 1\n")
     result, runtime = check_version(_spec(tmp_path, "fixed"))
     assert result.ok and runs == [{"x": (1, 4)}]
     assert runtime is not None
@@ -247,3 +251,47 @@ def test_cli_prints_warnings_and_still_exits_zero(tmp_path: Path, capsys: pytest
     assert check_command.run(argparse.Namespace(repository=tmp_path, json=True)) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["ok"] is True and "rejects the synthetic" in data["results"][0]["warnings"][0]
+
+
+# ---- threads chosen from the measured cost ------------------------------------------------------
+
+
+def test_a_light_model_without_threads_in_model_toml_gets_one_thread_without_spinning(tmp_path: Path) -> None:
+    write_mlp(tmp_path / "tiny" / "1" / "model.onnx")
+    result, runtime = check_version(_spec(tmp_path, "tiny"))
+    assert result.ok and isinstance(runtime, OnnxRuntime)
+    assert (runtime.options.intra_op_threads, runtime.options.allow_spinning) == (1, False)
+    assert runtime.run({"x": np.ones((3, 4), np.float32)})["y"].shape[0] == 3  # the reloaded engine serves
+    runtime.close()
+
+
+def test_a_heavy_model_keeps_the_cores(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(threads, "LIGHT_SECONDS", 0.0)  # every model measures heavy
+    monkeypatch.setattr(check, "available_cores", lambda: 4)
+    monkeypatch.setattr(onnx_runtime, "available_cores", lambda: 4)
+    write_mlp(tmp_path / "big" / "1" / "model.onnx")
+    result, runtime = check_version(_spec(tmp_path, "big"))
+    assert result.ok and isinstance(runtime, OnnxRuntime)
+    assert (runtime.options.intra_op_threads, runtime.options.allow_spinning) == (3, True)
+    runtime.close()
+
+
+def test_threads_and_spinning_in_model_toml_are_kept(tmp_path: Path) -> None:
+    write_mlp(tmp_path / "set" / "1" / "model.onnx")
+    (tmp_path / "set" / "model.toml").write_text("[runtime]\nintra_op_threads = 2\nallow_spinning = true\n")
+    result, runtime = check_version(_spec(tmp_path, "set"))
+    assert result.ok and isinstance(runtime, OnnxRuntime)
+    assert (runtime.options.intra_op_threads, runtime.options.allow_spinning) == (2, True)
+    runtime.close()
+
+
+def test_a_heavy_model_keeps_the_share_a_launcher_set(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LEANSERVE_ENGINE_THREADS", "2")  # as serve --workers, Ray or a pod set it
+    write_mlp(tmp_path / "light" / "1" / "model.onnx")
+    result, runtime = check_version(_spec(tmp_path, "light"))
+    assert result.ok and isinstance(runtime, OnnxRuntime) and runtime.options.intra_op_threads == 1
+    runtime.close()
+    monkeypatch.setattr(threads, "LIGHT_SECONDS", 0.0)
+    result, runtime = check_version(_spec(tmp_path, "light"))
+    assert result.ok and isinstance(runtime, OnnxRuntime) and runtime.options.intra_op_threads == 2
+    runtime.close()

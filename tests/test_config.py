@@ -96,7 +96,8 @@ def test_defaults_when_the_file_is_absent(tmp_path: Path) -> None:
     c = load_model_config(tmp_path / "mlp")
     assert c.name == "mlp" and c.max_batch_size is None and c.inputs == ()
     assert c.dynamic_batching.max_queue_delay_ms == 0.0  # a lone request never waits
-    assert c.runtime.allow_spinning
+    # Threads and spinning left to the measured-cost policy (runtimes.threads).
+    assert c.runtime.intra_op_threads == 0 and c.runtime.allow_spinning is None
 
 
 @pytest.mark.parametrize(

@@ -115,3 +115,21 @@ def test_triton_dict_has_tritons_shape_and_is_json() -> None:
     assert d["batch_stats"][1]["compute_infer"] == {"count": 1, "ns": 1_000_000}
     assert d["memory_usage"] == [{"type": "CPU", "id": 0, "byte_size": 4096}]
     assert d["load_seconds"] == 0.123457 and d["outcomes"]["success"] == 1
+
+
+def test_the_inlined_recorders_count_as_the_general_ones() -> None:
+    general, inlined = ModelStats("m", 1), ModelStats("m", 1)
+    for seconds in (0.00004, 0.0001, 0.003, 7.0, 20.0):
+        general.record_request("success", seconds)
+        inlined.record_success(seconds)
+    waits = [0.0, 0.00005, 0.0002, 0.01]
+    for seconds in waits:
+        general.record_queue(seconds)
+    inlined.record_queue_waits(waits)
+    inlined.record_queue_waits([])
+    assert inlined.outcomes == general.outcomes and inlined.success == general.success
+    assert inlined.request_seconds.cumulative() == general.request_seconds.cumulative()
+    assert inlined.request_seconds.sum == pytest.approx(general.request_seconds.sum)
+    assert inlined.queue_seconds.cumulative() == general.queue_seconds.cumulative()
+    assert inlined.queue.count == general.queue.count == 4
+    assert abs(inlined.queue.ns - general.queue.ns) <= len(waits)  # rounded once per batch, not per request

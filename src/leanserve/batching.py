@@ -297,8 +297,7 @@ class Batcher:
         limit = self._tuner.limit() if self._tuner is not None else self._max_rows
         batch = self._pop(take_batch(self._pending, limit))
         now = time.perf_counter()
-        for r in batch:
-            self._stats.record_queue(now - r.enqueued)
+        self._stats.record_queue_waits([now - r.enqueued for r in batch])
         self._busy = True
         try:
             inputs = self._concatenate(batch)

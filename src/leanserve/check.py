@@ -15,21 +15,24 @@ first heavy load.
 
 from __future__ import annotations
 
+import logging
 import time
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from .config import TensorSpec
+from .config import RuntimeOptions, TensorSpec
 from .errors import ConfigError, InvalidInput, LeanserveError
 from .optimization.sweep import tile
 from .protocol.datatypes import datatype_of, numpy_dtype
 from .repository import ModelVersionSpec, resolve_version, scan_repository
 from .runtimes import Runtime, load_runtime
+from .runtimes.threads import available_cores, plan_threads
 
 WARMUP_FILE = "warmup.npz"
+log = logging.getLogger("leanserve.check")
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +156,7 @@ def check_version(spec: ModelVersionSpec) -> tuple[VersionCheck, Runtime | None]
         else:
             latency = (time.perf_counter() - t) * 1000
             _check_outputs(spec, outputs, _rows(feed) if config.batching else None)
+            runtime = _choose_threads(spec, runtime, feed)
             if config.batching:
                 warnings.extend(_largest_batch(runtime, spec, feed))
     except Exception as e:
@@ -177,6 +181,48 @@ def check_version(spec: ModelVersionSpec) -> tuple[VersionCheck, Runtime | None]
         latency,
         warnings=tuple(warnings),
     ), runtime
+
+
+def _choose_threads(spec: ModelVersionSpec, runtime: Runtime, feed: dict[str, np.ndarray]) -> Runtime:
+    """An ONNX Runtime engine on CPU whose model.toml leaves the threads out: reloaded on one thread when
+    its measured cost says it is light (see runtimes.threads). A heavy one keeps what it was opened
+    with: the policy's cores, or this process's share where a launcher set one (LEANSERVE_ENGINE_THREADS).
+    """
+    config = spec.config
+    options = config.runtime
+    loaded: RuntimeOptions | None = getattr(runtime, "options", None)
+    if config.platform != "onnxruntime" or options.intra_op_threads or loaded is None:
+        return runtime
+    if runtime.providers != ("CPUExecutionProvider",):
+        return runtime
+    one = {name: a[:1] for name, a in feed.items()} if config.batching else feed
+    cost = _median_seconds(runtime, one)
+    plan = plan_threads(cost, available_cores(), 0, options.allow_spinning)
+    light = plan.threads == 1 and loaded.intra_op_threads != 1
+    log.info(
+        "model %s version %d: %d ONNX Runtime thread(s), spinning %s (%s)",
+        spec.name,
+        spec.version,
+        plan.threads if light else loaded.intra_op_threads,
+        "on" if (plan.spinning if light else loaded.allow_spinning) else "off",
+        plan.reason,
+    )
+    if not light:
+        return runtime
+    runtime.close()
+    chosen = replace(options, intra_op_threads=1, allow_spinning=plan.spinning)
+    runtime = load_runtime(spec.path, config.platform, chosen)
+    runtime.run(one)  # the new session's first run allocates its arena here, not under load
+    return runtime
+
+
+def _median_seconds(runtime: Runtime, feed: dict[str, np.ndarray], runs: int = 7) -> float:
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        runtime.run(feed)
+        times.append(time.perf_counter() - t)
+    return sorted(times)[runs // 2]
 
 
 def _check_outputs(spec: ModelVersionSpec, outputs: dict[str, np.ndarray], rows: int | None) -> None:

@@ -82,15 +82,17 @@ class DynamicBatching:
 
 @dataclass(frozen=True, slots=True)
 class RuntimeOptions:
-    intra_op_threads: int = field(default=0, metadata={"minimum": 0})  # 0: the engine's default
+    # 0: chosen from the model's cost measured at load (see runtimes.threads; OpenVINO: its own default)
+    intra_op_threads: int = field(default=0, metadata={"minimum": 0})
     inter_op_threads: int = field(default=1, metadata={"minimum": 0})
     providers: tuple[str, ...] = ()  # empty: the best available (TensorRT, CUDA, then CPU)
     graph_optimization: GraphOptimization = "all"
     # Whether ONNX Runtime's idle intra-op workers spin (busy-wait) for the next parallel section
     # instead of sleeping. With several threads a model like MiniLM runs dozens of parallel
     # sections per inference, and waking sleeping workers for each costs 10-20% of its latency;
-    # spinning costs CPU that other models on the same cores could use.
-    allow_spinning: bool = True
+    # spinning costs CPU that other models on the same cores could use, and the event loop's core.
+    # Unset: only when a core is left over for the event loop (see runtimes.threads).
+    allow_spinning: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -94,7 +94,8 @@ class ModelStats:
     name: str
     version: int
     load_seconds: float = 0.0
-    memory_bytes: int = 0  # resident memory the model added when it loaded (and warmed up)
+    memory_bytes: int = 0  # memory the model added when it loaded (and warmed up): resident and device
+    device_memory_bytes: dict[int, int] = field(default_factory=dict)  # of which on each GPU (NVML)
     loads: int = 0
     load_failures: int = 0
     unloads: dict[str, int] = field(default_factory=lambda: dict.fromkeys(UNLOAD_REASONS, 0))
@@ -125,6 +126,16 @@ class ModelStats:
         else:
             self.fail.add(seconds)
 
+    def record_success(self, seconds: float) -> None:
+        """``record_request("success", seconds)``, inlined: it runs once per answered request."""
+        self.outcomes["success"] += 1
+        histogram = self.request_seconds
+        histogram.counts[bisect_left(histogram.buckets, seconds)] += 1
+        histogram.sum += seconds
+        success = self.success
+        success.count += 1
+        success.ns += int(seconds * 1e9)
+
     def record_failure(self, status: int, seconds: float) -> None:
         """A request answered with an error status (4xx: the client's fault, 5xx: ours or the model's)."""
         self.error_codes[status] = self.error_codes.get(status, 0) + 1
@@ -137,6 +148,17 @@ class ModelStats:
     def record_queue(self, seconds: float) -> None:
         self.queue.add(seconds)
         self.queue_seconds.observe(seconds)
+
+    def record_queue_waits(self, waits: list[float]) -> None:
+        """:meth:`record_queue` for every request of one batch, in one call."""
+        total = sum(waits)
+        self.queue.count += len(waits)
+        self.queue.ns += int(total * 1e9)
+        histogram = self.queue_seconds
+        counts, buckets = histogram.counts, histogram.buckets
+        for seconds in waits:
+            counts[bisect_left(buckets, seconds)] += 1
+        histogram.sum += total
 
     def record_batch(self, rows: int, seconds: float) -> None:
         self.execution_count += 1
@@ -153,6 +175,7 @@ class ModelStats:
     def triton_dict(self) -> dict[str, object]:
         """This version's entry of Triton's ``model_stats`` list."""
         empty = Duration().as_dict()
+        device = sum(self.device_memory_bytes.values())
         return {
             "name": self.name,
             "version": str(self.version),
@@ -178,7 +201,10 @@ class ModelStats:
                 }
                 for size, d in sorted(self.batch_compute.items())
             ],
-            "memory_usage": [{"type": "CPU", "id": 0, "byte_size": self.memory_bytes}],
+            "memory_usage": [
+                {"type": "CPU", "id": 0, "byte_size": max(0, self.memory_bytes - device)},
+                *({"type": "GPU", "id": i, "byte_size": n} for i, n in sorted(self.device_memory_bytes.items())),
+            ],
             "load_seconds": round(self.load_seconds, 6),
             "loads": self.loads,
             "unloads": dict(self.unloads),

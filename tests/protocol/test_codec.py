@@ -21,6 +21,7 @@ from leanserve.protocol import (
     InferRequestedOutput,
     InferResult,
     Limits,
+    codec,
     decode_infer_request,
     decode_infer_result,
     encode_error,
@@ -244,6 +245,14 @@ def test_parameters_pass_through_without_binary_keys() -> None:
             b'{"inputs": [{"name": "x", "datatype": "FP8", "shape": [1], "data": [1]}]}',
             "input 'x': unknown datatype 'FP8'",
         ),
+        (
+            b'{"inputs": [{"name": "x", "datatype": ["FP32"], "shape": [1], "data": [1]}]}',
+            "input 'x': unknown datatype ['FP32']",
+        ),
+        (
+            b'{"inputs": [{"name": "x", "datatype": {}, "shape": [1], "data": [1]}]}',
+            "input 'x': unknown datatype {}",
+        ),
         (b'{"inputs": [{"name": "x", "datatype": "FP32", "data": [1]}]}', "input 'x': 'shape' must be"),
         (
             b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [-1], "data": [1]}]}',
@@ -333,3 +342,51 @@ def test_public_names_are_sorted_and_importable() -> None:
     assert names == sorted(names)
     for name in names:
         assert getattr(leanserve.protocol, name) is not None
+
+
+@pytest.mark.parametrize(
+    "result",
+    [
+        InferResult("tiny", "1", [InferOutput("y", np.arange(6, dtype=np.float32).reshape(2, 3))]),
+        InferResult('we"ird', "12", [InferOutput("a", np.array([[np.nan, 1.5]])), InferOutput("b", np.int64([7]))]),
+        InferResult("m", "1", [InferOutput("y", np.zeros((0, 4), np.float32))]),
+        InferResult("m", "1", [InferOutput("y", np.arange(6, dtype=np.int32).reshape(2, 3).T)]),  # not contiguous
+        InferResult("m", "1", [InferOutput("y", np.arange(3, dtype=">f4"))]),  # not native: the general way
+        InferResult("m", "1", [InferOutput("y", np.array([b"x"], dtype=object))]),
+        InferResult("m", "1", [InferOutput("y", np.ones(2, np.float32), binary_data=True)]),
+        InferResult("m", "1", [InferOutput("y", np.ones(2, np.float32), parameters={"k": 1})]),
+        InferResult("m", "1", [InferOutput("y", np.ones(2, np.float32))], id="r1"),
+        InferResult("m", "1", [InferOutput("y", np.ones(2, np.float32))], parameters={"p": True}),
+        InferResult("m", "1", []),
+    ],
+)
+def test_the_common_answer_is_encoded_as_the_general_encoder_would(
+    result: InferResult, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fast = encode_infer_result(result)
+    monkeypatch.setattr(codec, "_plain_result", lambda result: None)
+    assert fast == encode_infer_result(result)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [2, 2], "data": [1, 2.5, -3, 0.25]}]}',
+        b'{"inputs": [{"name": "a", "datatype": "INT64", "shape": [1, 3], "data": [1, 2, 3]},'
+        b' {"name": "b", "datatype": "UINT8", "shape": [3], "data": [0, 1, 255]}]}',
+        b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [0, 4], "data": []}]}',
+        b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [null]}]}',  # not plain
+        b'{"inputs": [{"name": "x", "datatype": "FP16", "shape": [1], "data": [0.5]}]}',  # not plain
+    ],
+)
+def test_the_common_request_decodes_as_the_general_decoder_would(body: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
+    fast = decode_infer_request(body, None, Limits())
+    monkeypatch.setattr(codec, "_plain_request", lambda raw_inputs, limits: None)
+    general = decode_infer_request(body, None, Limits())
+    assert (fast.outputs, fast.id, fast.parameters, fast.binary_data_output) == (None, None, {}, False)
+    assert (general.outputs, general.id, general.parameters, general.binary_data_output) == (None, None, {}, False)
+    assert len(fast.inputs) == len(general.inputs)
+    for a, b in zip(fast.inputs, general.inputs, strict=True):
+        assert (a.name, a.shape, a.datatype, a.parameters) == (b.name, b.shape, b.datatype, b.parameters)
+        assert a.data.dtype == b.data.dtype and a.data.shape == b.data.shape
+        np.testing.assert_array_equal(a.data, b.data)

@@ -8,8 +8,8 @@ import pytest
 import tritonclient.http as triton
 
 from leanserve.errors import InvalidInput, PayloadTooLarge
-from leanserve.protocol import InferOutput, InferResult, Limits, decode_infer_request, encode_infer_result
-from leanserve.protocol.json_codec import tensor_from_json, tensor_to_json
+from leanserve.protocol import InferOutput, InferResult, Limits, decode_infer_request, encode_infer_result, json_codec
+from leanserve.protocol.json_codec import plain_tensor_from_json, tensor_from_json, tensor_to_json
 
 
 def decode_input(datatype: str, shape: list[int], data: object, limits: Limits | None = None) -> np.ndarray:
@@ -157,3 +157,50 @@ def test_bytes_that_are_not_utf8_cannot_go_as_json() -> None:
     with pytest.raises(InvalidInput, match="output 'y': holds bytes that are not UTF-8") as caught:
         encode_infer_result(InferResult("m", "1", [output]))
     assert caught.value.hint is not None and "binary_data" in caught.value.hint
+
+
+PLAIN_CASES = [
+    ("FP32", [2, 2], [1, 2.5, -3, 4e-3]),
+    ("FP32", [1], [3.5e38]),  # overflows float32: the long way says so
+    ("FP32", [1], [-3.5e38]),
+    ("FP32", [1], [None]),  # null is NaN, by the long way
+    ("FP32", [2], [1.0, True]),
+    ("FP32", [2], [1.0, "2"]),
+    ("FP32", [2, 1], [[1.0], [2.0]]),  # nested
+    ("FP32", [3], [1.0, 2.0]),  # too few
+    ("FP32", [0, 4], []),
+    ("FP64", [2], [1e300, -5]),
+    ("INT64", [3], [1, -(2**63), 2**63 - 1]),
+    ("INT64", [2], [1, 2.0]),
+    ("INT32", [1], [2**31]),
+    ("INT8", [2], [-128, 127]),
+    ("UINT8", [1], [256]),
+    ("UINT64", [2], [0, 2**64 - 1]),
+    ("UINT64", [1], [-1]),
+    ("UINT16", [1], [False]),
+    ("FP16", [1], [1.5]),  # no fast path: the long way
+    ("BOOL", [1], [True]),
+]
+
+
+@pytest.mark.parametrize(("datatype", "shape", "data"), PLAIN_CASES)
+def test_the_plain_path_agrees_with_the_general_one(
+    datatype: str, shape: list[int], data: list[object], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    count = math.prod(shape)
+    plain = plain_tensor_from_json(datatype, tuple(shape), count, data, 1 << 20)
+    monkeypatch.setattr(json_codec, "plain_tensor_from_json", lambda *args: None)  # the general path alone
+    try:
+        general = tensor_from_json("x", datatype, tuple(shape), count, data, 1 << 20)
+    except InvalidInput:
+        assert plain is None  # the plain path never takes what the general one refuses
+        return
+    if plain is not None:
+        assert plain.dtype == general.dtype and plain.shape == general.shape
+        np.testing.assert_array_equal(plain, general)
+
+
+def test_the_plain_path_takes_the_common_request() -> None:
+    assert plain_tensor_from_json("FP32", (1, 3), 3, [0.5, 1, -2.0], 100) is not None
+    assert plain_tensor_from_json("INT64", (2,), 2, [7, 8], 100) is not None
+    assert plain_tensor_from_json("FP32", (1, 3), 3, [0.5, 1, -2.0], 2) is None  # over the element limit

@@ -6,6 +6,7 @@ import socket
 
 import httpx
 import numpy as np
+import orjson
 import pytest
 
 from .conftest import RunningServer
@@ -171,4 +172,19 @@ def test_encoded_separators_in_a_model_name_are_400_on_every_endpoint(server: Ru
     r = httpx.get(server.url + path)
     assert r.status_code == 400, r.text
     assert "invalid model name" in r.json()["error"]
+    assert_still_serving(server)
+
+
+def test_expect_100_continue_is_answered_before_the_body_and_content_length_is_checked(server: RunningServer) -> None:
+    body = orjson.dumps(GOOD)
+    head = b"POST /v2/models/mlp/infer HTTP/1.1\r\nHost: x\r\nExpect: 100-Continue\r\nContent-Length: %d\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+        s.sendall(head % len(body))
+        assert s.recv(65536) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        s.sendall(body)
+        assert s.recv(65536).startswith(b"HTTP/1.1 200")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+        s.sendall(b"POST /v2/models/mlp/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 12x\r\n\r\n")
+        data = s.recv(65536)
+    assert data.startswith(b"HTTP/1.1 400")
     assert_still_serving(server)

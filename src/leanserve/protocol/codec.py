@@ -19,7 +19,7 @@ import orjson
 from ..errors import InvalidInput, PayloadTooLarge, UsageError
 from .binary import BinaryReader, split_body, tensor_from_binary, tensor_to_binary
 from .datatypes import DATATYPES, datatype_of
-from .json_codec import tensor_from_json, tensor_to_json
+from .json_codec import plain_tensor_from_json, tensor_from_json, tensor_to_json
 from .limits import Limits
 from .types import InferInput, InferOutput, InferRequest, InferRequestedOutput, InferResult, Parameters
 
@@ -42,6 +42,10 @@ def decode_infer_request(body: bytes, header_length: int | None, limits: Limits)
         )
     header, binary = split_body(body, header_length)
     doc = _load_object(header, "request")
+    if header_length is None and len(doc) == 1:
+        plain = _plain_request(doc.get("inputs"), limits)
+        if plain is not None:
+            return plain
     raw_inputs = doc.get("inputs")
     if type(raw_inputs) is not list:
         raise InvalidInput(
@@ -66,8 +70,38 @@ def decode_infer_request(body: bytes, header_length: int | None, limits: Limits)
     return InferRequest(inputs, outputs, request_id, parameters, binary_data_output)
 
 
+def _plain_request(raw_inputs: object, limits: Limits) -> InferRequest | None:
+    """The common request, fast: only ``inputs``, each with exactly its name, datatype, shape and
+    flat numeric data, all valid. None when it is anything else, and the general decoder decides.
+    """
+    if type(raw_inputs) is not list or not 0 < len(raw_inputs) <= limits.max_inputs:
+        return None
+    inputs = []
+    for raw in raw_inputs:
+        if type(raw) is not dict or len(raw) != 4:
+            return None
+        name, datatype, shape = raw.get("name"), raw.get("datatype"), raw.get("shape")
+        if type(name) is not str or not name or type(datatype) is not str or type(shape) is not list:
+            return None
+        if len(shape) > _MAX_DIMS:
+            return None
+        for dim in shape:
+            if type(dim) is not int or dim < 0:
+                return None
+        dims = tuple(shape)
+        data = plain_tensor_from_json(datatype, dims, math.prod(dims), raw.get("data"), limits.max_tensor_elements)
+        if data is None:
+            return None
+        inputs.append(InferInput._decoded(name, dims, datatype, data, {}))
+    return InferRequest(inputs)
+
+
 def encode_infer_result(result: InferResult) -> tuple[bytes, int | None]:
     """The response body, and the JSON header's length when binary outputs follow it (else None)."""
+    if result.id is None and not result.parameters:
+        plain = _plain_result(result)
+        if plain is not None:
+            return plain, None
     doc: dict[str, Any] = {"model_name": result.model_name, "model_version": result.model_version}
     if result.id is not None:
         doc["id"] = result.id
@@ -87,6 +121,45 @@ def encode_infer_result(result: InferResult) -> tuple[bytes, int | None]:
         for out in result.outputs
     ]
     return _dump(doc, blobs)
+
+
+# Pre-encoded pieces of the common answer (JSON outputs, no id or parameters), per model version
+# and per output: a model answers with the same few again and again. Bounded, so that a client
+# cannot grow them (output names come from the model, but model names from many versions could).
+_RESULT_HEADS: dict[tuple[str, str], bytes] = {}
+_OUTPUT_HEADS: dict[tuple[str, str], bytes] = {}
+_MAX_HEADS = 1024
+
+
+def _plain_result(result: InferResult) -> bytes | None:
+    """The common answer, byte for byte what the general encoder writes; None when it is not that."""
+    key = (result.model_name, result.model_version)
+    head = _RESULT_HEADS.get(key)
+    if head is None:
+        if len(_RESULT_HEADS) >= _MAX_HEADS:
+            _RESULT_HEADS.clear()
+        head = _RESULT_HEADS[key] = orjson.dumps({"model_name": key[0], "model_version": key[1]})[:-1] + b',"outputs":['
+    parts = [head]
+    for out in result.outputs:
+        array = out.data
+        datatype = datatype_of(array)
+        if out.binary_data or out.parameters or datatype == "BYTES" or not array.dtype.isnative:
+            return None
+        name_key = (out.name, datatype)
+        entry = _OUTPUT_HEADS.get(name_key)
+        if entry is None:
+            if len(_OUTPUT_HEADS) >= _MAX_HEADS:
+                _OUTPUT_HEADS.clear()
+            entry = _OUTPUT_HEADS[name_key] = orjson.dumps({"name": out.name, "datatype": datatype})[:-1] + b',"shape":'
+        parts += [
+            entry if len(parts) == 1 else b"," + entry,
+            orjson.dumps(array.shape),
+            b',"data":',
+            orjson.dumps(array.ravel(), option=_DUMPS_OPTIONS),
+            b"}",
+        ]
+    parts.append(b"]}")
+    return b"".join(parts)
 
 
 def encode_error(message: str) -> bytes:
@@ -172,7 +245,7 @@ def _decode_tensor(index: int, raw: object, kind: str, reader: BinaryReader, lim
         raise InvalidInput(f"{kind}s[{index}] needs a 'name' string")
     where = f"{kind} {name!r}"
     datatype = raw.get("datatype")
-    if datatype not in _DATATYPES:
+    if type(datatype) is not str or datatype not in _DATATYPES:
         raise unknown_datatype(where, datatype)
     shape = check_shape(where, raw.get("shape"))
     count = math.prod(shape)

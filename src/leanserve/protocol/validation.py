@@ -26,39 +26,39 @@ def validate_request(
     batch_source = ""
     seen: set[str] = set()
     for inp in request.inputs:
-        where = f"input {inp.name!r}"
+        # The message's "input 'x'" is made where an error needs it: this loop runs for every request.
         if inp.name in seen:
-            raise InvalidInput(f"{where} appears more than once in the request")
+            raise InvalidInput(f"{_where(inp.name)} appears more than once in the request")
         seen.add(inp.name)
         spec = specs.get(inp.name)
         if spec is None:
-            raise InvalidInput(f"unknown {where}", hint=f"the model's inputs are {_names(specs)}")
+            raise InvalidInput(f"unknown {_where(inp.name)}", hint=f"the model's inputs are {_names(specs)}")
         if inp.datatype != spec.datatype:
-            raise InvalidInput(f"{where}: expected datatype {spec.datatype}, got {inp.datatype}")
+            raise InvalidInput(f"{_where(inp.name)}: expected datatype {spec.datatype}, got {inp.datatype}")
         shape = inp.shape
         if batching:
             if len(shape) != len(spec.shape) + 1 or not _matches(shape[1:], spec.shape):
                 expected = "[n, " + ", ".join(map(str, spec.shape)) + "]" if spec.shape else "[n]"
                 raise InvalidInput(
-                    f"{where}: expected shape {expected} with n the batch size, got {list(shape)}",
+                    f"{_where(inp.name)}: expected shape {expected} with n the batch size, got {list(shape)}",
                     hint="-1 in the expected shape matches any size",
                 )
             rows = shape[0]
             if not 1 <= rows <= max_batch_size:
                 raise InvalidInput(
-                    f"{where}: batch size {rows} is outside 1..{max_batch_size}",
+                    f"{_where(inp.name)}: batch size {rows} is outside 1..{max_batch_size}",
                     hint=f"send at most {max_batch_size} rows per request",
                 )
             if not batch_source:
                 batch_size, batch_source = rows, inp.name
             elif rows != batch_size:
                 raise InvalidInput(
-                    f"{where}: batch size {rows} differs from input {batch_source!r}'s {batch_size}",
+                    f"{_where(inp.name)}: batch size {rows} differs from input {batch_source!r}'s {batch_size}",
                     hint="every input must have the same first dimension",
                 )
         elif len(shape) != len(spec.shape) or not _matches(shape, spec.shape):
             raise InvalidInput(
-                f"{where}: expected shape {list(spec.shape)}, got {list(shape)}",
+                f"{_where(inp.name)}: expected shape {list(spec.shape)}, got {list(shape)}",
                 hint="-1 in the expected shape matches any size",
             )
     if len(seen) != len(specs):
@@ -82,6 +82,10 @@ def validate_request(
                 raise InvalidInput(f"output {out.name!r} is requested more than once")
             requested.add(out.name)
     return batch_size
+
+
+def _where(name: str) -> str:
+    return f"input {name!r}"
 
 
 def _matches(shape: tuple[int, ...], expected: tuple[int, ...]) -> bool:

@@ -122,6 +122,8 @@ class HttpProtocol(asyncio.Protocol):
         self._content_encoding: str | None = None
         self._request_id: str | None = None
         self._authorization: str | None = None
+        self._length_value: bytes | None = None  # the first Content-Length
+        self._expect_continue = False
         # The headers the router asks for (experiments' unit headers), a set it keeps up to date.
         self._context_names = handlers.router.unit_headers
         self._context_headers: tuple[tuple[str, str], ...] = ()
@@ -187,6 +189,8 @@ class HttpProtocol(asyncio.Protocol):
         self._content_encoding = None
         self._request_id = None
         self._authorization = None
+        self._length_value = None
+        self._expect_continue = False
         self._context_headers = ()
 
     def on_url(self, url: bytes) -> None:
@@ -200,7 +204,10 @@ class HttpProtocol(asyncio.Protocol):
             raise LeanserveError("request headers too large", hint=f"at most {MAX_HEADER_BYTES} bytes")
         name = name.lower()
         self._headers.append((name, value))
-        if name == b"inference-header-content-length":
+        if name == b"content-length":
+            if self._length_value is None:
+                self._length_value = value
+        elif name == b"inference-header-content-length":
             self._header_length = value.decode("latin-1")
         elif name == b"content-encoding":
             self._content_encoding = value.decode("latin-1")
@@ -208,6 +215,8 @@ class HttpProtocol(asyncio.Protocol):
             self._request_id = value[:128].decode("latin-1")
         elif name == b"authorization":
             self._authorization = value.decode("latin-1")
+        elif name == b"expect":
+            self._expect_continue = self._expect_continue or value.lower() == b"100-continue"
         elif name in self._context_names:
             self._context_headers += ((name.decode("latin-1"), value.decode("latin-1")),)
 
@@ -218,9 +227,8 @@ class HttpProtocol(asyncio.Protocol):
                 f"request body of {length} bytes exceeds the limit of {self._limits.max_body_bytes}",
                 hint="send fewer items per request or raise --max-body-bytes",
             )
-        for name, value in self._headers:
-            if name == b"expect" and value.lower() == b"100-continue" and self._transport is not None:
-                self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        if self._expect_continue and self._transport is not None:
+            self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:
         self._body_size += len(body)
@@ -233,8 +241,26 @@ class HttpProtocol(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
+        method = self._parser.get_method()
+        if method == b"POST" and not self._active and not self._queue and self._transport is not None:
+            # The common case, an inference request on an idle connection, goes straight on: no
+            # queued request to build for it.
+            target = _infer_target(self._url.partition(b"?")[0])
+            if target is not None:
+                self._active = True
+                self._infer(
+                    target,
+                    body,
+                    self._parser.should_keep_alive(),
+                    self._header_length,
+                    self._content_encoding,
+                    self._request_id,
+                    self._authorization,
+                    self._context_headers,
+                )
+                return
         request = _Request(
-            self._parser.get_method(),
+            method,
             self._url,
             self._headers,
             body,
@@ -255,13 +281,12 @@ class HttpProtocol(asyncio.Protocol):
     # ---- dispatch -----------------------------------------------------------------------------
 
     def _content_length(self) -> int | None:
-        for name, value in self._headers:
-            if name == b"content-length":
-                try:
-                    return int(value)
-                except ValueError:
-                    raise InvalidInput("Content-Length is not an integer") from None
-        return None
+        if self._length_value is None:
+            return None
+        try:
+            return int(self._length_value)
+        except ValueError:
+            raise InvalidInput("Content-Length is not an integer") from None
 
     def _next(self) -> None:
         while self._queue and not self._active and self._transport is not None:
@@ -277,20 +302,15 @@ class HttpProtocol(asyncio.Protocol):
         if request.method == b"POST":
             target = _infer_target(path)
             if target is not None:
-                model, version = target
-                keep_alive = request.keep_alive
-                ctx = RequestContext(
-                    request.request_id or next_request_id(),
-                    self._client[0] if self._client else None,
+                self._infer(
+                    target,
+                    request.body,
+                    request.keep_alive,
+                    request.header_length,
+                    request.content_encoding,
+                    request.request_id,
+                    request.authorization,
                     request.context_headers,
-                    authorization=request.authorization,
-                )
-                self._handlers.infer(
-                    ctx,
-                    model,
-                    version,
-                    InferBody(request.body, request.header_length, request.content_encoding),
-                    lambda reply: self._send(reply, keep_alive),
                 )
                 return
         elif request.method == b"GET":
@@ -302,6 +322,32 @@ class HttpProtocol(asyncio.Protocol):
                 return
         # Held on the connection (one request at a time): the loop keeps only weak references to tasks.
         self._asgi_task = asyncio.get_running_loop().create_task(self._asgi(request, path, query))
+
+    def _infer(
+        self,
+        target: tuple[str, str | None],
+        body: bytes,
+        keep_alive: bool,
+        header_length: str | None,
+        content_encoding: str | None,
+        request_id: str | None,
+        authorization: str | None,
+        context_headers: tuple[tuple[str, str], ...],
+    ) -> None:
+        model, version = target
+        ctx = RequestContext(
+            request_id or next_request_id(),
+            self._client[0] if self._client else None,
+            context_headers,
+            authorization=authorization,
+        )
+        self._handlers.infer(
+            ctx,
+            model,
+            version,
+            InferBody(body, header_length, content_encoding),
+            lambda reply: self._send(reply, keep_alive),
+        )
 
     def _send(self, reply: Reply, keep_alive: bool) -> None:
         transport = self._transport

@@ -39,7 +39,8 @@ def triton_config(
         "instance_group": [{"count": 1, "kind": "KIND_CPU"}],
         "default_model_filename": config.model_filename(),
         # The providers the engine runs on, not those asked for (none asked: the best available).
-        "parameters": {**to_table(config.runtime), "providers": list(providers)},
+        # Spinning left out of model.toml is null: the threads policy decides it at load.
+        "parameters": {"allow_spinning": None, **to_table(config.runtime), "providers": list(providers)},
         "metadata": config.metadata,
         "default_version": config.default_version,
         "load": load,
