@@ -24,9 +24,11 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
+from . import admission
 from .config import DynamicBatching
 from .errors import InferenceFailed, LeanserveError, ModelNotReady, Overloaded
 from .futures import call_as_future
@@ -45,6 +47,13 @@ Done = Callable[[Tensors | None, LeanserveError | None], None]
 INLINE_BELOW_SECONDS = 0.0003
 
 
+class Caller(Protocol):
+    """What the batcher reads of a request's caller (the router's RequestContext) at each flush."""
+
+    deadline: float | None  # event-loop time by which the answer is useless
+    gone: bool  # the client hung up: nobody will read the answer
+
+
 @dataclass(slots=True)
 class QueuedRequest:
     inputs: Mapping[str, np.ndarray]
@@ -52,6 +61,7 @@ class QueuedRequest:
     key: tuple[object, ...]  # requests with different keys never share a batch
     done: Done
     enqueued: float = field(default_factory=time.perf_counter)
+    caller: Caller | None = None
 
 
 def batch_key(inputs: Mapping[str, np.ndarray], batching: bool) -> tuple[object, ...]:
@@ -216,6 +226,14 @@ class Batcher:
         self._thread: threading.Thread | None = None
         self._idle = asyncio.Event()
         self._idle_set = False  # mirrors self._idle: Event.is_set is a Python call per request
+        # Overload (see admission.py): the controlled-delay state, the measured time between two
+        # batches while requests stood in the queue, and the requests dropped before the engine.
+        self._codel = admission.ControlledDelay(config.overload_wait_ms / 1000.0)
+        self._shedding = config.overload_wait_ms > 0
+        self._cycle = 0.0
+        self._last_flush = 0.0
+        self._backlog = False  # requests were left queued at the last flush
+        self.dropped: dict[str, int] = dict.fromkeys(admission.DROP_REASONS, 0)
 
     @property
     def queued(self) -> int:
@@ -225,12 +243,26 @@ class Batcher:
     def batching(self) -> bool:
         return self._max_rows > 0
 
-    def submit(self, inputs: Mapping[str, np.ndarray], rows: int, done: Done) -> None:
-        """Queue one request; ``done`` later receives its own outputs (its rows only) or its error."""
+    @property
+    def overloaded(self) -> bool:
+        return self._codel.overloaded
+
+    def submit(self, inputs: Mapping[str, np.ndarray], rows: int, done: Done, caller: Caller | None = None) -> None:
+        """Queue one request; ``done`` later receives its own outputs (its rows only) or its error.
+
+        ``caller`` lets the batcher drop the request before the engine when its client has gone
+        or its deadline passed, and refuse it at once when the queue is longer than its deadline.
+        """
         loop = self._loop or self._bind_loop()
         if self._closed:
             done(None, ModelNotReady(f"model {self._stats.name!r} is unloading"))
             return
+        if caller is not None and caller.deadline is not None:
+            refused = admission.admit(loop.time(), caller.deadline, self._queued_rows, self._row_seconds())
+            if refused is not None:
+                self.dropped["deadline" if refused.status == 504 else "expected_wait"] += 1
+                done(None, refused)
+                return
         if len(self._pending) >= self._config.max_queue_size:
             done(
                 None,
@@ -241,7 +273,7 @@ class Batcher:
                 ),
             )
             return
-        self._pending.append(QueuedRequest(inputs, rows, batch_key(inputs, self._max_rows > 0), done))
+        self._pending.append(QueuedRequest(inputs, rows, batch_key(inputs, self._max_rows > 0), done, caller=caller))
         self._queued_rows += rows
         if self._idle_set:
             self._idle.clear()
@@ -249,9 +281,9 @@ class Batcher:
         if not self._busy and self._flush_handle is None:
             self._schedule_flush(loop)
 
-    async def infer(self, inputs: Mapping[str, np.ndarray], rows: int) -> Tensors:
+    async def infer(self, inputs: Mapping[str, np.ndarray], rows: int, caller: Caller | None = None) -> Tensors:
         """:meth:`submit` for async callers: the request's outputs, or its error raised."""
-        return await call_as_future(lambda done: self.submit(inputs, rows, done))
+        return await call_as_future(lambda done: self.submit(inputs, rows, done, caller))
 
     async def drain(self) -> None:
         """Wait until nothing is queued or running."""
@@ -297,12 +329,37 @@ class Batcher:
         limit = self._tuner.limit() if self._tuner is not None else self._max_rows
         batch = self._pop(take_batch(self._pending, limit))
         now = time.perf_counter()
+        if self._backlog:  # requests stood queued since the last flush: one batch cycle, measured
+            cycle = now - self._last_flush
+            self._cycle = cycle if self._cycle == 0.0 else 0.8 * self._cycle + 0.2 * cycle
+        self._last_flush = now
+        self._backlog = bool(self._pending)
+        min_wait = float("inf")
+        dropped = False
         for r in batch:
-            self._stats.record_queue(now - r.enqueued)
+            wait = now - r.enqueued
+            self._stats.record_queue(wait)
+            if wait < min_wait:
+                min_wait = wait
+            if r.caller is not None and (r.caller.gone or r.caller.deadline is not None):
+                dropped = True
+        if (self._backlog or self._codel.overloaded) and self._shedding:
+            # A queue stands behind this batch: let the controlled delay judge it.
+            threshold = self._codel.observe(now, min_wait, self._cycle)
+            if threshold is not None:
+                batch = self._shed(batch, now, threshold)
+        if dropped:
+            batch = self._drop_departed(batch)
+        if not batch:  # every caller of this batch was gone or shed: nothing to run
+            self._after_batch()
+            return
         self._busy = True
         try:
             inputs = self._concatenate(batch)
-        except LeanserveError as e:
+        except Exception as e:  # every error must reach the callers, or they wait for ever
+            if not isinstance(e, LeanserveError):
+                log.exception("model %s: could not assemble a batch", self._stats.name)
+                e = InferenceFailed(f"could not assemble the batch: {type(e).__name__}: {e}")
             self._finish(_Done(batch, [e] * len(batch), 0.0))
             return
         estimate = self._estimate(sum(r.rows for r in batch))
@@ -311,6 +368,51 @@ class Batcher:
         else:
             self._ensure_thread()
             self._jobs.put(_Job(batch, inputs))
+
+    def _row_seconds(self) -> float | None:
+        """Measured engine seconds per row (None until measured)."""
+        return self._row_cost if self._row_cost is not None else self._single_cost
+
+    def _shed(self, batch: list[QueuedRequest], now: float, threshold: float) -> list[QueuedRequest]:
+        """Refuse (503) the requests that waited over ``threshold``: in this batch, and at the queue's head."""
+        target = self._codel.target
+        kept = []
+        for r in batch:
+            if now - r.enqueued > threshold:
+                self.dropped["overload"] += 1
+                self._answer(r, None, admission.shed(now - r.enqueued, target))
+            else:
+                kept.append(r)
+        pending = self._pending
+        while pending and now - pending[0].enqueued > threshold:
+            r = pending.popleft()
+            self._queued_rows -= r.rows
+            self.dropped["overload"] += 1
+            self._answer(r, None, admission.shed(now - r.enqueued, target))
+        return kept
+
+    def _drop_departed(self, batch: list[QueuedRequest]) -> list[QueuedRequest]:
+        """Answer, without running them, the requests whose client has gone or whose deadline passed."""
+        assert self._loop is not None
+        loop_now = self._loop.time()
+        kept = []
+        for r in batch:
+            caller = r.caller
+            if caller is not None and caller.gone:
+                self.dropped["disconnected"] += 1
+                self._answer(r, None, admission.departed())
+            elif caller is not None and caller.deadline is not None and caller.deadline <= loop_now:
+                self.dropped["deadline"] += 1
+                self._answer(r, None, admission.expired(caller.deadline))
+            else:
+                kept.append(r)
+        return kept
+
+    def _answer(self, request: QueuedRequest, outputs: Tensors | None, error: LeanserveError | None) -> None:
+        try:
+            request.done(outputs, error)
+        except Exception:  # one caller's broken callback must not starve the rest of the batch
+            log.exception("error delivering a result for model %s", self._stats.name)
 
     def _estimate(self, rows: int) -> float | None:
         """Expected engine seconds for a batch of ``rows``, from what was measured so far."""
@@ -364,6 +466,7 @@ class Batcher:
             else:
                 results = [self._execute(_Job([r], dict(r.inputs))).results[0] for r in job.batch]
         except Exception as e:  # an engine bug must not leave callers hanging
+            log.exception("model %s: the engine raised", self._stats.name)
             results = [InferenceFailed(f"inference failed: {type(e).__name__}: {e}")] * len(job.batch)
         return _Done(job.batch, results, time.perf_counter() - start)
 
@@ -380,20 +483,24 @@ class Batcher:
             previous = self._row_cost
             self._row_cost = per_row if previous is None else 0.8 * previous + 0.2 * per_row
         for request, result in zip(done.batch, done.results, strict=True):
-            try:
-                if isinstance(result, LeanserveError):
-                    request.done(None, result)
-                else:
-                    request.done(result, None)
-            except Exception:  # one caller's broken callback must not starve the rest of the batch
-                log.exception("error delivering a result for model %s", self._stats.name)
+            if isinstance(result, LeanserveError):
+                self._answer(request, None, result)
+            else:
+                self._answer(request, result, None)
         self._busy = False
+        self._after_batch()
+
+    def _after_batch(self) -> None:
+        """Not busy: flush what is queued, or say the batcher is idle."""
         if self._pending:
             assert self._loop is not None
             if self._flush_handle is None:
                 # Requests that piled up while busy have waited already: flush right away.
                 self._flush_handle = self._loop.call_soon(self._flush)
         else:
+            if self._backlog or self._codel.overloaded:
+                self._codel.idle()
+            self._backlog = False
             self._idle.set()
             self._idle_set = True
 
@@ -401,6 +508,7 @@ class Batcher:
 __all__ = [
     "BatchSizeTuner",
     "Batcher",
+    "Caller",
     "QueuedRequest",
     "batch_key",
     "flush_delay",

@@ -53,6 +53,12 @@ class UnsupportedMediaType(ClientError):
     status = 415
 
 
+class ClientGone(ClientError):
+    """The client hung up before its answer was computed (nginx's 499: nobody reads this status)."""
+
+    status = 499
+
+
 class MethodNotAllowed(ClientError):
     status = 405
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .admission import TIMEOUT_PARAMETER, timeout_deadline
 from .errors import InvalidInput, LeanserveError, PayloadTooLarge
 from .experiments import Comparison, compare_outputs
 from .experiments.alias import ARM_PARAMETER, UNIT_HEADER, Alias
@@ -67,6 +68,7 @@ class RequestContext:
     # (lower-case name, value) of the headers that matter past the front end (an experiment's unit key).
     headers: tuple[tuple[str, str], ...] = ()
     deadline: float | None = None  # event-loop time by which the answer is useless
+    gone: bool = False  # the client hung up: the batcher drops the request before the engine
     authorization: str | None = field(default=None, repr=False)  # never logged
     # Through an experiment alias: the alias, and the arm serving the request ("model:version"),
     # set by the router for the response header and the failure log.
@@ -168,6 +170,8 @@ class Router:
         try:
             request = self._decode(wire) if isinstance(wire, InferBody) else wire
             rows = validate_request(request, config.inputs, config.outputs, config.max_batch_size or 0)
+            if request.parameters and TIMEOUT_PARAMETER in request.parameters:
+                deadline_from_timeout(ctx, request.parameters)
         except LeanserveError as e:
             self.registry.release(lease)
             self._failed(ctx, stats, lease.name, str(lease.version), e, start, done)
@@ -184,7 +188,7 @@ class Router:
             stats.record_request("success", time.perf_counter() - start)
             done(_result(lease, request, outputs), None)
 
-        lease.batcher.submit({i.name: i.data for i in request.inputs}, rows, finish)
+        lease.batcher.submit({i.name: i.data for i in request.inputs}, rows, finish, ctx)
 
     def _decode(self, wire: InferBody) -> InferRequest:
         body = wire.body
@@ -325,6 +329,13 @@ class Router:
         if self.on_failure is not None:
             self.on_failure(ctx, name, version, error)
         done(None, error)
+
+
+def deadline_from_timeout(ctx: RequestContext, parameters: dict[str, object]) -> None:
+    """Tighten ``ctx.deadline`` to the request's ``timeout`` parameter (Triton's, in microseconds)."""
+    deadline = timeout_deadline(parameters, asyncio.get_running_loop().time())
+    if deadline is not None and (ctx.deadline is None or deadline < ctx.deadline):
+        ctx.deadline = deadline
 
 
 _NO_ANSWER = Comparison(agree=False, similarity=0.0, max_abs_error=float("inf"))

@@ -132,6 +132,9 @@ class HttpProtocol(asyncio.Protocol):
         self._paused = False
         self._asgi_task: asyncio.Task[None] | None = None
         self._client: tuple[str, int] | None = None
+        # The last inference request dispatched: told when the client hangs up, so the batcher
+        # drops it before the engine if it is still queued (harmless once it was answered).
+        self._caller: RequestContext | None = None
         self._server: tuple[str, int] | None = None
 
     @property
@@ -150,6 +153,8 @@ class HttpProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._tracker.connections.discard(self)
         self._transport = None
+        if self._caller is not None:
+            self._caller.gone = True
         self._queue.clear()
 
     def data_received(self, data: bytes) -> None:
@@ -285,6 +290,7 @@ class HttpProtocol(asyncio.Protocol):
                     request.context_headers,
                     authorization=request.authorization,
                 )
+                self._caller = ctx
                 self._handlers.infer(
                     ctx,
                     model,
