@@ -25,9 +25,6 @@ from typing import Final
 
 from .errors import ClientGone, DeadlineExceeded, InvalidInput, LeanserveError, Overloaded
 
-# Why a queued request never reached the engine (``leanserve_dropped_requests_total{reason}``).
-DROP_REASONS: Final[tuple[str, ...]] = ("disconnected", "deadline", "expected_wait", "overload")
-
 # The protocol's ``timeout`` request parameter is in microseconds (Triton's reading).
 TIMEOUT_PARAMETER: Final = "timeout"
 
@@ -153,7 +150,6 @@ class ControlledDelay:
 
 
 __all__ = [
-    "DROP_REASONS",
     "TIMEOUT_PARAMETER",
     "ControlledDelay",
     "admit",

@@ -233,7 +233,7 @@ class Batcher:
         self._cycle = 0.0
         self._last_flush = 0.0
         self._backlog = False  # requests were left queued at the last flush
-        self.dropped: dict[str, int] = dict.fromkeys(admission.DROP_REASONS, 0)
+        self.dropped = stats.dropped  # by reason, kept with the version's other statistics
 
     @property
     def queued(self) -> int:
