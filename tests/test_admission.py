@@ -7,6 +7,7 @@ import pytest
 from leanserve.admission import (
     ControlledDelay,
     admit,
+    over_target,
     parse_timeout_us,
     retry_after_seconds,
     timeout_deadline,
@@ -38,6 +39,13 @@ def test_admit_refuses_at_once_when_the_queue_is_longer_than_the_deadline() -> N
     assert "3000 ms" in str(refused)
     late = admit(2.0, 1.0, 0, None)
     assert isinstance(late, DeadlineExceeded) and late.status == 504
+
+
+def test_while_overloaded_a_new_request_expected_to_wait_over_the_target_is_refused() -> None:
+    assert over_target(10, None, 0.1) is None  # nothing measured
+    assert over_target(9, 0.01, 0.1) is None
+    refused = over_target(50, 0.01, 0.1)
+    assert isinstance(refused, Overloaded) and refused.retry_after == 1
 
 
 def test_retry_after_is_whole_seconds_and_at_least_one() -> None:
@@ -73,14 +81,14 @@ def test_a_standing_queue_is_shed_above_twice_the_target_until_it_empties() -> N
 
 def test_the_target_grows_with_the_batch_cycle_so_a_slow_or_starved_model_is_not_shed() -> None:
     # Each batch takes 80 ms (a transformer on a busy CPU, or a tiny model on a starved one): a
-    # request that waited one or two batches waited for the engine, not for a standing queue.
+    # request that waited for the batch in progress waited for the engine, not for a standing queue.
     codel = ControlledDelay(0.005)
-    verdicts = _feed(codel, [0.15] * 40, step=0.08, cycle=0.08)
+    verdicts = _feed(codel, [0.075] * 40, step=0.08, cycle=0.08)
     assert verdicts == [None] * 40
-    assert codel.target == pytest.approx(0.16)
-    # Five cycles' wait, over an interval of four targets: standing; shed over two targets.
-    verdicts = _feed(codel, [0.4] * 40, step=0.08, cycle=0.08, start=10.0)
-    assert verdicts[-1] == pytest.approx(0.32)
+    assert codel.target == pytest.approx(0.08)
+    # Three cycles' wait, over an interval of four targets: standing; shed over two targets.
+    verdicts = _feed(codel, [0.24] * 40, step=0.08, cycle=0.08, start=10.0)
+    assert verdicts[-1] == pytest.approx(0.16)
 
 
 def test_the_floor_is_the_least_target() -> None:

@@ -32,11 +32,10 @@ TIMEOUT_PARAMETER: Final = "timeout"
 # At least 100 ms (CoDel's own), and a few targets, so one slow batch is never mistaken for a queue.
 MIN_INTERVAL_SECONDS: Final = 0.1
 INTERVALS_PER_TARGET: Final = 4
-# The target is at least this many batch cycles: a request that made neither of the next two
-# batches after it arrived waited for a queue, not for the engine. In cycles rather than seconds,
-# the target grows with the machine's slowness too: on a starved CPU a tiny model's cycle (engine
-# time and all the event-loop work between two batches) lengthens, and bursts are not shed.
-TARGET_CYCLES: Final = 2.0
+# The target is at least this many batch cycles (the engine time of one batch of the size that
+# serves the most rows per second): a request that waited for the batch in progress waited for the
+# engine, not for a queue.
+TARGET_CYCLES: Final = 1.0
 
 
 def timeout_deadline(parameters: Mapping[str, object], now: float) -> float | None:
@@ -92,6 +91,24 @@ def admit(now: float, deadline: float | None, queued_rows: int, row_seconds: flo
 
 def departed() -> ClientGone:
     return ClientGone("the client hung up before its request reached the model: not computed")
+
+
+def over_target(queued_rows: int, row_seconds: float | None, target: float) -> Overloaded | None:
+    """While the queue is standing: refuse a new request whose expected wait is already over the target.
+
+    Refused before it is decoded or queued, so a flood of retries costs the server little.
+    """
+    if row_seconds is None:
+        return None
+    wait = queued_rows * row_seconds
+    if wait <= target:
+        return None
+    return Overloaded(
+        f"the model is overloaded: its queue ({queued_rows} rows, about {wait * 1000:.0f} ms) has stayed over "
+        f"{target * 1000:.0f} ms for a while",
+        hint="retry later, or spread the load over more replicas",
+        retry_after=retry_after_seconds(wait),
+    )
 
 
 def expired(deadline: float) -> DeadlineExceeded:
@@ -155,6 +172,7 @@ __all__ = [
     "admit",
     "departed",
     "expired",
+    "over_target",
     "parse_timeout_us",
     "retry_after_seconds",
     "shed",

@@ -140,6 +140,11 @@ class BatchSizeTuner:
         self._cost[b] = per_row if previous is None else (1 - self.ALPHA) * previous + self.ALPHA * per_row
         self._samples[b] = self._samples.get(b, 0) + 1
 
+    def best_seconds(self) -> float | None:
+        """Measured engine seconds of a batch of the best size (None until known)."""
+        best = self.best()
+        return None if best is None else best * self._cost[best]
+
     def best(self) -> int | None:
         known = [b for b in self._cost if self._samples[b] >= self.MIN_SAMPLES]
         return min(known, key=self._cost.__getitem__) if known else None
@@ -226,12 +231,12 @@ class Batcher:
         self._thread: threading.Thread | None = None
         self._idle = asyncio.Event()
         self._idle_set = False  # mirrors self._idle: Event.is_set is a Python call per request
-        # Overload (see admission.py): the controlled-delay state, the measured time between two
-        # batches while requests stood in the queue, and the requests dropped before the engine.
+        # Overload (see admission.py): the controlled-delay state, and the requests dropped before the engine.
         self._codel = admission.ControlledDelay(config.overload_wait_ms / 1000.0)
         self._shedding = config.overload_wait_ms > 0
-        self._cycle = 0.0
-        self._last_flush = 0.0
+        # Mirrors the controlled delay's verdict in a plain attribute: the router reads it for
+        # every request (before decoding), and a property would be a call each time.
+        self.overloaded = False
         self._backlog = False  # requests were left queued at the last flush
         self.dropped = stats.dropped  # by reason, kept with the version's other statistics
 
@@ -243,9 +248,12 @@ class Batcher:
     def batching(self) -> bool:
         return self._max_rows > 0
 
-    @property
-    def overloaded(self) -> bool:
-        return self._codel.overloaded
+    def refusal(self) -> LeanserveError | None:
+        """While :attr:`overloaded`: the 503 for a new request that would wait over the target, else None."""
+        refused = admission.over_target(self._queued_rows, self._row_seconds(), self._codel.target)
+        if refused is not None:
+            self.dropped["overload"] += 1
+        return refused
 
     def submit(self, inputs: Mapping[str, np.ndarray], rows: int, done: Done, caller: Caller | None = None) -> None:
         """Queue one request; ``done`` later receives its own outputs (its rows only) or its error.
@@ -329,10 +337,6 @@ class Batcher:
         limit = self._tuner.limit() if self._tuner is not None else self._max_rows
         batch = self._pop(take_batch(self._pending, limit))
         now = time.perf_counter()
-        if self._backlog:  # requests stood queued since the last flush: one batch cycle, measured
-            cycle = now - self._last_flush
-            self._cycle = cycle if self._cycle == 0.0 else 0.8 * self._cycle + 0.2 * cycle
-        self._last_flush = now
         self._backlog = bool(self._pending)
         min_wait = float("inf")
         dropped = False
@@ -345,7 +349,8 @@ class Batcher:
                 dropped = True
         if (self._backlog or self._codel.overloaded) and self._shedding:
             # A queue stands behind this batch: let the controlled delay judge it.
-            threshold = self._codel.observe(now, min_wait, self._cycle)
+            threshold = self._codel.observe(now, min_wait, self._cycle_seconds())
+            self.overloaded = threshold is not None
             if threshold is not None:
                 batch = self._shed(batch, now, threshold)
         if dropped:
@@ -368,6 +373,20 @@ class Batcher:
         else:
             self._ensure_thread()
             self._jobs.put(_Job(batch, inputs))
+
+    def _cycle_seconds(self) -> float:
+        """Engine seconds of one batch at the size that serves the most rows per second.
+
+        The size that serves best, not the size run last: under a long queue batches grow, and a
+        target that grew with them would let the queue grow further.
+        """
+        if self._tuner is not None:
+            best = self._tuner.best_seconds()
+            if best is not None:
+                return best
+        if self._max_rows > 1 and self._row_cost is not None:
+            return self._row_cost * self._max_rows
+        return self._single_cost or 0.0
 
     def _row_seconds(self) -> float | None:
         """Measured engine seconds per row (None until measured)."""
@@ -500,6 +519,7 @@ class Batcher:
         else:
             if self._backlog or self._codel.overloaded:
                 self._codel.idle()
+                self.overloaded = False
             self._backlog = False
             self._idle.set()
             self._idle_set = True

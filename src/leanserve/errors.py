@@ -59,6 +59,20 @@ class ClientGone(ClientError):
     status = 499
 
 
+class RequestTimeout(ClientError):
+    """The client sent its request too slowly (a header or body that trickles in)."""
+
+    status = 408
+
+
+class UriTooLong(ClientError):
+    status = 414
+
+
+class HeadersTooLarge(ClientError):
+    status = 431
+
+
 class MethodNotAllowed(ClientError):
     status = 405
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .admission import TIMEOUT_PARAMETER, timeout_deadline
-from .errors import InvalidInput, LeanserveError, PayloadTooLarge
+from .errors import InvalidInput, LeanserveError, PayloadTooLarge, ServerError
 from .experiments import Comparison, compare_outputs
 from .experiments.alias import ARM_PARAMETER, UNIT_HEADER, Alias
 from .futures import call_as_future
@@ -47,6 +48,7 @@ ResultCallback = Callable[[InferResult | None, LeanserveError | None], None]
 # error). Called on the event loop, on error paths only; it must be cheap (the failure log buffers).
 FailureHook = Callable[["RequestContext", str, str, LeanserveError], None]
 
+log = logging.getLogger("leanserve.router")
 _ids = itertools.count(1)
 
 
@@ -167,12 +169,21 @@ class Router:
     ) -> None:
         stats = lease.stats
         config = lease.config
+        if lease.batcher.overloaded:  # a standing queue: refuse what would wait too long, before decoding it
+            refused = lease.batcher.refusal()
+            if refused is not None:
+                self.registry.release(lease)
+                self._failed(ctx, stats, lease.name, str(lease.version), refused, start, done)
+                return
         try:
             request = self._decode(wire) if isinstance(wire, InferBody) else wire
             rows = validate_request(request, config.inputs, config.outputs, config.max_batch_size or 0)
             if request.parameters and TIMEOUT_PARAMETER in request.parameters:
                 deadline_from_timeout(ctx, request.parameters)
-        except LeanserveError as e:
+        except Exception as e:  # a bug in a codec must still answer, and release the version
+            if not isinstance(e, LeanserveError):
+                log.exception("decoding a request for model %s", lease.name)
+                e = ServerError(f"internal error while reading the request: {type(e).__name__}")
             self.registry.release(lease)
             self._failed(ctx, stats, lease.name, str(lease.version), e, start, done)
             return

@@ -10,7 +10,6 @@ naming where it is; limits raise :class:`~leanserve.errors.PayloadTooLarge`.
 
 from __future__ import annotations
 
-import math
 from typing import Any, Final
 
 import numpy as np
@@ -20,7 +19,7 @@ from ..errors import InvalidInput, PayloadTooLarge, UsageError
 from .binary import BinaryReader, split_body, tensor_from_binary, tensor_to_binary
 from .datatypes import DATATYPES, datatype_of
 from .json_codec import tensor_from_json, tensor_to_json
-from .limits import Limits
+from .limits import Limits, declared_elements
 from .types import InferInput, InferOutput, InferRequest, InferRequestedOutput, InferResult, Parameters
 
 _DATATYPES: Final = frozenset(DATATYPES)
@@ -175,7 +174,7 @@ def _decode_tensor(index: int, raw: object, kind: str, reader: BinaryReader, lim
     if datatype not in _DATATYPES:
         raise unknown_datatype(where, datatype)
     shape = check_shape(where, raw.get("shape"))
-    count = math.prod(shape)
+    count = declared_elements(where, shape, limits.max_tensor_elements)
     parameters = _parameters(raw.get("parameters"), where, limits)
     size = parameters.pop("binary_data_size", None)
     if size is not None:
