@@ -8,6 +8,7 @@ from leanserve.admission import (
     ControlledDelay,
     admit,
     over_target,
+    overload_rows,
     parse_timeout_us,
     retry_after_seconds,
     timeout_deadline,
@@ -79,16 +80,23 @@ def test_a_standing_queue_is_shed_above_twice_the_target_until_it_empties() -> N
     assert codel.observe(100.0, 0.2, 0.0) is None
 
 
-def test_the_target_grows_with_the_batch_cycle_so_a_slow_or_starved_model_is_not_shed() -> None:
-    # Each batch takes 80 ms (a transformer on a busy CPU, or a tiny model on a starved one): a
-    # request that waited for the batch in progress waited for the engine, not for a standing queue.
+def test_the_target_grows_with_the_model_s_run_time_so_a_slow_model_is_not_shed() -> None:
+    # One request takes 80 ms: a request that waited for the run in progress and then its own
+    # waited for the engine, not for a standing queue.
     codel = ControlledDelay(0.005)
-    verdicts = _feed(codel, [0.075] * 40, step=0.08, cycle=0.08)
+    verdicts = _feed(codel, [0.15] * 40, step=0.08, cycle=0.08)
     assert verdicts == [None] * 40
-    assert codel.target == pytest.approx(0.08)
-    # Three cycles' wait, over an interval of four targets: standing; shed over two targets.
-    verdicts = _feed(codel, [0.24] * 40, step=0.08, cycle=0.08, start=10.0)
-    assert verdicts[-1] == pytest.approx(0.16)
+    assert codel.target == pytest.approx(0.16)
+    # Four runs' wait, over an interval of four targets: standing; shed over two targets.
+    verdicts = _feed(codel, [0.32] * 40, step=0.08, cycle=0.08, start=10.0)
+    assert verdicts[-1] == pytest.approx(0.32)
+
+
+def test_while_overloaded_a_batch_takes_no_longer_than_the_target() -> None:
+    assert overload_rows(32, 0.1, None) == 32  # nothing measured
+    assert overload_rows(32, 0.1, 0.02) == 5
+    assert overload_rows(32, 0.1, 0.5) == 1  # at least one row
+    assert overload_rows(4, 0.1, 0.001) == 4  # never above the tuner's limit
 
 
 def test_the_floor_is_the_least_target() -> None:

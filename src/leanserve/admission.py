@@ -32,10 +32,11 @@ TIMEOUT_PARAMETER: Final = "timeout"
 # At least 100 ms (CoDel's own), and a few targets, so one slow batch is never mistaken for a queue.
 MIN_INTERVAL_SECONDS: Final = 0.1
 INTERVALS_PER_TARGET: Final = 4
-# The target is at least this many batch cycles (the engine time of one batch of the size that
-# serves the most rows per second): a request that waited for the batch in progress waited for the
-# engine, not for a queue.
-TARGET_CYCLES: Final = 1.0
+# The target is at least this many single-request engine runs: a request that waited for the run
+# in progress and then its own waited for the engine, not for a queue. In runs of the model rather
+# than in batches: under a long queue batches grow (and take longer), and a target that grew with
+# them would let the queue grow further. While overloaded, batches are capped to the target too.
+TARGET_RUNS: Final = 2.0
 
 
 def timeout_deadline(parameters: Mapping[str, object], now: float) -> float | None:
@@ -111,6 +112,13 @@ def over_target(queued_rows: int, row_seconds: float | None, target: float) -> O
     )
 
 
+def overload_rows(limit: int, target: float, row_seconds: float | None) -> int:
+    """The most rows a batch may take while overloaded: what the engine runs within ``target``."""
+    if row_seconds is None or row_seconds <= 0:
+        return limit
+    return max(1, min(limit, int(target / row_seconds)))
+
+
 def expired(deadline: float) -> DeadlineExceeded:
     return DeadlineExceeded(
         "the request's deadline passed while it waited in the model's queue",
@@ -133,7 +141,7 @@ class ControlledDelay:
     :meth:`observe` is called at each flush with the shortest wait of the requests it took and
     the time; it returns the wait beyond which queued requests should be shed now, or None when
     the queue is not standing. ``floor_seconds`` is the least target (``overload_wait_ms``);
-    ``cycle_seconds`` passed to :meth:`observe` is the measured time between two batches.
+    ``run_seconds`` passed to :meth:`observe` is the measured engine time of a one-request run.
     """
 
     __slots__ = ("_floor", "_interval_end", "_min_wait", "overloaded", "target")
@@ -145,8 +153,8 @@ class ControlledDelay:
         self._min_wait = math.inf
         self.overloaded = False
 
-    def observe(self, now: float, min_wait: float, cycle_seconds: float) -> float | None:
-        target = max(self._floor, TARGET_CYCLES * cycle_seconds)
+    def observe(self, now: float, min_wait: float, run_seconds: float) -> float | None:
+        target = max(self._floor, TARGET_RUNS * run_seconds)
         self.target = target
         if min_wait < self._min_wait:
             self._min_wait = min_wait
@@ -173,6 +181,7 @@ __all__ = [
     "departed",
     "expired",
     "over_target",
+    "overload_rows",
     "parse_timeout_us",
     "retry_after_seconds",
     "shed",

@@ -140,11 +140,6 @@ class BatchSizeTuner:
         self._cost[b] = per_row if previous is None else (1 - self.ALPHA) * previous + self.ALPHA * per_row
         self._samples[b] = self._samples.get(b, 0) + 1
 
-    def best_seconds(self) -> float | None:
-        """Measured engine seconds of a batch of the best size (None until known)."""
-        best = self.best()
-        return None if best is None else best * self._cost[best]
-
     def best(self) -> int | None:
         known = [b for b in self._cost if self._samples[b] >= self.MIN_SAMPLES]
         return min(known, key=self._cost.__getitem__) if known else None
@@ -335,6 +330,10 @@ class Batcher:
                 self._flush_handle = self._loop.call_later(delay, self._flush)
                 return
         limit = self._tuner.limit() if self._tuner is not None else self._max_rows
+        if self.overloaded:
+            # While a queue stands, a batch takes no longer than the target: the rows/s a larger
+            # batch might add are worth nothing to callers who gave up waiting for it.
+            limit = admission.overload_rows(limit, self._codel.target, self._row_seconds())
         batch = self._pop(take_batch(self._pending, limit))
         now = time.perf_counter()
         self._backlog = bool(self._pending)
@@ -349,7 +348,7 @@ class Batcher:
                 dropped = True
         if (self._backlog or self._codel.overloaded) and self._shedding:
             # A queue stands behind this batch: let the controlled delay judge it.
-            threshold = self._codel.observe(now, min_wait, self._cycle_seconds())
+            threshold = self._codel.observe(now, min_wait, self._single_cost or self._row_cost or 0.0)
             self.overloaded = threshold is not None
             if threshold is not None:
                 batch = self._shed(batch, now, threshold)
@@ -373,20 +372,6 @@ class Batcher:
         else:
             self._ensure_thread()
             self._jobs.put(_Job(batch, inputs))
-
-    def _cycle_seconds(self) -> float:
-        """Engine seconds of one batch at the size that serves the most rows per second.
-
-        The size that serves best, not the size run last: under a long queue batches grow, and a
-        target that grew with them would let the queue grow further.
-        """
-        if self._tuner is not None:
-            best = self._tuner.best_seconds()
-            if best is not None:
-                return best
-        if self._max_rows > 1 and self._row_cost is not None:
-            return self._row_cost * self._max_rows
-        return self._single_cost or 0.0
 
     def _row_seconds(self) -> float | None:
         """Measured engine seconds per row (None until measured)."""

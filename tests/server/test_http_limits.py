@@ -126,6 +126,9 @@ def test_many_pipelined_requests_are_all_answered_in_order(limited: RunningServe
         [{"name": "x", "datatype": "FP32", "shape": [2**62, 2**62], "data": []}],
         [{"name": "x", "datatype": "FP32", "shape": [2**64, 4], "data": []}],
         [{"name": "x", "datatype": "FP32", "shape": [-1, 4], "data": []}],
+        [
+            {"name": "x", "datatype": [], "shape": [1, 4], "data": [1, 2, 3, 4]}
+        ],  # found by tests/protocol/test_hostile.py
     ],
 )
 def test_absurd_declared_shapes_are_a_4xx_and_the_connection_still_answers(

@@ -19,7 +19,7 @@ from ..errors import InvalidInput, PayloadTooLarge, UsageError
 from .binary import BinaryReader, split_body, tensor_from_binary, tensor_to_binary
 from .datatypes import DATATYPES, datatype_of
 from .json_codec import tensor_from_json, tensor_to_json
-from .limits import Limits, declared_elements
+from .limits import Limits, check_bytes_elements, declared_elements
 from .types import InferInput, InferOutput, InferRequest, InferRequestedOutput, InferResult, Parameters
 
 _DATATYPES: Final = frozenset(DATATYPES)
@@ -171,7 +171,7 @@ def _decode_tensor(index: int, raw: object, kind: str, reader: BinaryReader, lim
         raise InvalidInput(f"{kind}s[{index}] needs a 'name' string")
     where = f"{kind} {name!r}"
     datatype = raw.get("datatype")
-    if datatype not in _DATATYPES:
+    if type(datatype) is not str or datatype not in _DATATYPES:
         raise unknown_datatype(where, datatype)
     shape = check_shape(where, raw.get("shape"))
     count = declared_elements(where, shape, limits.max_tensor_elements)
@@ -188,6 +188,8 @@ def _decode_tensor(index: int, raw: object, kind: str, reader: BinaryReader, lim
             f"{where}: has neither 'data' nor parameters.binary_data_size",
             hint="shared memory is not supported; send the tensor in the request",
         )
+    if datatype == "BYTES":
+        check_bytes_elements(where, data, limits.max_bytes_element)
     return InferInput._decoded(name, shape, datatype, data, parameters)
 
 

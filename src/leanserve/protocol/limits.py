@@ -54,6 +54,16 @@ def declared_elements(where: str, shape: tuple[int, ...], max_elements: int) -> 
     return count
 
 
+def check_bytes_elements(where: str, data: object, max_bytes: int) -> None:
+    """Refuse (413) a BYTES tensor with an element longer than ``max_bytes``."""
+    for i, item in enumerate(getattr(data, "flat", ())):
+        if len(item) > max_bytes:
+            raise PayloadTooLarge(
+                f"{where}: BYTES element {i} is {len(item)} bytes long, over the limit of {max_bytes}",
+                hint="send large payloads in several requests, or raise Limits.max_bytes_element",
+            )
+
+
 def too_many_elements(where: str, count: int, max_elements: int) -> PayloadTooLarge:
     """The error for a tensor whose declared shape holds more than ``max_tensor_elements``.
 

@@ -22,7 +22,7 @@ from ...protocol import DATATYPES, InferInput, InferRequest, InferRequestedOutpu
 from ...protocol.binary import tensor_from_binary, tensor_to_binary
 from ...protocol.codec import check_shape, unknown_datatype
 from ...protocol.json_codec import tensor_from_json
-from ...protocol.limits import declared_elements, too_many_elements
+from ...protocol.limits import check_bytes_elements, declared_elements, too_many_elements
 from ...protocol.types import Parameters
 
 _DATATYPES: Final = frozenset(DATATYPES)
@@ -137,6 +137,8 @@ def _decode_input(index: int, tensor: Any, raw: bytes | None, limits: Limits) ->
             f"{where}: has neither contents nor raw_input_contents",
             hint="shared memory is not supported; send the tensor in the request",
         )
+    if datatype == "BYTES":
+        check_bytes_elements(where, data, limits.max_bytes_element)
     return InferInput._decoded(name, shape, datatype, data, parameters)
 
 
