@@ -25,8 +25,9 @@ from ..router import InferBody, RequestContext, Router, next_request_id
 from .auth import DASHBOARD_COOKIE, Tokens
 from .dashboard import Dashboard
 from .experiments import ACTIONS, ExperimentEndpoints, ExperimentOptions, Experiments
-from .handlers import Handlers, Reply, error_reply
+from .handlers import Handlers, Reply, error_reply, json_reply
 from .observability import Observability, ObservabilityOptions
+from .openapi import openapi_document
 
 HEADER_LENGTH = "inference-header-content-length"
 Lifespan = Callable[[Starlette], AbstractAsyncContextManager[None]]
@@ -131,7 +132,11 @@ def build_app(
 
     model = "/v2/models/{model}"
     versioned = "/v2/models/{model}/versions/{version}"
+    async def openapi(request: Request) -> Response:
+        return to_response(json_reply(openapi_document()))
+
     routes = [
+        Route("/v2/openapi.json", openapi, methods=["GET"]),
         Route("/v2/health/live", live, methods=["GET"]),
         Route("/v2/health/ready", ready, methods=["GET"]),
         Route("/v2", server_metadata, methods=["GET"]),
