@@ -19,7 +19,7 @@ from .auth import Tokens
 from .dashboard import Dashboard
 from .experiments import ExperimentEndpoints, ExperimentOptions, Experiments
 from .handlers import Handlers
-from .http import ConnectionTracker, HttpProtocol
+from .http import SHUTDOWN_LINGER_SECONDS, ConnectionTracker, HttpProtocol
 from .observability import Observability, ObservabilityOptions
 from .timeouts import TimeoutSweeper
 
@@ -159,7 +159,8 @@ class Server:
         # the models are released only when both are done (or the grace period is over).
         grpc_stopped = loop.create_task(self._grpc.stop(self.shutdown_grace_seconds)) if self._grpc else None
         deadline = loop.time() + self.shutdown_grace_seconds
-        while self._tracker.busy and loop.time() < deadline:
+        linger = loop.time() + min(SHUTDOWN_LINGER_SECONDS, self.shutdown_grace_seconds)
+        while (self._tracker.busy or loop.time() < linger) and loop.time() < deadline:
             await asyncio.sleep(0.01)
         self._sweeper.stop()  # after the grace period: it kept cutting off slow clients meanwhile
         if grpc_stopped is not None:

@@ -56,6 +56,10 @@ _INFER_TARGETS: dict[bytes, tuple[str, str | None] | None] = {}
 _INFER_TARGETS_MAX = 4096
 
 ASGIApp = Callable[..., Any]
+# At shutdown an idle kept-alive connection stays open this long: its client may be sending its
+# next request right now, and closing at once would drop that request unread. One that comes is
+# answered, with ``connection: close``.
+SHUTDOWN_LINGER_SECONDS = 0.5
 
 
 @dataclass(slots=True)
@@ -209,6 +213,10 @@ class HttpProtocol(asyncio.Protocol):
     def close(self) -> None:
         """Shutdown: close now when idle, else after the request in progress (or partly received)."""
         self._closing = True
+        if not self.busy and not self.receiving and self._transport is not None:
+            asyncio.get_running_loop().call_later(SHUTDOWN_LINGER_SECONDS, self._close_if_idle)
+
+    def _close_if_idle(self) -> None:
         if not self.busy and not self.receiving and self._transport is not None:
             self._transport.close()
 
