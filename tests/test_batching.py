@@ -12,7 +12,7 @@ import pytest
 
 from leanserve.batching import Batcher, BatchSizeTuner, QueuedRequest, batch_key, flush_delay, split_rows, take_batch
 from leanserve.config import DynamicBatching
-from leanserve.errors import DeadlineExceeded, InferenceFailed, InvalidInput, Overloaded
+from leanserve.errors import DeadlineExceeded, InferenceFailed, InvalidInput, ModelNotReady, Overloaded
 from leanserve.runtimes import EngineTensor
 from leanserve.stats import ModelStats
 
@@ -342,3 +342,31 @@ async def test_an_exception_while_assembling_a_batch_reaches_its_callers(monkeyp
     with pytest.raises(InferenceFailed, match="MemoryError"):
         await batcher.infer({"x": np.ones((1, 4), np.float32)}, 1)
     await asyncio.wait_for(batcher.close(), 2.0)
+
+
+# ---- a run that hangs (runtime.timeout_ms) ------------------------------------------------------
+
+
+async def test_a_run_that_never_returns_fails_its_callers_and_leaves_the_version_unavailable() -> None:
+    reasons: list[str] = []
+    batcher = Batcher(
+        RecordingRuntime(delay=2.5),  # ignores any cancellation, as a hung custom operator would
+        1,
+        DynamicBatching(),
+        ModelStats("m", 1),
+        run_timeout=0.1,
+        on_stuck=reasons.append,
+    )
+    start = time.perf_counter()
+    first = asyncio.ensure_future(batcher.infer({"x": np.ones((1, 4), np.float32)}, 1))
+    await asyncio.sleep(0.05)
+    queued = asyncio.ensure_future(batcher.infer({"x": np.ones((1, 4), np.float32)}, 1))
+    with pytest.raises(DeadlineExceeded, match="did not finish"):
+        await first
+    assert time.perf_counter() - start < 2.0, "answered by the watchdog, not when the engine came back"
+    with pytest.raises(ModelNotReady, match="unavailable"):
+        await queued
+    with pytest.raises(ModelNotReady, match="did not return from a run"):
+        await batcher.infer({"x": np.ones((1, 4), np.float32)}, 1)
+    assert len(reasons) == 1 and "runtime.timeout_ms 100" in reasons[0]
+    await asyncio.wait_for(batcher.close(), 1.0)  # the stuck thread is not waited for

@@ -30,7 +30,7 @@ import numpy as np
 
 from . import admission
 from .config import DynamicBatching
-from .errors import InferenceFailed, LeanserveError, ModelNotReady, Overloaded
+from .errors import DeadlineExceeded, InferenceFailed, LeanserveError, ModelNotReady, Overloaded
 from .futures import call_as_future
 from .runtimes import Runtime
 from .stats import ModelStats
@@ -184,6 +184,12 @@ def split_rows(outputs: Mapping[str, np.ndarray], row_counts: Sequence[int]) -> 
 class _Job:
     batch: list[QueuedRequest]
     inputs: Tensors
+    abandoned: bool = False  # the watchdog answered its callers: the engine never came back
+
+
+def watchdog_seconds(run_timeout: float) -> float:
+    """How long after a run's timeout the engine is declared stuck: it had twice the time, and a second."""
+    return 2 * run_timeout + 1.0
 
 
 @dataclass(slots=True)
@@ -204,6 +210,8 @@ class Batcher:
         stats: ModelStats,
         output_names: Sequence[str] | None = None,
         inline_below_seconds: float = INLINE_BELOW_SECONDS,
+        run_timeout: float = 0.0,
+        on_stuck: Callable[[str], None] | None = None,
     ) -> None:
         self._runtime = runtime
         self._max_rows = max_batch_size
@@ -229,6 +237,12 @@ class Batcher:
         # Overload (see admission.py): the controlled-delay state, and the requests dropped before the engine.
         self._codel = admission.ControlledDelay(config.overload_wait_ms / 1000.0)
         self._shedding = config.overload_wait_ms > 0
+        # A run that never returns (runtime.timeout_ms): the watchdog fails its callers, and the
+        # version is unavailable from then on, with the reason (told to the registry by on_stuck).
+        self._run_timeout = run_timeout
+        self._on_stuck = on_stuck
+        self._watchdog: asyncio.TimerHandle | None = None
+        self.broken: str | None = None
         # Mirrors the controlled delay's verdict in a plain attribute: the router reads it for
         # every request (before decoding), and a property would be a call each time.
         self.overloaded = False
@@ -258,7 +272,7 @@ class Batcher:
         """
         loop = self._loop or self._bind_loop()
         if self._closed:
-            done(None, ModelNotReady(f"model {self._stats.name!r} is unloading"))
+            done(None, ModelNotReady(self.broken or f"model {self._stats.name!r} is unloading"))
             return
         if caller is not None and caller.deadline is not None:
             refused = admission.admit(loop.time(), caller.deadline, self._queued_rows, self._row_seconds())
@@ -297,10 +311,10 @@ class Batcher:
         """Stop accepting, let queued requests finish, stop the worker thread."""
         self._closed = True
         await self.drain()
-        if self._thread is not None:
+        if self._thread is not None and self.broken is None:  # a stuck thread never joins: it is a daemon
             self._jobs.put(None)
             await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
-            self._thread = None
+        self._thread = None
 
     # ---- mechanism ----------------------------------------------------------------------------
 
@@ -371,7 +385,11 @@ class Batcher:
             self._finish(self._execute(_Job(batch, inputs)))
         else:
             self._ensure_thread()
-            self._jobs.put(_Job(batch, inputs))
+            job = _Job(batch, inputs)
+            if self._run_timeout > 0:
+                assert self._loop is not None
+                self._watchdog = self._loop.call_later(watchdog_seconds(self._run_timeout), self._stuck, job)
+            self._jobs.put(job)
 
     def _row_seconds(self) -> float | None:
         """Measured engine seconds per row (None until measured)."""
@@ -452,7 +470,8 @@ class Batcher:
         assert loop is not None
         while (job := self._jobs.get()) is not None:
             done = self._execute(job)
-            loop.call_soon_threadsafe(self._finish, done)
+            if not job.abandoned:
+                loop.call_soon_threadsafe(self._finish, done)
 
     def _execute(self, job: _Job) -> _Done:
         """Run one batch; on failure of a shared batch, rerun each request alone so only the culprit fails."""
@@ -465,8 +484,8 @@ class Batcher:
             else:
                 results = list(split_rows(outputs, [r.rows for r in job.batch]))
         except LeanserveError as e:
-            if len(job.batch) == 1:
-                results = [e]
+            if len(job.batch) == 1 or isinstance(e, DeadlineExceeded):  # a run cut short: alone, it would be too
+                results = [e] * len(job.batch)
             else:
                 results = [self._execute(_Job([r], dict(r.inputs))).results[0] for r in job.batch]
         except Exception as e:  # an engine bug must not leave callers hanging
@@ -474,7 +493,34 @@ class Batcher:
             results = [InferenceFailed(f"inference failed: {type(e).__name__}: {e}")] * len(job.batch)
         return _Done(job.batch, results, time.perf_counter() - start)
 
+    def _stuck(self, job: _Job) -> None:
+        """The engine did not come back from a run: fail its callers and everything queued, for good."""
+        self._watchdog = None
+        job.abandoned = True
+        reason = (
+            f"model {self._stats.name!r} version {self._stats.version} is unavailable: its engine did not return "
+            f"from a run within {watchdog_seconds(self._run_timeout):g} s (runtime.timeout_ms "
+            f"{self._run_timeout * 1000:g}) and was not cancelled"
+        )
+        log.error("%s", reason)
+        self.broken = reason
+        self._closed = True
+        for r in job.batch:
+            self._answer(r, None, DeadlineExceeded(f"the model's run did not finish: {reason}"))
+        while self._pending:
+            r = self._pending.popleft()
+            self._answer(r, None, ModelNotReady(reason, hint="load the model again (model control) or restart"))
+        self._queued_rows = 0
+        self._busy = False
+        self._idle.set()
+        self._idle_set = True
+        if self._on_stuck is not None:
+            self._on_stuck(reason)
+
     def _finish(self, done: _Done) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         rows = sum(r.rows for r in done.batch)
         self._stats.record_batch(rows if self.batching else len(done.batch), done.seconds)
         if self._tuner is not None and done.seconds > 0:

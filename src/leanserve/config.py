@@ -96,6 +96,10 @@ class RuntimeOptions:
     # sections per inference, and waking sleeping workers for each costs 10-20% of its latency;
     # spinning costs CPU that other models on the same cores could use.
     allow_spinning: bool = True
+    # Longest one engine run may take (0: no limit). ONNX Runtime cancels a run past it between two
+    # operators (RunOptions.terminate) and its requests get 504; a run that does not come back even
+    # then leaves the version unavailable, with the reason (batching.Batcher's watchdog).
+    timeout_ms: float = field(default=0.0, metadata={"minimum": 0.0})
 
 
 @dataclass(frozen=True, slots=True)

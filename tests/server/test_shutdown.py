@@ -11,33 +11,10 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
+from tests.fixtures.onnx_models import write_slow_model
 from tests.support import free_port, wait_until_ready
-
-
-def write_slow_model(path: Path, width: int = 1024, depth: int = 200) -> None:
-    """A chain of ``depth`` MatMuls sharing one weight: slow enough to be caught in flight."""
-    w = numpy_helper.from_array(np.eye(width, dtype=np.float32), "w")
-    nodes = []
-    prev = "x"
-    for i in range(depth):
-        out = "y" if i == depth - 1 else f"h{i}"
-        nodes.append(helper.make_node("MatMul", [prev, "w"], [out]))
-        prev = out
-    graph = helper.make_graph(
-        nodes,
-        "slow",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", width])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", width])],
-        [w],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    path.parent.mkdir(parents=True)
-    onnx.save(model, path)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])

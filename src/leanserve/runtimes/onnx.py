@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import onnxruntime as ort
 from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument, InvalidGraph
 
 from ..config import RuntimeOptions
-from ..errors import ConfigError, InferenceFailed, InvalidInput
+from ..errors import ConfigError, DeadlineExceeded, InferenceFailed, InvalidInput
 from ..protocol.datatypes import datatype_from_onnx
 from . import EngineTensor
 
@@ -81,6 +82,7 @@ class OnnxRuntime:
         self._string_inputs = {t.name for t in self._inputs if t.datatype == "BYTES"}
         # Kept, not asked for: a snapshot may read them while the registry closes the session.
         self._providers = tuple(self._session.get_providers())
+        self._timeout = options.timeout_ms / 1000.0
 
     @property
     def inputs(self) -> tuple[EngineTensor, ...]:
@@ -106,12 +108,35 @@ class OnnxRuntime:
                     f"input {name!r}: BYTES element is not UTF-8 text ({e.reason} at byte {e.start})",
                     hint="ONNX Runtime string tensors carry text; encode binary payloads (e.g. base64)",
                 ) from None
+        if self._timeout:
+            return self._run_with_timeout(names, feed)
         try:
             results = self._session.run(names, feed)
         except (InvalidArgument, InvalidGraph) as e:
             raise InvalidInput(f"the model rejected the inputs: {e}") from e
         except Exception as e:
             raise InferenceFailed(f"ONNX Runtime failed: {e}") from e
+        return dict(zip(names, results, strict=True))
+
+    def _run_with_timeout(self, names: list[str], feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """A run that ONNX Runtime cancels (between two operators) once ``runtime.timeout_ms`` has passed."""
+        run_options = ort.RunOptions()
+        timer = threading.Timer(self._timeout, setattr, (run_options, "terminate", True))
+        timer.daemon = True
+        timer.start()
+        try:
+            results = self._session.run(names, feed, run_options)
+        except (InvalidArgument, InvalidGraph) as e:
+            raise InvalidInput(f"the model rejected the inputs: {e}") from e
+        except Exception as e:
+            if run_options.terminate:
+                raise DeadlineExceeded(
+                    f"the model's run took over runtime.timeout_ms ({self._timeout * 1000:g} ms) and was cancelled",
+                    hint="send fewer rows per request, or raise runtime.timeout_ms in model.toml",
+                ) from e
+            raise InferenceFailed(f"ONNX Runtime failed: {e}") from e
+        finally:
+            timer.cancel()
         return dict(zip(names, results, strict=True))
 
     def close(self) -> None:
