@@ -180,14 +180,14 @@ def serve(repo: Path, overload_wait_ms: float | None, body: bytes) -> tuple[subp
 
 
 def impatient(
-    repo: Path, body: bytes, overload_wait_ms: float | None, seconds: float, capacity: float
+    repo: Path, body: bytes, overload_wait_ms: float | None, seconds: float, capacity: float, patience: float
 ) -> dict[str, Any]:
     proc, port = serve(repo, overload_wait_ms, body)
     try:
         request = _request("/v2/models/minilm/infer", body)
         asyncio.run(closed_loop(port, request, 4, 3.0, 10.0))  # warm up
         rss_before = resident_mb(proc.pid)
-        t = asyncio.run(closed_loop(port, request, 200, seconds, 1.0))
+        t = asyncio.run(closed_loop(port, request, 200, seconds, patience))
         in_flight_end = stats(port)["in_flight"]
         time.sleep(5)
         doc = stats(port)
@@ -211,13 +211,19 @@ def impatient(
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=20.0, help="seconds per loaded run")
+    parser.add_argument(
+        "--tokens", type=int, default=128, help="tokens per request (fewer: a cheaper request, for a slow machine)"
+    )
+    parser.add_argument("--patience", type=float, default=1.0, help="seconds an impatient client waits")
     args = parser.parse_args()
     from leanserve.demo import build_demo_repository, tokenize
 
     demo = build_demo_repository(progress=lambda m: print(m, flush=True))
-    feed = {k: np.pad(v, ((0, 0), (0, 128 - v.shape[1]))) for k, v in tokenize([SENTENCE]).items()}
+    feed = {
+        k: np.pad(v, ((0, 0), (0, args.tokens - v.shape[1])))[:, : args.tokens] for k, v in tokenize([SENTENCE]).items()
+    }
     body = v2_body(feed)
-    result: dict[str, Any] = {"environment": environment()}
+    result: dict[str, Any] = {"environment": environment(), "tokens": args.tokens, "patience_s": args.patience}
     with tempfile.TemporaryDirectory() as tmp:
         repo = Path(tmp) / "repo"
         (repo / "minilm" / "1").mkdir(parents=True)
@@ -250,7 +256,7 @@ def main() -> int:
             proc.wait(30)
         result["impatient"] = []
         for wait in (0, None):
-            run = impatient(repo, body, wait, args.duration, capacity)
+            run = impatient(repo, body, wait, args.duration, capacity, args.patience)
             print(f"impatient clients: {json.dumps(run)}", flush=True)
             result["impatient"].append(run)
     out = HERE / "out"
