@@ -69,15 +69,22 @@ def test_a_burst_that_drains_within_an_interval_is_never_shed() -> None:
     assert not codel.overloaded
 
 
-def test_a_standing_queue_is_shed_above_twice_the_target_until_it_empties() -> None:
+def test_a_standing_queue_is_shed_above_twice_the_target_until_an_interval_needs_no_shedding() -> None:
     codel = ControlledDelay(0.005)
     verdicts = _feed(codel, [0.2] * 20, step=0.02)
     assert verdicts[0] is None  # the first interval is still open
     assert verdicts[-1] == pytest.approx(0.01)
     assert codel.overloaded
-    codel.idle()
+    codel.idle()  # the queue emptied: a new interval, but still overloaded until a verdict says not
+    assert codel.overloaded
+    # Short waits, but shedding had to refuse requests to keep them short: still overloaded.
+    for i in range(12):
+        codel.refused()
+        codel.observe(1.0 + i * 0.02, 0.001, 0.0)
+    assert codel.overloaded
+    # A whole interval with short waits and nothing refused: the overload is over.
+    assert _feed(codel, [0.001] * 12, step=0.02, start=2.0)[-1] is None
     assert not codel.overloaded
-    assert codel.observe(100.0, 0.2, 0.0) is None
 
 
 def test_the_target_grows_with_the_model_s_run_time_so_a_slow_model_is_not_shed() -> None:

@@ -262,6 +262,7 @@ class Batcher:
         refused = admission.over_target(self._queued_rows, self._row_seconds(), self._codel.target)
         if refused is not None:
             self.dropped["overload"] += 1
+            self._codel.refused()
         return refused
 
     def submit(self, inputs: Mapping[str, np.ndarray], rows: int, done: Done, caller: Caller | None = None) -> None:
@@ -402,6 +403,7 @@ class Batcher:
         for r in batch:
             if now - r.enqueued > threshold:
                 self.dropped["overload"] += 1
+                self._codel.refused()
                 self._answer(r, None, admission.shed(now - r.enqueued, target))
             else:
                 kept.append(r)
@@ -410,6 +412,7 @@ class Batcher:
             r = pending.popleft()
             self._queued_rows -= r.rows
             self.dropped["overload"] += 1
+            self._codel.refused()
             self._answer(r, None, admission.shed(now - r.enqueued, target))
         return kept
 
@@ -550,7 +553,6 @@ class Batcher:
         else:
             if self._backlog or self._codel.overloaded:
                 self._codel.idle()
-                self.overloaded = False
             self._backlog = False
             self._idle.set()
             self._idle_set = True
