@@ -7,6 +7,7 @@ arguments out of the URL and call :class:`.handlers.Handlers`.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import AbstractAsyncContextManager
@@ -72,12 +73,19 @@ def build_app(
 
     async def infer(request: Request) -> Response:
         body = await request.body()
-        reply = await handlers.infer_async(
-            request_context(request, handlers.router.unit_headers),
-            request.path_params["model"],
-            version_of(request),
-            InferBody(body, request.headers.get(HEADER_LENGTH), request.headers.get("content-encoding")),
-        )
+        ctx = request_context(request, handlers.router.unit_headers)
+        # The ASGI server says when the client hangs up: the request is then marked gone, and the
+        # batcher drops it before the engine, as on the fast front end.
+        watch = asyncio.get_running_loop().create_task(_mark_gone_on_disconnect(request, ctx))
+        try:
+            reply = await handlers.infer_async(
+                ctx,
+                request.path_params["model"],
+                version_of(request),
+                InferBody(body, request.headers.get(HEADER_LENGTH), request.headers.get("content-encoding")),
+            )
+        finally:
+            watch.cancel()
         return to_response(reply)
 
     def guarded(endpoint: Callable[[Request], Reply]) -> Callable[[Request], Awaitable[Response]]:
@@ -185,6 +193,13 @@ def build_app(
     return Starlette(
         routes=routes, exception_handlers={HTTPException: http_error, InvalidInput: invalid}, lifespan=lifespan
     )
+
+
+async def _mark_gone_on_disconnect(request: Request, ctx: RequestContext) -> None:
+    """After the body, the next ASGI message is ``http.disconnect`` if the client hangs up first."""
+    message = await request.receive()
+    if message["type"] == "http.disconnect":
+        ctx.gone = True
 
 
 def dashboard_routes(dashboard: Dashboard) -> list[Route]:
