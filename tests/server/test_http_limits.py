@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import socket
 import time
@@ -12,6 +13,7 @@ import httpx
 import pytest
 
 from leanserve.protocol import Limits
+from leanserve.server import Server, serve
 
 from .conftest import RunningServer
 
@@ -149,3 +151,17 @@ def test_the_timeout_parameter_is_a_deadline(limited: RunningServer) -> None:
     assert r.status_code == 504
     r = httpx.post(url, json={"inputs": [X], "parameters": {"timeout": 10_000_000}})
     assert r.status_code == 200
+
+
+def test_no_cross_origin_access_by_default_and_loopback_only(limited: RunningServer) -> None:
+    origin = {"origin": "https://elsewhere.example"}
+    for r in (
+        httpx.get(f"{limited.url}/v2", headers=origin),
+        httpx.options(
+            f"{limited.url}/v2/models/mlp/infer", headers={**origin, "access-control-request-method": "POST"}
+        ),
+        httpx.post(f"{limited.url}/v2/models/mlp/infer", json={"inputs": [X]}, headers=origin),
+    ):
+        assert not any(name.lower().startswith("access-control-") for name in r.headers), r.headers
+    for listen in (Server, serve):  # the library's defaults (the CLI's --host says the same)
+        assert inspect.signature(listen).parameters["host"].default == "127.0.0.1"
