@@ -159,7 +159,10 @@ class Server:
         # the models are released only when both are done (or the grace period is over).
         grpc_stopped = loop.create_task(self._grpc.stop(self.shutdown_grace_seconds)) if self._grpc else None
         deadline = loop.time() + self.shutdown_grace_seconds
-        linger = loop.time() + min(SHUTDOWN_LINGER_SECONDS, self.shutdown_grace_seconds)
+        # Idle kept-alive connections linger (see http.SHUTDOWN_LINGER_SECONDS); without any, no wait.
+        linger = loop.time() + (
+            min(SHUTDOWN_LINGER_SECONDS, self.shutdown_grace_seconds) if self._tracker.connections else 0
+        )
         while (self._tracker.busy or loop.time() < linger) and loop.time() < deadline:
             await asyncio.sleep(0.01)
         self._sweeper.stop()  # after the grace period: it kept cutting off slow clients meanwhile
