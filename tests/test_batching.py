@@ -370,3 +370,25 @@ async def test_a_run_that_never_returns_fails_its_callers_and_leaves_the_version
         await batcher.infer({"x": np.ones((1, 4), np.float32)}, 1)
     assert len(reasons) == 1 and "runtime.timeout_ms 100" in reasons[0]
     await asyncio.wait_for(batcher.close(), 1.0)  # the stuck thread is not waited for
+
+
+async def test_a_burst_on_a_starved_event_loop_is_not_shed() -> None:
+    """A tiny model, a loop that gets a sixth of the CPU (another task hogs it), and 256 requests at once:
+    their waits are long, but the queue drains within an interval: a burst, not a standing queue."""
+    batcher = _batcher(RecordingRuntime(), max_batch=32)  # the defaults: shedding on, 100 ms floor
+    loop = asyncio.get_running_loop()
+    hogging = True
+
+    def hog() -> None:
+        time.sleep(0.025)  # the event loop's thread loses the CPU
+        if hogging:
+            loop.call_later(0.005, hog)
+
+    loop.call_soon(hog)
+    results = await asyncio.gather(
+        *(batcher.infer({"x": np.ones((1, 4), np.float32)}, 1) for _ in range(256)), return_exceptions=True
+    )
+    hogging = False
+    assert not [r for r in results if isinstance(r, Exception)]
+    assert batcher.dropped["overload"] == 0
+    await batcher.close()
