@@ -140,6 +140,7 @@ def build_app(
 
     model = "/v2/models/{model}"
     versioned = "/v2/models/{model}/versions/{version}"
+
     async def openapi(request: Request) -> Response:
         return to_response(json_reply(openapi_document()))
 

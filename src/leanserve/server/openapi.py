@@ -214,7 +214,7 @@ def openapi_document() -> dict[str, Any]:
                     "200": {"description": "The index", "content": {_JSON: {"schema": {"type": "array"}}}},
                     "400": _answer("Malformed request", _ERROR),
                 },
-            }
+            },
         },
     }
     paths.update(_model_routes("/v2/models/{model_name}", [_MODEL]))
