@@ -151,6 +151,28 @@ def test_the_timeout_parameter_is_a_deadline(limited: RunningServer) -> None:
     assert r.status_code == 504
     r = httpx.post(url, json={"inputs": [X], "parameters": {"timeout": 10_000_000}})
     assert r.status_code == 200
+    metrics = httpx.get(f"{limited.url}/metrics").text
+    dropped = [line for line in metrics.splitlines() if line.startswith("leanserve_dropped_requests_total{")]
+    assert any(
+        'reason="deadline"' in line and 'model="mlp"' in line and float(line.split()[-1]) >= 1 for line in dropped
+    )
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v2/models/..%2F..%2Fetc/infer",
+        "/v2/models/mlp/versions/..%2F1/infer",
+        "/v2/models/%2Fetc%2Fpasswd/infer",
+        "/v2/models/mlp/versions/1%00/infer",
+    ],
+)
+def test_names_and_versions_that_try_to_leave_the_repository_are_client_errors(
+    limited: RunningServer, path: str
+) -> None:
+    r = httpx.post(f"{limited.url}{path}", json={"inputs": [X]})
+    assert 400 <= r.status_code < 500, r.text
+    assert "error" in r.json()
 
 
 def test_no_cross_origin_access_by_default_and_loopback_only(limited: RunningServer) -> None:
