@@ -43,6 +43,7 @@ def test_uvicorn_serves_the_same_protocol(repository: Path) -> None:
         assert proc.wait(timeout=30) in (0, -15)
 
 
+@pytest.mark.slow
 def test_under_uvicorn_a_client_that_hangs_up_is_dropped_before_the_engine(tmp_path: Path) -> None:
     write_slow_affine(tmp_path / "slow" / "1" / "model.onnx", side=2048)
     (tmp_path / "slow" / "model.toml").write_text(

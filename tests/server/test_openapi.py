@@ -37,6 +37,7 @@ def test_the_document_is_served_and_names_the_protocol_routes(fuzzed: RunningSer
     assert "inference_request" in doc["components"]["schemas"]
 
 
+@pytest.mark.slow
 @schema.parametrize()
 @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
 def test_fuzzed_requests_get_a_documented_answer_and_never_a_500(
