@@ -45,7 +45,7 @@ def test_uvicorn_serves_the_same_protocol(repository: Path) -> None:
 
 @pytest.mark.slow
 def test_under_uvicorn_a_client_that_hangs_up_is_dropped_before_the_engine(tmp_path: Path) -> None:
-    write_slow_affine(tmp_path / "slow" / "1" / "model.onnx", side=2048)
+    write_slow_affine(tmp_path / "slow" / "1" / "model.onnx", side=4096)  # a second or more a run
     (tmp_path / "slow" / "model.toml").write_text(
         "max_batch_size = 8\n[dynamic_batching]\nadaptive_batch_size = false\n[runtime]\nintra_op_threads = 1\n"
     )
@@ -64,9 +64,9 @@ def test_under_uvicorn_a_client_that_hangs_up_is_dropped_before_the_engine(tmp_p
         before = httpx.get(stats).json()["model_stats"][0]
         with ThreadPoolExecutor(1) as pool:
             blocker = pool.submit(httpx.post, url, json=body, timeout=30)
-            time.sleep(0.1)
+            time.sleep(0.2)
             with pytest.raises(httpx.ReadTimeout):
-                httpx.post(url, json=body, timeout=0.1)  # queued behind the blocker, then hangs up
+                httpx.post(url, json=body, timeout=0.5)  # queued behind the blocker, then hangs up
             assert blocker.result().status_code == 200
         time.sleep(0.5)
         after = httpx.get(stats).json()["model_stats"][0]
