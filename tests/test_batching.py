@@ -12,7 +12,7 @@ import pytest
 
 from leanserve.batching import Batcher, BatchSizeTuner, QueuedRequest, batch_key, flush_delay, split_rows, take_batch
 from leanserve.config import DynamicBatching
-from leanserve.errors import InferenceFailed, InvalidInput, Overloaded
+from leanserve.errors import DeadlineExceeded, InferenceFailed, InvalidInput, ModelNotReady, Overloaded
 from leanserve.runtimes import EngineTensor
 from leanserve.stats import ModelStats
 
@@ -202,3 +202,193 @@ def test_tuner_finds_a_middle_optimum() -> None:
     _train(tuner, {1: 5.0, 2: 3.0, 4: 2.0, 8: 1.5, 16: 2.5, 32: 3.0}, 100)
     assert tuner.best() == 8
     assert tuner.limit() <= 16
+
+
+# ---- admission mechanism: departed callers, deadlines, shedding, every failure answered -----------
+
+
+class _Caller:
+    def __init__(self, deadline: float | None = None) -> None:
+        self.deadline = deadline
+        self.gone = False
+
+
+async def test_a_caller_that_hung_up_is_dropped_before_the_engine_and_counted() -> None:
+    runtime = RecordingRuntime(delay=0.03)
+    batcher = _batcher(runtime, max_batch=1)
+    callers = [_Caller() for _ in range(4)]
+    futures = [
+        asyncio.ensure_future(batcher.infer({"x": np.full((1, 4), i, np.float32)}, 1, c)) for i, c in enumerate(callers)
+    ]
+    await asyncio.sleep(0.01)  # the first runs; the others wait behind it
+    callers[1].gone = callers[2].gone = True
+    results = await asyncio.gather(*futures, return_exceptions=True)
+    assert [type(r).__name__ for r in results] == ["dict", "ClientGone", "ClientGone", "dict"]
+    assert runtime.batches == [1, 1], "rows nobody reads were never computed"
+    assert batcher.dropped["disconnected"] == 2
+    await batcher.close()
+
+
+async def test_a_flush_that_finds_every_caller_gone_leaves_the_batcher_idle() -> None:
+    # Regression: such a flush once left the batcher busy for good, and a server whose clients
+    # had all hung up never finished shutting down.
+    runtime = RecordingRuntime(delay=0.03)
+    batcher = _batcher(runtime, max_batch=8)
+    first = asyncio.ensure_future(batcher.infer({"x": np.ones((1, 4), np.float32)}, 1))
+    await asyncio.sleep(0.005)
+    callers = [_Caller() for _ in range(3)]
+    gone = [asyncio.ensure_future(batcher.infer({"x": np.ones((1, 4), np.float32)}, 1, c)) for c in callers]
+    for c in callers:
+        c.gone = True
+    await first
+    assert all(isinstance(r, Exception) for r in await asyncio.gather(*gone, return_exceptions=True))
+    await asyncio.wait_for(batcher.drain(), 1.0)
+    again = await batcher.infer({"x": np.ones((1, 4), np.float32)}, 1)  # and it still serves
+    np.testing.assert_array_equal(again["y"], np.full((1, 4), 3.0, np.float32))
+    await asyncio.wait_for(batcher.close(), 2.0)
+
+
+async def test_a_deadline_that_passes_in_the_queue_is_a_504_and_never_computed() -> None:
+    runtime = RecordingRuntime(delay=0.05)
+    batcher = _batcher(runtime, max_batch=1)
+    loop = asyncio.get_running_loop()
+    first = asyncio.ensure_future(batcher.infer({"x": np.ones((1, 4), np.float32)}, 1))
+    await asyncio.sleep(0.005)
+    late = batcher.infer({"x": np.ones((1, 4), np.float32)}, 1, _Caller(deadline=loop.time() + 0.01))
+    with pytest.raises(DeadlineExceeded):
+        await late
+    await first
+    assert runtime.batches == [1]
+    assert batcher.dropped["deadline"] == 1
+    await batcher.close()
+
+
+async def test_a_queue_longer_than_the_deadline_is_refused_at_once_with_retry_after() -> None:
+    runtime = RecordingRuntime(delay=0.02)
+    batcher = _batcher(runtime, max_batch=1)
+    for _ in range(3):  # measure the cost per row
+        await batcher.infer({"x": np.ones((1, 4), np.float32)}, 1)
+    queued = [asyncio.ensure_future(batcher.infer({"x": np.ones((1, 4), np.float32)}, 1)) for _ in range(10)]
+    await asyncio.sleep(0)
+    loop = asyncio.get_running_loop()
+    start = time.perf_counter()
+    with pytest.raises(Overloaded) as refused:
+        await batcher.infer({"x": np.ones((1, 4), np.float32)}, 1, _Caller(deadline=loop.time() + 0.05))
+    assert time.perf_counter() - start < 0.02, "refused at once, not after waiting"
+    assert refused.value.retry_after == 1
+    assert batcher.dropped["expected_wait"] == 1
+    await asyncio.gather(*queued)
+    await batcher.close()
+
+
+async def test_a_standing_queue_is_shed_with_503_and_admitted_requests_wait_little() -> None:
+    runtime = RecordingRuntime(delay=0.004)
+    batcher = _batcher(runtime, max_batch=1, overload_wait_ms=5)
+    waits: list[float] = []
+
+    async def client() -> int:
+        shed = 0
+        end = time.perf_counter() + 1.5
+        while time.perf_counter() < end:
+            start = time.perf_counter()
+            try:
+                await batcher.infer({"x": np.ones((1, 4), np.float32)}, 1)
+                waits.append(time.perf_counter() - start)
+            except Overloaded as e:
+                assert e.retry_after is not None
+                shed += 1
+                await asyncio.sleep(0.01)
+        return shed
+
+    shed = sum(await asyncio.gather(*(client() for _ in range(40))))
+    assert shed > 0 and batcher.dropped["overload"] == shed
+    # 40 callers on a 4 ms model is a 160 ms FIFO queue; shedding keeps it near a few targets.
+    assert sorted(waits)[len(waits) // 2] < 0.1
+    await batcher.close()
+
+
+async def test_a_lightly_loaded_model_is_never_shed() -> None:
+    batcher = _batcher(RecordingRuntime(delay=0.002), max_batch=4)
+    for _ in range(50):
+        await asyncio.gather(*(batcher.infer({"x": np.ones((1, 4), np.float32)}, 1) for _ in range(2)))
+    assert batcher.dropped == dict.fromkeys(batcher.dropped, 0)
+    await batcher.close()
+
+
+class _Broken(RecordingRuntime):
+    def run(self, inputs: Mapping[str, np.ndarray], output_names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        raise RuntimeError("engine bug")
+
+
+async def test_any_engine_exception_reaches_every_caller_with_the_traceback_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    batcher = _batcher(_Broken(), max_batch=8)
+    results = await asyncio.gather(
+        *(batcher.infer({"x": np.ones((1, 4), np.float32)}, 1) for _ in range(5)), return_exceptions=True
+    )
+    assert all(isinstance(r, InferenceFailed) and "RuntimeError: engine bug" in str(r) for r in results)
+    assert any(r.exc_info and "engine bug" in str(r.exc_info[1]) for r in caplog.records)
+    await asyncio.wait_for(batcher.close(), 2.0)
+
+
+async def test_an_exception_while_assembling_a_batch_reaches_its_callers(monkeypatch: pytest.MonkeyPatch) -> None:
+    batcher = _batcher(RecordingRuntime(), max_batch=8)
+
+    def explode(batch: list[QueuedRequest]) -> dict[str, np.ndarray]:
+        raise MemoryError("no room for the batch")
+
+    monkeypatch.setattr(batcher, "_concatenate", explode)
+    with pytest.raises(InferenceFailed, match="MemoryError"):
+        await batcher.infer({"x": np.ones((1, 4), np.float32)}, 1)
+    await asyncio.wait_for(batcher.close(), 2.0)
+
+
+# ---- a run that hangs (runtime.timeout_ms) ------------------------------------------------------
+
+
+async def test_a_run_that_never_returns_fails_its_callers_and_leaves_the_version_unavailable() -> None:
+    reasons: list[str] = []
+    batcher = Batcher(
+        RecordingRuntime(delay=2.5),  # ignores any cancellation, as a hung custom operator would
+        1,
+        DynamicBatching(),
+        ModelStats("m", 1),
+        run_timeout=0.1,
+        on_stuck=reasons.append,
+    )
+    start = time.perf_counter()
+    first = asyncio.ensure_future(batcher.infer({"x": np.ones((1, 4), np.float32)}, 1))
+    await asyncio.sleep(0.05)
+    queued = asyncio.ensure_future(batcher.infer({"x": np.ones((1, 4), np.float32)}, 1))
+    with pytest.raises(DeadlineExceeded, match="did not finish"):
+        await first
+    assert time.perf_counter() - start < 2.0, "answered by the watchdog, not when the engine came back"
+    with pytest.raises(ModelNotReady, match="unavailable"):
+        await queued
+    with pytest.raises(ModelNotReady, match="did not return from a run"):
+        await batcher.infer({"x": np.ones((1, 4), np.float32)}, 1)
+    assert len(reasons) == 1 and "runtime.timeout_ms 100" in reasons[0]
+    await asyncio.wait_for(batcher.close(), 1.0)  # the stuck thread is not waited for
+
+
+async def test_a_burst_on_a_starved_event_loop_is_not_shed() -> None:
+    """A tiny model, a loop that gets a sixth of the CPU (another task hogs it), and 256 requests at once:
+    their waits are long, but the queue drains within an interval: a burst, not a standing queue."""
+    batcher = _batcher(RecordingRuntime(), max_batch=32)  # the defaults: shedding on, 100 ms floor
+    loop = asyncio.get_running_loop()
+    hogging = True
+
+    def hog() -> None:
+        time.sleep(0.025)  # the event loop's thread loses the CPU
+        if hogging:
+            loop.call_later(0.005, hog)
+
+    loop.call_soon(hog)
+    results = await asyncio.gather(
+        *(batcher.infer({"x": np.ones((1, 4), np.float32)}, 1) for _ in range(256)), return_exceptions=True
+    )
+    hogging = False
+    assert not [r for r in results if isinstance(r, Exception)]
+    assert batcher.dropped["overload"] == 0
+    await batcher.close()

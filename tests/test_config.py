@@ -202,7 +202,7 @@ def test_unknown_fields_are_refused_with_the_known_ones() -> None:
         parse("[runtime]\nthreads = 2")
     assert caught.value.field == "runtime.threads"
     assert caught.value.hint == (
-        "known fields: allow_spinning, graph_optimization, inter_op_threads, intra_op_threads, providers"
+        "known fields: allow_spinning, graph_optimization, inter_op_threads, intra_op_threads, providers, timeout_ms"
     )
 
 

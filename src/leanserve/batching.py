@@ -24,11 +24,13 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
+from . import admission
 from .config import DynamicBatching
-from .errors import InferenceFailed, LeanserveError, ModelNotReady, Overloaded
+from .errors import DeadlineExceeded, InferenceFailed, LeanserveError, ModelNotReady, Overloaded
 from .futures import call_as_future
 from .runtimes import Runtime
 from .stats import ModelStats
@@ -45,6 +47,13 @@ Done = Callable[[Tensors | None, LeanserveError | None], None]
 INLINE_BELOW_SECONDS = 0.0003
 
 
+class Caller(Protocol):
+    """What the batcher reads of a request's caller (the router's RequestContext) at each flush."""
+
+    deadline: float | None  # event-loop time by which the answer is useless
+    gone: bool  # the client hung up: nobody will read the answer
+
+
 @dataclass(slots=True)
 class QueuedRequest:
     inputs: Mapping[str, np.ndarray]
@@ -52,6 +61,7 @@ class QueuedRequest:
     key: tuple[object, ...]  # requests with different keys never share a batch
     done: Done
     enqueued: float = field(default_factory=time.perf_counter)
+    caller: Caller | None = None
 
 
 def batch_key(inputs: Mapping[str, np.ndarray], batching: bool) -> tuple[object, ...]:
@@ -174,6 +184,12 @@ def split_rows(outputs: Mapping[str, np.ndarray], row_counts: Sequence[int]) -> 
 class _Job:
     batch: list[QueuedRequest]
     inputs: Tensors
+    abandoned: bool = False  # the watchdog answered its callers: the engine never came back
+
+
+def watchdog_seconds(run_timeout: float) -> float:
+    """How long after a run's timeout the engine is declared stuck: it had twice the time, and a second."""
+    return 2 * run_timeout + 1.0
 
 
 @dataclass(slots=True)
@@ -194,6 +210,8 @@ class Batcher:
         stats: ModelStats,
         output_names: Sequence[str] | None = None,
         inline_below_seconds: float = INLINE_BELOW_SECONDS,
+        run_timeout: float = 0.0,
+        on_stuck: Callable[[str], None] | None = None,
     ) -> None:
         self._runtime = runtime
         self._max_rows = max_batch_size
@@ -216,6 +234,20 @@ class Batcher:
         self._thread: threading.Thread | None = None
         self._idle = asyncio.Event()
         self._idle_set = False  # mirrors self._idle: Event.is_set is a Python call per request
+        # Overload (see admission.py): the controlled-delay state, and the requests dropped before the engine.
+        self._codel = admission.ControlledDelay(config.overload_wait_ms / 1000.0)
+        self._shedding = config.overload_wait_ms > 0
+        # A run that never returns (runtime.timeout_ms): the watchdog fails its callers, and the
+        # version is unavailable from then on, with the reason (told to the registry by on_stuck).
+        self._run_timeout = run_timeout
+        self._on_stuck = on_stuck
+        self._watchdog: asyncio.TimerHandle | None = None
+        self.broken: str | None = None
+        # Mirrors the controlled delay's verdict in a plain attribute: the router reads it for
+        # every request (before decoding), and a property would be a call each time.
+        self.overloaded = False
+        self._backlog = False  # requests were left queued at the last flush
+        self.dropped = stats.dropped  # by reason, kept with the version's other statistics
 
     @property
     def queued(self) -> int:
@@ -225,12 +257,30 @@ class Batcher:
     def batching(self) -> bool:
         return self._max_rows > 0
 
-    def submit(self, inputs: Mapping[str, np.ndarray], rows: int, done: Done) -> None:
-        """Queue one request; ``done`` later receives its own outputs (its rows only) or its error."""
+    def refusal(self) -> LeanserveError | None:
+        """While :attr:`overloaded`: the 503 for a new request that would wait over the target, else None."""
+        refused = admission.over_target(self._queued_rows, self._row_seconds(), self._codel.target)
+        if refused is not None:
+            self.dropped["overload"] += 1
+            self._codel.refused()
+        return refused
+
+    def submit(self, inputs: Mapping[str, np.ndarray], rows: int, done: Done, caller: Caller | None = None) -> None:
+        """Queue one request; ``done`` later receives its own outputs (its rows only) or its error.
+
+        ``caller`` lets the batcher drop the request before the engine when its client has gone
+        or its deadline passed, and refuse it at once when the queue is longer than its deadline.
+        """
         loop = self._loop or self._bind_loop()
         if self._closed:
-            done(None, ModelNotReady(f"model {self._stats.name!r} is unloading"))
+            done(None, ModelNotReady(self.broken or f"model {self._stats.name!r} is unloading"))
             return
+        if caller is not None and caller.deadline is not None:
+            refused = admission.admit(loop.time(), caller.deadline, self._queued_rows, self._row_seconds())
+            if refused is not None:
+                self.dropped["deadline" if refused.status == 504 else "expected_wait"] += 1
+                done(None, refused)
+                return
         if len(self._pending) >= self._config.max_queue_size:
             done(
                 None,
@@ -241,7 +291,7 @@ class Batcher:
                 ),
             )
             return
-        self._pending.append(QueuedRequest(inputs, rows, batch_key(inputs, self._max_rows > 0), done))
+        self._pending.append(QueuedRequest(inputs, rows, batch_key(inputs, self._max_rows > 0), done, caller=caller))
         self._queued_rows += rows
         if self._idle_set:
             self._idle.clear()
@@ -249,9 +299,9 @@ class Batcher:
         if not self._busy and self._flush_handle is None:
             self._schedule_flush(loop)
 
-    async def infer(self, inputs: Mapping[str, np.ndarray], rows: int) -> Tensors:
+    async def infer(self, inputs: Mapping[str, np.ndarray], rows: int, caller: Caller | None = None) -> Tensors:
         """:meth:`submit` for async callers: the request's outputs, or its error raised."""
-        return await call_as_future(lambda done: self.submit(inputs, rows, done))
+        return await call_as_future(lambda done: self.submit(inputs, rows, done, caller))
 
     async def drain(self) -> None:
         """Wait until nothing is queued or running."""
@@ -262,10 +312,10 @@ class Batcher:
         """Stop accepting, let queued requests finish, stop the worker thread."""
         self._closed = True
         await self.drain()
-        if self._thread is not None:
+        if self._thread is not None and self.broken is None:  # a stuck thread never joins: it is a daemon
             self._jobs.put(None)
             await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
-            self._thread = None
+        self._thread = None
 
     # ---- mechanism ----------------------------------------------------------------------------
 
@@ -295,13 +345,39 @@ class Batcher:
                 self._flush_handle = self._loop.call_later(delay, self._flush)
                 return
         limit = self._tuner.limit() if self._tuner is not None else self._max_rows
+        if self.overloaded:
+            # While a queue stands, a batch takes no longer than the target: the rows/s a larger
+            # batch might add are worth nothing to callers who gave up waiting for it.
+            limit = admission.overload_rows(limit, self._codel.target, self._row_seconds())
         batch = self._pop(take_batch(self._pending, limit))
         now = time.perf_counter()
-        self._stats.record_queue_waits([now - r.enqueued for r in batch])
+        self._backlog = bool(self._pending)
+        waits = [now - r.enqueued for r in batch]
+        self._stats.record_queue_waits(waits)
+        min_wait = min(waits, default=float("inf"))
+        dropped = False
+        for r in batch:
+            if r.caller is not None and (r.caller.gone or r.caller.deadline is not None):
+                dropped = True
+                break
+        if (self._backlog or self._codel.overloaded) and self._shedding:
+            # A queue stands behind this batch: let the controlled delay judge it.
+            threshold = self._codel.observe(now, min_wait, self._single_cost or self._row_cost or 0.0)
+            self.overloaded = threshold is not None
+            if threshold is not None:
+                batch = self._shed(batch, now, threshold)
+        if dropped:
+            batch = self._drop_departed(batch)
+        if not batch:  # every caller of this batch was gone or shed: nothing to run
+            self._after_batch()
+            return
         self._busy = True
         try:
             inputs = self._concatenate(batch)
-        except LeanserveError as e:
+        except Exception as e:  # every error must reach the callers, or they wait for ever
+            if not isinstance(e, LeanserveError):
+                log.exception("model %s: could not assemble a batch", self._stats.name)
+                e = InferenceFailed(f"could not assemble the batch: {type(e).__name__}: {e}")
             self._finish(_Done(batch, [e] * len(batch), 0.0))
             return
         estimate = self._estimate(sum(r.rows for r in batch))
@@ -309,7 +385,58 @@ class Batcher:
             self._finish(self._execute(_Job(batch, inputs)))
         else:
             self._ensure_thread()
-            self._jobs.put(_Job(batch, inputs))
+            job = _Job(batch, inputs)
+            if self._run_timeout > 0:
+                assert self._loop is not None
+                self._watchdog = self._loop.call_later(watchdog_seconds(self._run_timeout), self._stuck, job)
+            self._jobs.put(job)
+
+    def _row_seconds(self) -> float | None:
+        """Measured engine seconds per row (None until measured)."""
+        return self._row_cost if self._row_cost is not None else self._single_cost
+
+    def _shed(self, batch: list[QueuedRequest], now: float, threshold: float) -> list[QueuedRequest]:
+        """Refuse (503) the requests that waited over ``threshold``: in this batch, and at the queue's head."""
+        target = self._codel.target
+        kept = []
+        for r in batch:
+            if now - r.enqueued > threshold:
+                self.dropped["overload"] += 1
+                self._codel.refused()
+                self._answer(r, None, admission.shed(now - r.enqueued, target))
+            else:
+                kept.append(r)
+        pending = self._pending
+        while pending and now - pending[0].enqueued > threshold:
+            r = pending.popleft()
+            self._queued_rows -= r.rows
+            self.dropped["overload"] += 1
+            self._codel.refused()
+            self._answer(r, None, admission.shed(now - r.enqueued, target))
+        return kept
+
+    def _drop_departed(self, batch: list[QueuedRequest]) -> list[QueuedRequest]:
+        """Answer, without running them, the requests whose client has gone or whose deadline passed."""
+        assert self._loop is not None
+        loop_now = self._loop.time()
+        kept = []
+        for r in batch:
+            caller = r.caller
+            if caller is not None and caller.gone:
+                self.dropped["disconnected"] += 1
+                self._answer(r, None, admission.departed())
+            elif caller is not None and caller.deadline is not None and caller.deadline <= loop_now:
+                self.dropped["deadline"] += 1
+                self._answer(r, None, admission.expired(caller.deadline))
+            else:
+                kept.append(r)
+        return kept
+
+    def _answer(self, request: QueuedRequest, outputs: Tensors | None, error: LeanserveError | None) -> None:
+        try:
+            request.done(outputs, error)
+        except Exception:  # one caller's broken callback must not starve the rest of the batch
+            log.exception("error delivering a result for model %s", self._stats.name)
 
     def _estimate(self, rows: int) -> float | None:
         """Expected engine seconds for a batch of ``rows``, from what was measured so far."""
@@ -345,7 +472,8 @@ class Batcher:
         assert loop is not None
         while (job := self._jobs.get()) is not None:
             done = self._execute(job)
-            loop.call_soon_threadsafe(self._finish, done)
+            if not job.abandoned:
+                loop.call_soon_threadsafe(self._finish, done)
 
     def _execute(self, job: _Job) -> _Done:
         """Run one batch; on failure of a shared batch, rerun each request alone so only the culprit fails."""
@@ -358,15 +486,43 @@ class Batcher:
             else:
                 results = list(split_rows(outputs, [r.rows for r in job.batch]))
         except LeanserveError as e:
-            if len(job.batch) == 1:
-                results = [e]
+            if len(job.batch) == 1 or isinstance(e, DeadlineExceeded):  # a run cut short: alone, it would be too
+                results = [e] * len(job.batch)
             else:
                 results = [self._execute(_Job([r], dict(r.inputs))).results[0] for r in job.batch]
         except Exception as e:  # an engine bug must not leave callers hanging
+            log.exception("model %s: the engine raised", self._stats.name)
             results = [InferenceFailed(f"inference failed: {type(e).__name__}: {e}")] * len(job.batch)
         return _Done(job.batch, results, time.perf_counter() - start)
 
+    def _stuck(self, job: _Job) -> None:
+        """The engine did not come back from a run: fail its callers and everything queued, for good."""
+        self._watchdog = None
+        job.abandoned = True
+        reason = (
+            f"model {self._stats.name!r} version {self._stats.version} is unavailable: its engine did not return "
+            f"from a run within {watchdog_seconds(self._run_timeout):g} s (runtime.timeout_ms "
+            f"{self._run_timeout * 1000:g}) and was not cancelled"
+        )
+        log.error("%s", reason)
+        self.broken = reason
+        self._closed = True
+        for r in job.batch:
+            self._answer(r, None, DeadlineExceeded(f"the model's run did not finish: {reason}"))
+        while self._pending:
+            r = self._pending.popleft()
+            self._answer(r, None, ModelNotReady(reason, hint="load the model again (model control) or restart"))
+        self._queued_rows = 0
+        self._busy = False
+        self._idle.set()
+        self._idle_set = True
+        if self._on_stuck is not None:
+            self._on_stuck(reason)
+
     def _finish(self, done: _Done) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         rows = sum(r.rows for r in done.batch)
         self._stats.record_batch(rows if self.batching else len(done.batch), done.seconds)
         if self._tuner is not None and done.seconds > 0:
@@ -379,20 +535,24 @@ class Batcher:
             previous = self._row_cost
             self._row_cost = per_row if previous is None else 0.8 * previous + 0.2 * per_row
         for request, result in zip(done.batch, done.results, strict=True):
-            try:
-                if isinstance(result, LeanserveError):
-                    request.done(None, result)
-                else:
-                    request.done(result, None)
-            except Exception:  # one caller's broken callback must not starve the rest of the batch
-                log.exception("error delivering a result for model %s", self._stats.name)
+            if isinstance(result, LeanserveError):
+                self._answer(request, None, result)
+            else:
+                self._answer(request, result, None)
         self._busy = False
+        self._after_batch()
+
+    def _after_batch(self) -> None:
+        """Not busy: flush what is queued, or say the batcher is idle."""
         if self._pending:
             assert self._loop is not None
             if self._flush_handle is None:
                 # Requests that piled up while busy have waited already: flush right away.
                 self._flush_handle = self._loop.call_soon(self._flush)
         else:
+            if self._backlog or self._codel.overloaded:
+                self._codel.idle()
+            self._backlog = False
             self._idle.set()
             self._idle_set = True
 
@@ -400,6 +560,7 @@ class Batcher:
 __all__ = [
     "BatchSizeTuner",
     "Batcher",
+    "Caller",
     "QueuedRequest",
     "batch_key",
     "flush_delay",

@@ -78,6 +78,11 @@ class DynamicBatching:
     max_queue_size: int = field(default=4096, metadata={"minimum": 1})
     # Cap batches at the size measured to give the most rows per second (see batching.BatchSizeTuner).
     adaptive_batch_size: bool = True
+    # Overload (admission.py): the least wait the queue may keep standing before requests that waited
+    # twice as long are refused with 503. The target is also at least two measured batch cycles, so
+    # it grows with the model and with a starved machine. Raise it for patient callers (batch jobs,
+    # many closed-loop clients that never time out); 0 turns shedding off.
+    overload_wait_ms: float = field(default=100.0, metadata={"minimum": 0.0})
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +98,10 @@ class RuntimeOptions:
     # spinning costs CPU that other models on the same cores could use, and the event loop's core.
     # Unset: only when a core is left over for the event loop (see runtimes.threads).
     allow_spinning: bool | None = None
+    # Longest one engine run may take (0: no limit). ONNX Runtime cancels a run past it between two
+    # operators (RunOptions.terminate) and its requests get 504; a run that does not come back even
+    # then leaves the version unavailable, with the reason (batching.Batcher's watchdog).
+    timeout_ms: float = field(default=0.0, metadata={"minimum": 0.0})
 
 
 @dataclass(frozen=True, slots=True)

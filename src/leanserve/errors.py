@@ -53,6 +53,26 @@ class UnsupportedMediaType(ClientError):
     status = 415
 
 
+class ClientGone(ClientError):
+    """The client hung up before its answer was computed (nginx's 499: nobody reads this status)."""
+
+    status = 499
+
+
+class RequestTimeout(ClientError):
+    """The client sent its request too slowly (a header or body that trickles in)."""
+
+    status = 408
+
+
+class UriTooLong(ClientError):
+    status = 414
+
+
+class HeadersTooLarge(ClientError):
+    status = 431
+
+
 class MethodNotAllowed(ClientError):
     status = 405
 

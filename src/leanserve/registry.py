@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import functools
 import logging
 import time
 from collections.abc import Coroutine
@@ -519,7 +520,14 @@ class ModelRegistry:
         if not slot.memory_declared:  # the budget counts device memory too: one figure per version
             slot.memory_bytes = loaded.grew + sum(loaded.device_grew.values())
         slot.stats.device_memory_bytes = dict(loaded.device_grew)
-        slot.batcher = Batcher(loaded.runtime, config.max_batch_size or 0, config.dynamic_batching, slot.stats)
+        slot.batcher = Batcher(
+            loaded.runtime,
+            config.max_batch_size or 0,
+            config.dynamic_batching,
+            slot.stats,
+            run_timeout=config.runtime.timeout_ms / 1000.0,
+            on_stuck=functools.partial(self._stuck, slot),
+        )
         slot.lease = Lease(slot.name, slot.version, config, slot.batcher, slot.stats, slot)
         slot.stats.loads += 1
         slot.stats.load_seconds = loaded.seconds
@@ -541,6 +549,11 @@ class ModelRegistry:
             f"needs {format_size(slot.memory_bytes)} ({how}), more than the whole memory budget of "
             f"{format_size(budget)}; raise --memory-budget to serve it"
         )
+
+    def _stuck(self, slot: _Slot, reason: str) -> None:
+        """Its engine hung in a run and was not cancelled: unavailable (not ready), with the reason."""
+        slot.failure = reason
+        slot.state, slot.reason = State.UNAVAILABLE, reason
 
     def _fail(self, slot: _Slot, error: str) -> None:
         slot.failure = error or "failed its start-up check"

@@ -18,13 +18,15 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import InvalidInput, LeanserveError, PayloadTooLarge
+from .admission import TIMEOUT_PARAMETER, timeout_deadline
+from .errors import InvalidInput, LeanserveError, PayloadTooLarge, ServerError
 from .experiments import Comparison, compare_outputs
 from .experiments.alias import ARM_PARAMETER, UNIT_HEADER, Alias
 from .futures import call_as_future
@@ -46,6 +48,7 @@ ResultCallback = Callable[[InferResult | None, LeanserveError | None], None]
 # error). Called on the event loop, on error paths only; it must be cheap (the failure log buffers).
 FailureHook = Callable[["RequestContext", str, str, LeanserveError], None]
 
+log = logging.getLogger("leanserve.router")
 _ids = itertools.count(1)
 
 
@@ -67,6 +70,7 @@ class RequestContext:
     # (lower-case name, value) of the headers that matter past the front end (an experiment's unit key).
     headers: tuple[tuple[str, str], ...] = ()
     deadline: float | None = None  # event-loop time by which the answer is useless
+    gone: bool = False  # the client hung up: the batcher drops the request before the engine
     authorization: str | None = field(default=None, repr=False)  # never logged
     # Through an experiment alias: the alias, and the arm serving the request ("model:version"),
     # set by the router for the response header and the failure log.
@@ -165,10 +169,21 @@ class Router:
     ) -> None:
         stats = lease.stats
         config = lease.config
+        if lease.batcher.overloaded:  # a standing queue: refuse what would wait too long, before decoding it
+            refused = lease.batcher.refusal()
+            if refused is not None:
+                self.registry.release(lease)
+                self._failed(ctx, stats, lease.name, str(lease.version), refused, start, done)
+                return
         try:
             request = self._decode(wire) if isinstance(wire, InferBody) else wire
             rows = validate_request(request, config.inputs, config.outputs, config.max_batch_size or 0)
-        except LeanserveError as e:
+            if request.parameters and TIMEOUT_PARAMETER in request.parameters:
+                deadline_from_timeout(ctx, request.parameters)
+        except Exception as e:  # a bug in a codec must still answer, and release the version
+            if not isinstance(e, LeanserveError):
+                log.exception("decoding a request for model %s", lease.name)
+                e = ServerError(f"internal error while reading the request: {type(e).__name__}")
             self.registry.release(lease)
             self._failed(ctx, stats, lease.name, str(lease.version), e, start, done)
             return
@@ -184,7 +199,7 @@ class Router:
             stats.record_success(time.perf_counter() - start)
             done(_result(lease, request, outputs), None)
 
-        lease.batcher.submit({i.name: i.data for i in request.inputs}, rows, finish)
+        lease.batcher.submit({i.name: i.data for i in request.inputs}, rows, finish, ctx)
 
     def _decode(self, wire: InferBody) -> InferRequest:
         body = wire.body
@@ -325,6 +340,13 @@ class Router:
         if self.on_failure is not None:
             self.on_failure(ctx, name, version, error)
         done(None, error)
+
+
+def deadline_from_timeout(ctx: RequestContext, parameters: dict[str, object]) -> None:
+    """Tighten ``ctx.deadline`` to the request's ``timeout`` parameter (Triton's, in microseconds)."""
+    deadline = timeout_deadline(parameters, asyncio.get_running_loop().time())
+    if deadline is not None and (ctx.deadline is None or deadline < ctx.deadline):
+        ctx.deadline = deadline
 
 
 _NO_ANSWER = Comparison(agree=False, similarity=0.0, max_abs_error=float("inf"))

@@ -36,6 +36,8 @@ LATENCY_BUCKETS: Final[tuple[float, ...]] = (
 BATCH_SIZE_BUCKETS: Final[tuple[float, ...]] = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 OUTCOMES: Final[tuple[str, ...]] = ("success", "client_error", "server_error")
+# Why a request never reached the engine (admission.py decides; the batcher counts).
+DROP_REASONS: Final[tuple[str, ...]] = ("disconnected", "deadline", "expected_wait", "overload")
 # Why a version was unloaded: to make room in the memory budget, by the control API, replaced by
 # new files (hot swap), removed from the repository, or at shutdown.
 UNLOAD_REASONS: Final[tuple[str, ...]] = ("evicted", "operator", "replaced", "removed", "shutdown")
@@ -117,6 +119,7 @@ class ModelStats:
     # Failed requests by HTTP status. Every success is a 200, read from ``outcomes`` when asked
     # (:meth:`responses_by_code`), so the success path pays nothing for counting codes.
     error_codes: dict[int, int] = field(default_factory=dict)
+    dropped: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DROP_REASONS, 0))
 
     def record_request(self, outcome: str, seconds: float) -> None:
         self.outcomes[outcome] += 1
@@ -210,4 +213,5 @@ class ModelStats:
             "unloads": dict(self.unloads),
             "in_flight": self.in_flight,
             "outcomes": dict(self.outcomes),
+            "dropped": dict(self.dropped),
         }

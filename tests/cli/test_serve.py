@@ -11,6 +11,7 @@ import pytest
 
 import leanserve.server
 from leanserve.cli import main
+from leanserve.protocol import Limits
 from leanserve.server import ExperimentOptions, ObservabilityOptions
 
 
@@ -53,3 +54,22 @@ def test_a_negative_failure_log_size_is_a_usage_error(
 ) -> None:
     assert main(["serve", str(tmp_path), "--failure-log-entries", "-1"]) == 2
     assert "--failure-log-entries" in capsys.readouterr().err and not served
+
+
+def test_limits_and_shutdown_grace_reach_the_server(tmp_path: Path, served: dict[str, Any]) -> None:
+    argv = ["serve", str(tmp_path), "--max-url-bytes", "2048", "--max-header-bytes", "9000", "--header-timeout", "3"]
+    assert main([*argv, "--body-timeout", "4", "--idle-timeout", "5", "--shutdown-grace", "7.5"]) == 0
+    assert served["limits"] == Limits(
+        max_url_bytes=2048, max_header_bytes=9000, header_timeout_s=3, body_timeout_s=4, idle_timeout_s=5
+    )
+    assert served["shutdown_grace_seconds"] == 7.5
+    assert main(["serve", str(tmp_path)]) == 0
+    assert served["limits"] == Limits() and served["shutdown_grace_seconds"] == 30.0
+
+
+@pytest.mark.parametrize("flags", [["--shutdown-grace", "-1"], ["--max-url-bytes", "0"], ["--idle-timeout", "-3"]])
+def test_impossible_limits_are_usage_errors(
+    tmp_path: Path, served: dict[str, Any], capsys: pytest.CaptureFixture[str], flags: list[str]
+) -> None:
+    assert main(["serve", str(tmp_path), *flags]) == 2
+    assert not served

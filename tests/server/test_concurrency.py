@@ -26,11 +26,13 @@ def slow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningServ
     root = tmp_path_factory.mktemp("slow-repo")
     w, b = write_slow_affine(root / "slow" / "1" / "model.onnx")
     # The batch-size tuner off: batches take every queued request that fits, which the test pins.
+    # Shedding off: 64 patient callers keep a queue eight batches deep standing on purpose, which
+    # the default controlled delay (admission.py) would rightly shed for callers that give up.
     # One engine thread that sleeps when idle: spinning workers would take the cores the client
     # and the server's event loop need to keep the queue full.
     (root / "slow" / "model.toml").write_text(
         f"max_batch_size = {MAX_BATCH}\n"
-        "[dynamic_batching]\nadaptive_batch_size = false\n"
+        "[dynamic_batching]\nadaptive_batch_size = false\noverload_wait_ms = 0\n"
         "[runtime]\nintra_op_threads = 1\nallow_spinning = false\n"
     )
     running = RunningServer(root).start()

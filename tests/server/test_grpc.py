@@ -559,3 +559,25 @@ def test_a_grpc_port_in_use_is_a_usage_error(tmp_path: Path) -> None:
         )
     assert done.returncode == 2, done.stderr
     assert f"cannot listen for gRPC on 127.0.0.1:{grpc_port}" in done.stderr
+
+
+def test_a_call_whose_deadline_passes_in_the_queue_is_never_computed(
+    server: RunningServer, client: grpcclient.InferenceServerClient
+) -> None:
+    """A request holds the slow model (~300 ms); one with a 100 ms deadline queues behind it and gives up:
+    when the engine is free it is dropped (cancelled or past its deadline), not run."""
+    x = np.ones((1, 4), np.float32)
+    before = httpx.get(f"{server.url}/v2/models/slow/versions/1/stats").json()["model_stats"][0]
+    with ThreadPoolExecutor(2) as pool:
+        blocker = pool.submit(client.infer, "slow", [grpc_input("x", x, "FP32")])
+        time.sleep(0.1)
+        with pytest.raises(InferenceServerException, match=r"(?i)deadline"):
+            client.infer("slow", [grpc_input("x", x, "FP32")], client_timeout=0.1)
+        blocker.result(timeout=30)
+    time.sleep(0.2)
+    after = httpx.get(f"{server.url}/v2/models/slow/versions/1/stats").json()["model_stats"][0]
+    assert after["execution_count"] - before["execution_count"] == 1, "only the blocker ran"
+    # Dropped and counted when it reached the queue; on a starved machine its deadline may pass
+    # before the server even reads it, and then nothing is counted: either way, never computed.
+    dropped = {k: after["dropped"][k] - before["dropped"][k] for k in ("disconnected", "deadline")}
+    assert sum(dropped.values()) <= 1, dropped

@@ -11,33 +11,10 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
+from tests.fixtures.onnx_models import write_slow_model
 from tests.support import free_port, wait_until_ready
-
-
-def write_slow_model(path: Path, width: int = 1024, depth: int = 200) -> None:
-    """A chain of ``depth`` MatMuls sharing one weight: slow enough to be caught in flight."""
-    w = numpy_helper.from_array(np.eye(width, dtype=np.float32), "w")
-    nodes = []
-    prev = "x"
-    for i in range(depth):
-        out = "y" if i == depth - 1 else f"h{i}"
-        nodes.append(helper.make_node("MatMul", [prev, "w"], [out]))
-        prev = out
-    graph = helper.make_graph(
-        nodes,
-        "slow",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", width])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", width])],
-        [w],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    path.parent.mkdir(parents=True)
-    onnx.save(model, path)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
@@ -76,3 +53,64 @@ def test_signal_lets_in_flight_requests_finish_and_exits_zero(tmp_path: Path, si
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+@pytest.mark.slow
+def test_sigterm_under_load_loses_no_accepted_request(tmp_path: Path) -> None:
+    """16 clients keep a model busy; SIGTERM: every request the server took is answered, then exit 0.
+
+    A request is lost when its connection closes after it was sent and before its answer came;
+    a refused connection (the listener closed) was never accepted.
+    """
+    write_slow_model(tmp_path / "slow" / "1" / "model.onnx", width=256, depth=40)
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "leanserve", "serve", str(tmp_path), "--port", str(port), "--shutdown-grace", "20"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}/v2/models/slow/infer"
+    body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [2, 256], "data": [0.5] * 512}]}
+    stop_at = time.monotonic() + 60
+    lock = threading.Lock()
+    outcomes: dict[str, int] = {}
+    signalled = threading.Event()
+
+    def count(outcome: str) -> None:
+        with lock:
+            outcomes[outcome] = outcomes.get(outcome, 0) + 1
+
+    def client() -> None:
+        with httpx.Client(timeout=30) as http:
+            while time.monotonic() < stop_at:
+                try:
+                    r = http.post(url, json=body)
+                except httpx.ConnectError:
+                    count("refused")  # never accepted: the server stopped listening
+                    return
+                except (httpx.RemoteProtocolError, httpx.ReadError):
+                    count("lost")
+                    return
+                count(f"{r.status_code}{' after signal' if signalled.is_set() else ''}")
+                if r.headers.get("connection") == "close":
+                    return  # the server said this was the last one
+
+    try:
+        wait_until_ready(f"http://127.0.0.1:{port}", timeout=60)
+        threads = [threading.Thread(target=client) for _ in range(16)]
+        for t in threads:
+            t.start()
+        time.sleep(1.5)
+        signalled.set()
+        proc.send_signal(signal.SIGTERM)
+        for t in threads:
+            t.join(timeout=60)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert outcomes.get("lost", 0) == 0, outcomes
+    assert outcomes.get("200", 0) > 0, outcomes
+    assert outcomes.get("200 after signal", 0) > 0, f"the requests in flight at the signal were answered: {outcomes}"
+    assert set(outcomes) <= {"200", "200 after signal", "refused"}, outcomes

@@ -72,6 +72,7 @@ def test_every_field_under_its_triton_name() -> None:
             "providers": ["CPUExecutionProvider"],
             "graph_optimization": "basic",
             "allow_spinning": None,  # not in model.toml: decided at load with the threads
+            "timeout_ms": 0.0,
         },
         "metadata": {"owner": "me"},
         "default_version": 2,

@@ -26,6 +26,28 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="also serve the protocol over gRPC on this port (inference.GRPCInferenceService; default: off)",
     )
     p.add_argument("--max-body-bytes", type=int, default=None, help="largest request body accepted (default: 64 MiB)")
+    p.add_argument("--max-url-bytes", type=int, default=None, help="longest request URL (414 beyond; default: 8 KiB)")
+    p.add_argument(
+        "--max-header-bytes", type=int, default=None, help="largest request head (431 beyond; default: 64 KiB)"
+    )
+    p.add_argument(
+        "--header-timeout",
+        type=int,
+        default=None,
+        help="seconds a request's head may take to arrive (408 beyond; default: 10)",
+    )
+    p.add_argument(
+        "--body-timeout", type=int, default=None, help="longest pause within a request body, seconds (default: 30)"
+    )
+    p.add_argument(
+        "--idle-timeout", type=int, default=None, help="seconds a kept-alive connection may idle (default: 75)"
+    )
+    p.add_argument(
+        "--shutdown-grace",
+        type=float,
+        default=30.0,
+        help="on SIGTERM/SIGINT, seconds to finish the requests already accepted (default: %(default)s)",
+    )
     p.add_argument(
         "--memory-budget",
         default=os.environ.get(MEMORY_BUDGET_ENV) or None,
@@ -130,7 +152,17 @@ def run(args: argparse.Namespace) -> int:
     if args.ray and (args.workers != 1 or args.grpc_port is not None or args.poll_seconds is not None):
         raise UsageError("--ray takes neither --workers, --grpc-port nor --poll-seconds", hint="Ray scales replicas")
     configure_logging(args.log_level, args.log_format)
-    limits = Limits() if args.max_body_bytes is None else Limits(max_body_bytes=args.max_body_bytes)
+    given = {
+        "max_body_bytes": args.max_body_bytes,
+        "max_url_bytes": args.max_url_bytes,
+        "max_header_bytes": args.max_header_bytes,
+        "header_timeout_s": args.header_timeout,
+        "body_timeout_s": args.body_timeout,
+        "idle_timeout_s": args.idle_timeout,
+    }
+    limits = Limits(**{name: value for name, value in given.items() if value is not None})
+    if args.shutdown_grace < 0:
+        raise UsageError("--shutdown-grace must be 0 or more seconds")
     options = RegistryOptions(
         memory_budget=parse_size(args.memory_budget) if args.memory_budget is not None else None,
         default_load=args.load,
@@ -152,6 +184,7 @@ def run(args: argparse.Namespace) -> int:
         experiments=ExperimentOptions(file=args.experiments),
         workers=args.workers,
         log_setup=(args.log_level, args.log_format),
+        shutdown_grace_seconds=args.shutdown_grace,
     )
     return 0
 

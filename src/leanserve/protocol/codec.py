@@ -20,7 +20,7 @@ from ..errors import InvalidInput, PayloadTooLarge, UsageError
 from .binary import BinaryReader, split_body, tensor_from_binary, tensor_to_binary
 from .datatypes import DATATYPES, datatype_of
 from .json_codec import plain_tensor_from_json, tensor_from_json, tensor_to_json
-from .limits import Limits
+from .limits import Limits, check_bytes_elements, declared_elements
 from .types import InferInput, InferOutput, InferRequest, InferRequestedOutput, InferResult, Parameters
 
 _DATATYPES: Final = frozenset(DATATYPES)
@@ -89,7 +89,10 @@ def _plain_request(raw_inputs: object, limits: Limits) -> InferRequest | None:
             if type(dim) is not int or dim < 0:
                 return None
         dims = tuple(shape)
-        data = plain_tensor_from_json(datatype, dims, math.prod(dims), raw.get("data"), limits.max_tensor_elements)
+        count = math.prod(dims)
+        if count == 0:  # an empty tensor (or a shape like [2**62, 0]): the general decoder's checks
+            return None
+        data = plain_tensor_from_json(datatype, dims, count, raw.get("data"), limits.max_tensor_elements)
         if data is None:
             return None
         inputs.append(InferInput._decoded(name, dims, datatype, data, {}))
@@ -248,7 +251,7 @@ def _decode_tensor(index: int, raw: object, kind: str, reader: BinaryReader, lim
     if type(datatype) is not str or datatype not in _DATATYPES:
         raise unknown_datatype(where, datatype)
     shape = check_shape(where, raw.get("shape"))
-    count = math.prod(shape)
+    count = declared_elements(where, shape, limits.max_tensor_elements)
     parameters = _parameters(raw.get("parameters"), where, limits)
     size = parameters.pop("binary_data_size", None)
     if size is not None:
@@ -262,6 +265,8 @@ def _decode_tensor(index: int, raw: object, kind: str, reader: BinaryReader, lim
             f"{where}: has neither 'data' nor parameters.binary_data_size",
             hint="shared memory is not supported; send the tensor in the request",
         )
+    if datatype == "BYTES":
+        check_bytes_elements(where, data, limits.max_bytes_element)
     return InferInput._decoded(name, shape, datatype, data, parameters)
 
 

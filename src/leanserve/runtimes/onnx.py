@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -12,7 +13,7 @@ import onnxruntime as ort
 from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument, InvalidGraph
 
 from ..config import RuntimeOptions
-from ..errors import ConfigError, InferenceFailed, InvalidInput
+from ..errors import ConfigError, DeadlineExceeded, InferenceFailed, InvalidInput
 from ..protocol.datatypes import datatype_from_onnx
 from . import EngineTensor
 from .threads import available_cores, plan_threads
@@ -98,6 +99,7 @@ class OnnxRuntime:
         binding = getattr(self._session, "_sess", None)
         cpu_only = self._providers == ("CPUExecutionProvider",)
         self._run: Callable[..., list[Any]] = binding.run if cpu_only and binding is not None else self._session.run
+        self._timeout = options.timeout_ms / 1000.0
 
     @property
     def inputs(self) -> tuple[EngineTensor, ...]:
@@ -124,12 +126,35 @@ class OnnxRuntime:
                     f"input {name!r}: BYTES element is not UTF-8 text ({e.reason} at byte {e.start})",
                     hint="ONNX Runtime string tensors carry text; encode binary payloads (e.g. base64)",
                 ) from None
+        if self._timeout:
+            return self._run_with_timeout(names, feed)
         try:
             results = self._run(names, feed, None)
         except (InvalidArgument, InvalidGraph) as e:
             raise InvalidInput(f"the model rejected the inputs: {e}") from e
         except Exception as e:
             raise InferenceFailed(f"ONNX Runtime failed: {e}") from e
+        return dict(zip(names, results, strict=True))
+
+    def _run_with_timeout(self, names: list[str], feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """A run that ONNX Runtime cancels (between two operators) once ``runtime.timeout_ms`` has passed."""
+        run_options = ort.RunOptions()
+        timer = threading.Timer(self._timeout, setattr, (run_options, "terminate", True))
+        timer.daemon = True
+        timer.start()
+        try:
+            results = self._session.run(names, feed, run_options)
+        except (InvalidArgument, InvalidGraph) as e:
+            raise InvalidInput(f"the model rejected the inputs: {e}") from e
+        except Exception as e:
+            if run_options.terminate:
+                raise DeadlineExceeded(
+                    f"the model's run took over runtime.timeout_ms ({self._timeout * 1000:g} ms) and was cancelled",
+                    hint="send fewer rows per request, or raise runtime.timeout_ms in model.toml",
+                ) from e
+            raise InferenceFailed(f"ONNX Runtime failed: {e}") from e
+        finally:
+            timer.cancel()
         return dict(zip(names, results, strict=True))
 
     def close(self) -> None:

@@ -19,8 +19,9 @@ from .auth import Tokens
 from .dashboard import Dashboard
 from .experiments import ExperimentEndpoints, ExperimentOptions, Experiments
 from .handlers import Handlers
-from .http import ConnectionTracker, HttpProtocol
+from .http import SHUTDOWN_LINGER_SECONDS, ConnectionTracker, HttpProtocol
 from .observability import Observability, ObservabilityOptions
+from .timeouts import TimeoutSweeper
 
 if TYPE_CHECKING:
     from .grpc import GrpcFrontEnd
@@ -71,6 +72,7 @@ class Server:
             metrics_source=metrics_source,
         )
         self._tracker = ConnectionTracker()
+        self._sweeper = TimeoutSweeper(self._tracker.connections, self.limits)
         self._server: asyncio.Server | None = None
         self._grpc: GrpcFrontEnd | None = None
         self._watch: asyncio.Task[None] | None = None
@@ -112,6 +114,7 @@ class Server:
             await self.observability.close()
             raise
         log.info("listening on http://%s:%d", self.host, self.bound_port)
+        self._sweeper.start()
         if self.grpc_port is not None:
             # Imported here: an HTTP-only server does not pay for grpcio and the protocol's messages.
             from .grpc import GrpcFrontEnd
@@ -153,8 +156,13 @@ class Server:
         # the models are released only when both are done (or the grace period is over).
         grpc_stopped = loop.create_task(self._grpc.stop(self.shutdown_grace_seconds)) if self._grpc else None
         deadline = loop.time() + self.shutdown_grace_seconds
-        while self._tracker.busy and loop.time() < deadline:
+        # Idle kept-alive connections linger (see http.SHUTDOWN_LINGER_SECONDS); without any, no wait.
+        linger = loop.time() + (
+            min(SHUTDOWN_LINGER_SECONDS, self.shutdown_grace_seconds) if self._tracker.connections else 0
+        )
+        while (self._tracker.busy or loop.time() < linger) and loop.time() < deadline:
             await asyncio.sleep(0.01)
+        self._sweeper.stop()  # after the grace period: it kept cutting off slow clients meanwhile
         if grpc_stopped is not None:
             await grpc_stopped
             self._grpc = None
@@ -216,12 +224,14 @@ def serve(
     experiments: ExperimentOptions | None = None,
     workers: int | Literal["auto"] = 1,
     log_setup: tuple[str, str] | None = None,
+    shutdown_grace_seconds: float = 30.0,
 ) -> None:
     """Serve ``repository`` until SIGINT/SIGTERM; returns after a graceful shutdown.
 
     ``grpc_port`` also serves the protocol over gRPC there (off when None). ``workers`` > 1 (or
     "auto": one per core) serves from that many processes on one port (see :mod:`.workers`);
-    ``log_setup`` is (level, format) for their logging.
+    ``log_setup`` is (level, format) for their logging. On a signal the server stops accepting and
+    answers what it accepted for at most ``shutdown_grace_seconds``.
     """
     if workers != 1:
         from .workers import WorkerSpec, serve_workers
@@ -240,6 +250,7 @@ def serve(
             experiments,
             level,
             log_format,
+            shutdown_grace_seconds,
         )
         serve_workers(spec, workers)
         return
@@ -248,6 +259,7 @@ def serve(
         host,
         port,
         limits,
+        shutdown_grace_seconds,
         options=options,
         tokens=tokens,
         poll_seconds=poll_seconds,

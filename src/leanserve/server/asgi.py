@@ -7,6 +7,7 @@ arguments out of the URL and call :class:`.handlers.Handlers`.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import AbstractAsyncContextManager
@@ -25,8 +26,9 @@ from ..router import InferBody, RequestContext, Router, next_request_id
 from .auth import DASHBOARD_COOKIE, Tokens
 from .dashboard import Dashboard
 from .experiments import ACTIONS, ExperimentEndpoints, ExperimentOptions, Experiments
-from .handlers import Handlers, Reply, error_reply
+from .handlers import Handlers, Reply, error_reply, json_reply
 from .observability import Observability, ObservabilityOptions
+from .openapi import openapi_document
 
 HEADER_LENGTH = "inference-header-content-length"
 Lifespan = Callable[[Starlette], AbstractAsyncContextManager[None]]
@@ -71,12 +73,19 @@ def build_app(
 
     async def infer(request: Request) -> Response:
         body = await request.body()
-        reply = await handlers.infer_async(
-            request_context(request, handlers.router.unit_headers),
-            request.path_params["model"],
-            version_of(request),
-            InferBody(body, request.headers.get(HEADER_LENGTH), request.headers.get("content-encoding")),
-        )
+        ctx = request_context(request, handlers.router.unit_headers)
+        # The ASGI server says when the client hangs up: the request is then marked gone, and the
+        # batcher drops it before the engine, as on the fast front end.
+        watch = asyncio.get_running_loop().create_task(_mark_gone_on_disconnect(request, ctx))
+        try:
+            reply = await handlers.infer_async(
+                ctx,
+                request.path_params["model"],
+                version_of(request),
+                InferBody(body, request.headers.get(HEADER_LENGTH), request.headers.get("content-encoding")),
+            )
+        finally:
+            watch.cancel()
         return to_response(reply)
 
     def guarded(endpoint: Callable[[Request], Reply]) -> Callable[[Request], Awaitable[Response]]:
@@ -131,7 +140,12 @@ def build_app(
 
     model = "/v2/models/{model}"
     versioned = "/v2/models/{model}/versions/{version}"
+
+    async def openapi(request: Request) -> Response:
+        return to_response(json_reply(openapi_document()))
+
     routes = [
+        Route("/v2/openapi.json", openapi, methods=["GET"]),
         Route("/v2/health/live", live, methods=["GET"]),
         Route("/v2/health/ready", ready, methods=["GET"]),
         Route("/v2", server_metadata, methods=["GET"]),
@@ -180,6 +194,13 @@ def build_app(
     return Starlette(
         routes=routes, exception_handlers={HTTPException: http_error, InvalidInput: invalid}, lifespan=lifespan
     )
+
+
+async def _mark_gone_on_disconnect(request: Request, ctx: RequestContext) -> None:
+    """After the body, the next ASGI message is ``http.disconnect`` if the client hangs up first."""
+    message = await request.receive()
+    if message["type"] == "http.disconnect":
+        ctx.gone = True
 
 
 def dashboard_routes(dashboard: Dashboard) -> list[Route]:

@@ -21,10 +21,11 @@ from urllib.parse import unquote
 
 import httptools
 
-from ..errors import InvalidInput, LeanserveError, PayloadTooLarge
+from ..errors import HeadersTooLarge, InvalidInput, LeanserveError, PayloadTooLarge, UriTooLong
 from ..protocol import Limits, encode_error
 from ..router import InferBody, RequestContext, next_request_id
 from .handlers import Handlers, Reply
+from .timeouts import Phase, Progress
 
 log = logging.getLogger("leanserve.http")
 
@@ -37,8 +38,10 @@ _REASONS = {
     403: b"Forbidden",
     404: b"Not Found",
     405: b"Method Not Allowed",
+    408: b"Request Timeout",
     409: b"Conflict",
     413: b"Payload Too Large",
+    414: b"URI Too Long",
     415: b"Unsupported Media Type",
     431: b"Request Header Fields Too Large",
     500: b"Internal Server Error",
@@ -51,10 +54,12 @@ _OK_HEAD_WITH = b"HTTP/1.1 200 OK\r\ncontent-type: %s\r\ncontent-length: %d\r\n%
 # made-up URLs cannot grow it.
 _INFER_TARGETS: dict[bytes, tuple[str, str | None] | None] = {}
 _INFER_TARGETS_MAX = 4096
-MAX_HEADER_BYTES = 64 * 1024
-MAX_PIPELINED = 64  # requests parsed ahead on one connection before reading pauses
 
 ASGIApp = Callable[..., Any]
+# At shutdown an idle kept-alive connection stays open this long: its client may be sending its
+# next request right now, and closing at once would drop that request unread. One that comes is
+# answered, with ``connection: close``.
+SHUTDOWN_LINGER_SECONDS = 0.5
 
 
 @dataclass(slots=True)
@@ -79,7 +84,7 @@ class ConnectionTracker:
 
     @property
     def busy(self) -> int:
-        return sum(1 for c in self.connections if c.busy)
+        return sum(1 for c in self.connections if c.busy or c.receiving)
 
 
 def _infer_target(path: bytes) -> tuple[str, str | None] | None:
@@ -134,11 +139,44 @@ class HttpProtocol(asyncio.Protocol):
         self._paused = False
         self._asgi_task: asyncio.Task[None] | None = None
         self._client: tuple[str, int] | None = None
+        # For the timeout sweeper (timeouts.py), which samples them: no clock is read per request.
+        self._messages = 0  # requests begun
+        self._received = 0  # bytes received
+        self._receiving = 0  # 0: between requests, 1: a head is arriving, 2: a body
+        # The last inference request dispatched: told when the client hangs up, so the batcher
+        # drops it before the engine if it is still queued (harmless once it was answered).
+        self._caller: RequestContext | None = None
         self._server: tuple[str, int] | None = None
 
     @property
     def busy(self) -> bool:
         return self._active or bool(self._queue)
+
+    @property
+    def receiving(self) -> bool:
+        """A request is partly received: shutdown waits for it (it was accepted), timeouts bound it."""
+        return self._receiving != 0 and not self._rejected
+
+    def progress(self) -> Progress:
+        if self.busy:
+            phase = Phase.BUSY
+        elif self._receiving == 1:
+            phase = Phase.HEAD
+        elif self._receiving == 2:
+            phase = Phase.BODY
+        else:
+            phase = Phase.IDLE
+        return Progress(phase, self._messages, self._received)
+
+    def time_out(self, phase: Phase) -> None:
+        """The sweeper found the client too slow: 408 to a request in progress, or close an idle connection."""
+        if phase is Phase.IDLE:
+            if self._transport is not None:
+                self._transport.close()
+            return
+        what = "head" if phase is Phase.HEAD else "body"
+        seconds = self._limits.header_timeout_s if phase is Phase.HEAD else self._limits.body_timeout_s
+        self._fail(408, f"the request's {what} did not arrive in time (limit {seconds} s): connection closed")
 
     # ---- asyncio.Protocol ----------------------------------------------------------------------
 
@@ -152,11 +190,14 @@ class HttpProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._tracker.connections.discard(self)
         self._transport = None
+        if self._caller is not None:
+            self._caller.gone = True
         self._queue.clear()
 
     def data_received(self, data: bytes) -> None:
         if self._rejected:
             return
+        self._received += len(data)
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -172,9 +213,13 @@ class HttpProtocol(asyncio.Protocol):
             self._fail(e.status, str(e))
 
     def close(self) -> None:
-        """Shutdown: close now when idle, else after the request in progress."""
+        """Shutdown: close now when idle, else after the request in progress (or partly received)."""
         self._closing = True
-        if not self.busy and self._transport is not None:
+        if not self.busy and not self.receiving and self._transport is not None:
+            asyncio.get_running_loop().call_later(SHUTDOWN_LINGER_SECONDS, self._close_if_idle)
+
+    def _close_if_idle(self) -> None:
+        if not self.busy and not self.receiving and self._transport is not None:
             self._transport.close()
 
     # ---- httptools callbacks ------------------------------------------------------------------
@@ -192,16 +237,22 @@ class HttpProtocol(asyncio.Protocol):
         self._length_value = None
         self._expect_continue = False
         self._context_headers = ()
+        self._messages += 1
+        self._receiving = 1
 
     def on_url(self, url: bytes) -> None:
         self._url += url
-        if len(self._url) > MAX_HEADER_BYTES:
-            raise InvalidInput("request URL too long")
+        if len(self._url) > self._limits.max_url_bytes:
+            raise UriTooLong(
+                f"request URL longer than {self._limits.max_url_bytes} bytes", hint="raise --max-url-bytes"
+            )
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._header_bytes += len(name) + len(value)
-        if self._header_bytes > MAX_HEADER_BYTES:
-            raise LeanserveError("request headers too large", hint=f"at most {MAX_HEADER_BYTES} bytes")
+        if self._header_bytes > self._limits.max_header_bytes:
+            raise HeadersTooLarge(
+                f"request headers larger than {self._limits.max_header_bytes} bytes", hint="raise --max-header-bytes"
+            )
         name = name.lower()
         self._headers.append((name, value))
         if name == b"content-length":
@@ -221,6 +272,7 @@ class HttpProtocol(asyncio.Protocol):
             self._context_headers += ((name.decode("latin-1"), value.decode("latin-1")),)
 
     def on_headers_complete(self) -> None:
+        self._receiving = 2
         length = self._content_length()
         if length is not None and length > self._limits.max_body_bytes:
             raise PayloadTooLarge(
@@ -240,6 +292,7 @@ class HttpProtocol(asyncio.Protocol):
         self._body.append(body)
 
     def on_message_complete(self) -> None:
+        self._receiving = 0
         body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
         method = self._parser.get_method()
         if method == b"POST" and not self._active and not self._queue and self._transport is not None:
@@ -272,7 +325,7 @@ class HttpProtocol(asyncio.Protocol):
             self._context_headers,
         )
         self._queue.append(request)
-        if len(self._queue) > MAX_PIPELINED and self._transport is not None and not self._paused:
+        if len(self._queue) > self._limits.max_pipelined and self._transport is not None and not self._paused:
             self._transport.pause_reading()
             self._paused = True
         if not self._active:
@@ -291,7 +344,7 @@ class HttpProtocol(asyncio.Protocol):
     def _next(self) -> None:
         while self._queue and not self._active and self._transport is not None:
             request = self._queue.popleft()
-            if self._paused and len(self._queue) <= MAX_PIPELINED // 2:
+            if self._paused and len(self._queue) <= self._limits.max_pipelined // 2:
                 self._transport.resume_reading()
                 self._paused = False
             self._active = True
@@ -341,6 +394,7 @@ class HttpProtocol(asyncio.Protocol):
             context_headers,
             authorization=authorization,
         )
+        self._caller = ctx
         self._handlers.infer(
             ctx,
             model,

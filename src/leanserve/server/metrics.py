@@ -14,6 +14,10 @@ Metric names (all labelled ``model``, ``version``):
 - ``leanserve_inferences_total``: rows inferred; ``leanserve_executions_total``: engine runs
 - ``leanserve_in_flight_requests``: requests accepted and not yet answered, gauge
 - ``leanserve_queue_depth``: requests waiting in the batcher, gauge
+- ``leanserve_dropped_requests_total{reason}``: requests answered without reaching the engine:
+  ``disconnected`` (the client hung up), ``deadline`` (504, it passed in the queue),
+  ``expected_wait`` (503, the queue was longer than the deadline), ``overload`` (503, shed by the
+  controlled delay)
 - ``leanserve_model_ready``: 1 when the version answers, gauge
 - ``leanserve_model_memory_bytes``: resident memory the version added at load and warm-up (its
   measured size, kept after an unload), gauge
@@ -104,6 +108,11 @@ class ModelCollector(Collector):
         }
         in_flight = GaugeMetricFamily("leanserve_in_flight_requests", "Requests not yet answered.", labels=LABELS)
         queue_depth = GaugeMetricFamily("leanserve_queue_depth", "Requests waiting in the batcher.", labels=LABELS)
+        dropped = CounterMetricFamily(
+            "leanserve_dropped_requests",
+            "Requests answered without reaching the engine, by reason.",
+            labels=[*LABELS, "reason"],
+        )
         ready = GaugeMetricFamily("leanserve_model_ready", "1 when the version answers requests.", labels=LABELS)
         memory = GaugeMetricFamily(
             "leanserve_model_memory_bytes", "Resident memory the version added at load.", labels=LABELS
@@ -141,6 +150,8 @@ class ModelCollector(Collector):
                 _add_histogram(histograms["batch"], labels, s.batch_size)
                 in_flight.add_metric(labels, s.in_flight)
                 queue_depth.add_metric(labels, mv.queued)
+                for reason, count in s.dropped.items():
+                    dropped.add_metric([*labels, reason], count)
                 ready.add_metric(labels, 1.0 if mv.ready else 0.0)
                 memory.add_metric(labels, mv.memory_bytes)
                 resident.add_metric(labels, 1.0 if mv.resident else 0.0)
@@ -155,7 +166,19 @@ class ModelCollector(Collector):
         yield inferences
         yield executions
         yield from histograms.values()
-        yield from (in_flight, queue_depth, ready, memory, resident, load, loads, load_failures, unloads, not_returned)
+        yield from (
+            in_flight,
+            queue_depth,
+            dropped,
+            ready,
+            memory,
+            resident,
+            load,
+            loads,
+            load_failures,
+            unloads,
+            not_returned,
+        )
         yield from self._server_metrics()
 
     def _server_metrics(self) -> Iterator[Metric]:

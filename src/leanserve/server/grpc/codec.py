@@ -11,7 +11,6 @@ them.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -23,7 +22,7 @@ from ...protocol import DATATYPES, InferInput, InferRequest, InferRequestedOutpu
 from ...protocol.binary import tensor_from_binary, tensor_to_binary
 from ...protocol.codec import check_shape, unknown_datatype
 from ...protocol.json_codec import tensor_from_json
-from ...protocol.limits import too_many_elements
+from ...protocol.limits import check_bytes_elements, declared_elements, too_many_elements
 from ...protocol.types import Parameters
 
 _DATATYPES: Final = frozenset(DATATYPES)
@@ -122,7 +121,7 @@ def _decode_input(index: int, tensor: Any, raw: bytes | None, limits: Limits) ->
     if datatype not in _DATATYPES:
         raise unknown_datatype(where, datatype)
     shape = check_shape(where, list(tensor.shape))
-    count = math.prod(shape)
+    count = declared_elements(where, shape, limits.max_tensor_elements)
     parameters = parameters_of(tensor.parameters)
     if any(key.startswith("shared_memory") for key in parameters):
         raise InvalidInput(f"{where}: shared memory is not supported", hint="send the tensor in raw_input_contents")
@@ -138,6 +137,8 @@ def _decode_input(index: int, tensor: Any, raw: bytes | None, limits: Limits) ->
             f"{where}: has neither contents nor raw_input_contents",
             hint="shared memory is not supported; send the tensor in the request",
         )
+    if datatype == "BYTES":
+        check_bytes_elements(where, data, limits.max_bytes_element)
     return InferInput._decoded(name, shape, datatype, data, parameters)
 
 

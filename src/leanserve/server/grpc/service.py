@@ -192,7 +192,13 @@ class GrpcFrontEnd:
             deadline=None if remaining is None else asyncio.get_running_loop().time() + remaining,
             authorization=authorization,
         )
-        result: InferResult = await call_as_future(lambda done: self.router.infer(ctx, name, version, request, done))
+        try:
+            result: InferResult = await call_as_future(
+                lambda done: self.router.infer(ctx, name, version, request, done)
+            )
+        except asyncio.CancelledError:
+            ctx.gone = True  # the client cancelled the call: the batcher drops the request before the engine
+            raise
         return encode_infer_result(result)
 
     def _authorize(self, context: Context) -> None:
