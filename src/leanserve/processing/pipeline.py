@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from ..batching import BatchSizeTuner, batch_key, split_rows
+from ..batching import Batcher, BatchSizeTuner, batch_key, split_rows
 from ..config import HandlerConfig, ModelConfig, TensorSpec
 from ..errors import InferenceFailed, InvalidInput, LeanserveError
 from ..protocol import InferRequest, validate_request
@@ -35,7 +35,7 @@ from ..runtimes import Runtime
 from ..stats import ModelStats
 from .handler import BatchFunction, Handler, as_tensors
 from .ragged import Padding, pad_batch, ragged_key, with_mask
-from .stages import Done, Item, Stage, answer
+from .stages import Done, Item, Stage, answer, late
 
 if TYPE_CHECKING:
     from ..registry import ModelRegistry
@@ -103,7 +103,50 @@ class _ModelStep:
         pass
 
 
-Step = Stage | _ModelStep
+class _BatcherStep:
+    """The engine step of a model whose inputs are not ragged: the model's own batcher, as for a plain
+    model (its batch-size tuner, inline runs of cheap batches), so a client sending the engine's
+    tensors pays a few microseconds over a plain model, not a thread hand-off."""
+
+    def __init__(self, batcher: Batcher, forward: Callable[[Item, Tensors], None], stats: ModelStats) -> None:
+        self.name = "engine"
+        self._batcher = batcher
+        self._forward = forward
+        self._stats = stats
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def queued(self) -> int:
+        return self._batcher.queued
+
+    def put(self, item: Item) -> None:
+        loop = self._loop or asyncio.get_running_loop()
+        self._loop = loop
+        if item.deadline <= loop.time():
+            answer(item, None, late(self._stats.name, item, "waiting for", self.name))
+            return
+        start = time.perf_counter()
+
+        def done(outputs: Tensors | None, error: LeanserveError | None) -> None:
+            self._stats.record_step(self.name, time.perf_counter() - start)
+            if error is not None or outputs is None:
+                answer(item, None, error or InferenceFailed("the engine gave no outputs"))
+                return
+            if item.deadline <= loop.time():
+                answer(item, None, late(self._stats.name, item, "in", self.name))
+                return
+            try:
+                self._forward(item, outputs)
+            except LeanserveError as e:
+                answer(item, None, e)
+
+        self._batcher.submit(item.tensors, item.rows, done)
+
+    def close(self) -> None:
+        pass
+
+
+Step = Stage | _ModelStep | _BatcherStep
 
 
 class Processor:
@@ -130,6 +173,7 @@ class Processor:
         self.inputs: tuple[TensorSpec, ...] = hc.inputs if hc is not None and hc.inputs else config.inputs
         self.outputs: tuple[TensorSpec, ...] = hc.outputs if hc is not None and hc.outputs else config.outputs
         self._engine_names = frozenset(s.name for s in config.inputs if not s.mask)
+        self._engine_all = frozenset(s.name for s in config.inputs)
         self._public_names = frozenset(s.name for s in self.inputs)
         self._in_flight = 0
         self._drained: asyncio.Event | None = None
@@ -143,18 +187,23 @@ class Processor:
             if config.dynamic_batching.adaptive_batch_size and self._max_rows > 1
             else None
         )
-        steps.append(
-            Stage(
-                self.name,
-                "engine",
-                self._run_engine,
-                self._engine_key,
-                self._max_rows,
-                self._forwarder(len(steps)),
-                self._recorder("engine", engine=True),
-                tuner,
+        self._batcher: Batcher | None = None
+        if self._padding is None:
+            self._batcher = Batcher(runtime, self._max_rows, config.dynamic_batching, stats)
+            steps.append(_BatcherStep(self._batcher, self._forwarder(len(steps)), stats))
+        else:
+            steps.append(
+                Stage(
+                    self.name,
+                    "engine",
+                    self._run_engine,
+                    self._engine_key,
+                    self._max_rows,
+                    self._forwarder(len(steps)),
+                    self._recorder("engine", engine=True),
+                    tuner,
+                )
             )
-        )
         if handler is not None and handler.postprocess is not None:
             steps.append(self._function_step("postprocess", handler.postprocess, with_requests=True, index=len(steps)))
         for spec in hc.steps if hc is not None else ():
@@ -221,6 +270,8 @@ class Processor:
 
     async def close(self) -> None:
         await self.drain()
+        if self._batcher is not None:
+            await self._batcher.close()
         for step in self._steps:
             step.close()
 
@@ -272,6 +323,8 @@ class Processor:
             following = index + 1
             if following == self.engine_step:
                 result = self._engine_inputs(item, result)
+            elif index == self.engine_step and item.extras:
+                result = {**item.extras, **result}
             item.tensors = result
             item.step = following
             if following < len(self._steps):
@@ -285,6 +338,10 @@ class Processor:
         missing = [n for n in self._engine_names if n not in result]
         if missing:
             raise self._bug(item, f"preprocess gave no {', '.join(map(repr, sorted(missing)))} (the engine's inputs)")
+        extras = {n: a for n, a in result.items() if n not in self._engine_all}
+        if extras:
+            item.extras = extras
+            result = {n: a for n, a in result.items() if n in self._engine_all}
         if self._batching:
             for name, array in result.items():
                 if array.ndim == 0 or array.shape[0] != item.rows:

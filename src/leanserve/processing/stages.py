@@ -49,6 +49,9 @@ class Item:
     rows: int
     deadline: float  # event-loop time after which the answer is useless
     done: Done
+    # What a preprocess returned beside the engine's inputs: it skips the engine and reaches the
+    # next step with the engine's outputs (an image's size, for a postprocess to restore it).
+    extras: Tensors | None = None
     step: int = 0  # index of the step it is in
     answered: bool = False
     enqueued: float = field(default_factory=time.perf_counter)
@@ -89,6 +92,14 @@ def answer(item: Item, tensors: Tensors | None, error: LeanserveError | None) ->
         item.done(tensors, error)
     except Exception:  # one caller's broken callback must not starve the rest of the batch
         log.exception("error delivering a result for request %s", item.request_id)
+
+
+def late(model: str, item: Item, where: str, step: str) -> DeadlineExceeded:
+    """The 504 of a request whose deadline passed ``where`` ("waiting for", "in") a step."""
+    return DeadlineExceeded(
+        f"model {model!r}: request {item.request_id} passed its deadline {where} step {step!r}",
+        hint="the model's [handler] timeout_ms, or the caller's own deadline, bounds a request",
+    )
 
 
 class _Worker:
@@ -256,10 +267,7 @@ class Stage:
             self._flush_handle = self._loop.call_soon(self._flush)
 
     def _late(self, item: Item, where: str) -> DeadlineExceeded:
-        return DeadlineExceeded(
-            f"model {self.model!r}: request {item.request_id} passed its deadline {where} step {self.name!r}",
-            hint="the model's [handler] timeout_ms, or the caller's own deadline, bounds a request",
-        )
+        return late(self.model, item, where, self.name)
 
     # ---- on the stage's thread ---------------------------------------------------------------
 
@@ -290,4 +298,4 @@ class Stage:
         return InferenceFailed(f"model {self.model!r}: step {self.name!r} failed: {type(e).__name__}: {e}")
 
 
-__all__ = ["Done", "Item", "Stage", "answer", "choose"]
+__all__ = ["Done", "Item", "Stage", "answer", "choose", "late"]
