@@ -41,13 +41,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--metric",
         default="auto",
-        help="accuracy, top1, cosine, mae, max_error, or module:function (default: accuracy with --labels, else top1)",
+        help="accuracy, top1, cosine, iou, mae, max_error, or module:function "
+        "(default: accuracy with --labels, else top1)",
     )
     p.add_argument(
         "--budget",
         default=None,
         help="'1%%': at most 1 point below the original (accuracy, top1); '0.99': a floor (cosine); "
-        "an error ceiling for mae / max_error (default: 1%% for accuracy and top1, 0.99 for cosine)",
+        "an error ceiling for mae / max_error (default: 1%% for accuracy, top1 and iou, 0.99 for cosine)",
     )
     p.add_argument("--worst", default=None, help="cosine only: a floor on the worst single example")
     p.add_argument("--repo", type=Path, help="the model repository to write versions into (required)")
