@@ -75,6 +75,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the calibration / evaluation split")
     p.add_argument("--no-fallback", action="store_true", help="skip the keep-nodes-in-float search")
+    p.add_argument(
+        "--requests",
+        type=Path,
+        default=None,
+        help="requests as clients send them (an .npz with one array per input of the model's [handler], or a "
+        "folder of files, one request each): latency and throughput are timed end to end through "
+        "<repo>/<name>/handler.py",
+    )
     p.add_argument("--json", action="store_true", help="print the machine-readable summary on stdout")
     p.set_defaults(func=run)
 
@@ -122,6 +130,7 @@ def run(args: argparse.Namespace) -> int:
             calibration_fraction=args.calibration_fraction,
             seed=args.seed,
             fallback=not args.no_fallback,
+            requests=args.requests,
             progress=progress,
         )
     if args.json:
