@@ -520,9 +520,13 @@ class ModelRegistry:
         assert slot.spec is not None and loaded.runtime is not None
         config = slot.spec.config
         if loaded.handler_config is not None or config.ragged:
-            slot.batcher = Processor(
-                loaded.runtime, config, slot.stats, loaded.handler_config, loaded.handler, model_caller(self)
-            )
+            try:
+                slot.batcher = Processor(
+                    loaded.runtime, config, slot.stats, loaded.handler_config, loaded.handler, model_caller(self)
+                )
+            except LeanserveError:  # a pipeline step naming what does not exist: the version fails to load
+                loaded.runtime.close()
+                raise
         else:
             slot.batcher = Batcher(loaded.runtime, config.max_batch_size or 0, config.dynamic_batching, slot.stats)
         slot.runtime = loaded.runtime
