@@ -142,25 +142,55 @@ def embedding_of(answer: dict[str, Any]) -> np.ndarray:
     return np.array(out["data"], dtype=np.float32).reshape(out["shape"])[0]
 
 
-def in_process(model_dir: Path, sentences: list[str], seconds: float, batch: int = 32) -> dict[str, float]:
-    """Sentences per second of a loop that tokenizes and runs batches of ``batch``, as the server does."""
-    config = load_model_config(model_dir)
-    e2e = EndToEnd.of(model_dir, config)
-    runtime = load_runtime(model_dir / "1" / "model.onnx", "onnxruntime", RuntimeOptions(intra_op_threads=2))
-    try:
+class InProcess:
+    """The loop a server is compared with: tokenize a batch of 32 with the same handler, pad it, run it."""
+
+    def __init__(self, model_dir: Path, sentences: list[str], batch: int = 32) -> None:
+        self.e2e = EndToEnd.of(model_dir, load_model_config(model_dir))
+        options = RuntimeOptions(intra_op_threads=2)  # as the served model.toml says
+        self.runtime = load_runtime(model_dir / "1" / "model.onnx", "onnxruntime", options)
         requests = read_requests({"text": np.array(sentences)}, ["text"])
-        batches = [requests[i : i + batch] for i in range(0, len(requests), batch)]
-        e2e.run(runtime, batches[0])  # warm-up
+        self.batches = [requests[i : i + batch] for i in range(0, len(requests), batch)]
+        self.e2e.run(self.runtime, self.batches[0])  # warm-up
+
+    def measure(self, seconds: float) -> dict[str, float]:
+        """Sentences per second, and CPU ms per sentence, over about ``seconds``."""
         done = 0
         start, cpu = time.perf_counter(), time.process_time()
         while time.perf_counter() - start < seconds:
-            for b in batches:
-                e2e.run(runtime, b)
+            for b in self.batches:
+                self.e2e.run(self.runtime, b)
                 done += len(b)
+                if time.perf_counter() - start >= seconds:
+                    break
         elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
-    finally:
-        runtime.close()
-    return {"sentences_per_s": done / elapsed, "cpu_ms_per_sentence": cpu * 1000 / done, "batch": batch}
+        return {"sentences_per_s": done / elapsed, "cpu_ms_per_sentence": cpu * 1000 / done}
+
+    def close(self) -> None:
+        self.runtime.close()
+
+
+def measure(pid: int, model_url: str, bodies: list[str], concurrency: int, seconds: float) -> dict[str, Any]:
+    """One wrk run against a model, with the server's CPU per request and the rows per engine run."""
+    time.sleep(0.3)
+    rows, runs = engine_rows(f"{model_url}/stats")
+    cpu = cpu_seconds(pid)
+    load, total = wrk_bodies(f"{model_url}/infer", bodies, concurrency, seconds)
+    cpu = cpu_seconds(pid) - cpu
+    rows_after, runs_after = engine_rows(f"{model_url}/stats")
+    return {
+        **asdict(load),
+        "requests": total,
+        # The server's CPU per request (ONNX Runtime's spinning workers included): on a shared machine,
+        # its throughput with the cores to itself would be about cores / this.
+        "server_cpu_ms_per_request": cpu * 1000 / max(total, 1),
+        "rows_per_engine_run": (rows_after - rows) / max(runs_after - runs, 1),
+    }
+
+
+def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each numeric figure's median over the rounds."""
+    return {k: float(np.median([r[k] for r in runs])) for k, v in runs[0].items() if isinstance(v, (int, float))}
 
 
 def unpadded(model_dir: Path, sentences: list[str]) -> np.ndarray:
@@ -185,7 +215,8 @@ def client_tokenize_ms(sentences: list[str]) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--duration", type=float, default=8.0, help="seconds per wrk run (default 8)")
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per run (default 5)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds, medians kept (default 3)")
     parser.add_argument("--demo", type=Path, default=None, help="the demo repository (built when missing)")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -214,42 +245,38 @@ def main() -> int:
             got = np.stack(served)
             cosine = np.sum(got * alone, axis=1) / np.linalg.norm(got, axis=1) / np.linalg.norm(alone, axis=1)
             results["min_cosine_to_unpadded"] = float(cosine.min())
-            loads: dict[str, list[dict[str, Any]]] = {}
-            for label, model, bodies in (
+            contenders = (
                 ("ragged, text in", "minilm", text),
                 ("padded to 128, text in", "minilm128", text),
                 ("ragged, token ids in (client tokenizes)", "minilm", ids),
-            ):
-                url = f"{base}/{model}/infer"
-                wrk_bodies(url, bodies, 8, 1.0)  # warm-up
-                loads[label] = []
+            )
+            for _label, model, bodies in contenders:
+                wrk_bodies(f"{base}/{model}/infer", bodies, 8, 1.0)  # warm-up
+            in_proc = InProcess(repo / "minilm", sentences)
+            # Interleaved rounds, medians kept: the machine is shared, and its load drifts over minutes.
+            runs: dict[tuple[str, int], list[dict[str, Any]]] = {}
+            loop_runs: list[dict[str, float]] = []
+            for round_ in range(1, args.rounds + 1):
                 for c in (1, 32):
-                    time.sleep(0.5)
-                    rows, runs = engine_rows(f"{base}/{model}/stats")
-                    cpu = cpu_seconds(proc.pid)
-                    load, total = wrk_bodies(url, bodies, c, args.duration)
-                    cpu = cpu_seconds(proc.pid) - cpu
-                    rows_after, runs_after = engine_rows(f"{base}/{model}/stats")
-                    figures = {
-                        **asdict(load),
-                        "requests": total,
-                        # The server's CPU per request: on a shared machine, what its throughput would be
-                        # with the cores to itself is about cores / this.
-                        "server_cpu_ms_per_request": cpu * 1000 / max(total, 1),
-                        "rows_per_engine_run": (rows_after - rows) / max(runs_after - runs, 1),
-                    }
-                    loads[label].append(figures)
-                    print(
-                        f"{label:42s} c{c:<3d} {load.requests_per_s:8.1f} req/s  p50 {load.p50_ms:7.2f} ms  "
-                        f"p99 {load.p99_ms:7.2f} ms  errors {load.errors}  "
-                        f"server CPU {figures['server_cpu_ms_per_request']:.2f} ms/req  "
-                        f"{figures['rows_per_engine_run']:.1f} rows/run"
-                    )
+                    for label, model, bodies in contenders:
+                        figures = measure(proc.pid, f"{base}/{model}", bodies, c, args.duration)
+                        runs.setdefault((label, c), []).append(figures)
+                        print(
+                            f"round {round_} {label:42s} c{c:<3d} {figures['requests_per_s']:8.1f} req/s  "
+                            f"p50 {figures['p50_ms']:7.2f} ms  p99 {figures['p99_ms']:7.2f} ms  "
+                            f"errors {figures['errors']}  server CPU {figures['server_cpu_ms_per_request']:.2f} ms/req"
+                            f"  {figures['rows_per_engine_run']:.1f} rows/run"
+                        )
+                loop_runs.append(in_proc.measure(args.duration))
+                print(f"round {round_} in-process loop: {loop_runs[-1]['sentences_per_s']:.1f} sentences/s")
+            in_proc.close()
+            loads = {label: [median_of(runs[(label, c)]) for c in (1, 32)] for label, _model, _bodies in contenders}
             results["loads"] = loads
+            results["rounds"] = {f"{label} c{c}": figures for (label, c), figures in runs.items()}
         finally:
             proc.terminate()
             proc.wait(timeout=30)
-        results["in_process"] = in_process(repo / "minilm", sentences, args.duration)
+        results["in_process"] = {**median_of(loop_runs), "batch": 32}
         results["client_tokenize_ms_per_sentence"] = client_tokenize_ms(sentences)
     c32 = {label: runs[1]["requests_per_s"] for label, runs in loads.items()}
     cpu32 = {label: runs[1]["server_cpu_ms_per_request"] for label, runs in loads.items()}
