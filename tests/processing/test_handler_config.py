@@ -79,3 +79,14 @@ def test_a_handler_that_fails_to_import_is_a_config_error(tmp_path: Path) -> Non
 
 def test_a_model_without_any_of_it_is_not_processed(tmp_path: Path) -> None:
     assert not needs_processing(parse("max_batch_size = 4\n"), tmp_path)  # type: ignore[arg-type]
+
+
+def test_check_imports_the_handler(tmp_path: Path) -> None:
+    from leanserve import check_repository
+    from tests.processing.models import write_repository
+
+    repo = write_repository(tmp_path)
+    assert all(c.ok for c in check_repository(repo).results if c.model == "chars")
+    (repo / "chars" / "handler.py").write_text("import no_such_module_here\n")
+    failed = [c for c in check_repository(repo).results if c.model == "chars"]
+    assert failed and not failed[0].ok and "no_such_module_here" in (failed[0].error or "")
