@@ -237,9 +237,8 @@ class Processor:
 
     def validate(self, request: InferRequest) -> tuple[int, int]:
         """(rows, the step the request enters at): its public inputs, or the engine's own (token ids)."""
-        first = request.inputs[0].name if request.inputs else ""
-        if first and first not in self._public_names and first in self._engine_names:
-            sent = {i.name for i in request.inputs}
+        sent = {i.name for i in request.inputs}
+        if sent and sent <= self._engine_all and not sent & self._public_names:
             specs = [s for s in self.engine_inputs if not (s.mask and s.name not in sent)]
             return validate_request(request, specs, self.outputs, self._max_rows), self.engine_step
         return validate_request(request, self.inputs, self.outputs, self._max_rows), 0
