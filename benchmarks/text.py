@@ -172,7 +172,7 @@ class InProcess:
 
 def measure(pid: int, model_url: str, bodies: list[str], concurrency: int, seconds: float) -> dict[str, Any]:
     """One wrk run against a model, with the server's CPU per request and the rows per engine run."""
-    time.sleep(0.3)
+    wait_idle(model_url.rsplit("/", 1)[0])
     rows, runs = engine_rows(f"{model_url}/stats")
     cpu = cpu_seconds(pid)
     load, total = wrk_bodies(f"{model_url}/infer", bodies, concurrency, seconds)
@@ -186,6 +186,19 @@ def measure(pid: int, model_url: str, bodies: list[str], concurrency: int, secon
         "server_cpu_ms_per_request": cpu * 1000 / max(total, 1),
         "rows_per_engine_run": (rows_after - rows) / max(runs_after - runs, 1),
     }
+
+
+def wait_idle(models_url: str, timeout: float = 60.0) -> None:
+    """Until no model has a request in flight: wrk leaves up to 32 requests behind when it stops (the
+    server finishes them), and their work must not be charged to the next run."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(f"{models_url}/stats", timeout=30) as response:
+            stats = json.loads(response.read())["model_stats"]
+        if not any(m.get("in_flight") for m in stats):
+            time.sleep(0.2)
+            return
+        time.sleep(0.1)
 
 
 def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
