@@ -71,6 +71,7 @@ mask = true
 
 [dynamic_batching]
 adaptive_batch_size = false
+max_queue_size = {queue}
 
 [handler]
 timeout_ms = {timeout_ms}
@@ -126,15 +127,16 @@ def scale(outputs):
 
 
 def write_repository(root: Path) -> Path:
-    """``chars`` (text in, ragged), ``slow`` (its handler hangs on "hang"), ``pipe`` (chars, then a function,
-    then the ``plain`` model) and ``plain`` (an MLP without handler)."""
-    for name, timeout_ms, steps, output, width in (
-        ("chars", 30000, "", "mean", DIM),
-        ("slow", 400, "", "mean", DIM),
-        ("pipe", 30000, 'steps = ["function:scale", "model:plain"]', "y", 3),
+    """``chars`` (text in, ragged), ``slow`` (its handler hangs on "hang"), ``tight`` (room for one request),
+    ``pipe`` (chars, then a function, then the ``plain`` model) and ``plain`` (an MLP without handler)."""
+    for name, timeout_ms, steps, output, width, queue in (
+        ("chars", 30000, "", "mean", DIM, 4096),
+        ("slow", 400, "", "mean", DIM, 4096),
+        ("tight", 3000, "", "mean", DIM, 1),
+        ("pipe", 30000, 'steps = ["function:scale", "model:plain"]', "y", 3, 4096),
     ):
         write_masked_mean(root / name / "1" / "model.onnx")
-        toml = TOML.format(timeout_ms=timeout_ms, steps=steps, output=output, width=width)
+        toml = TOML.format(timeout_ms=timeout_ms, steps=steps, output=output, width=width, queue=queue)
         (root / name / "model.toml").write_text(toml)
         (root / name / "handler.py").write_text(HANDLER)
     write_mlp(root / "plain" / "1" / "model.onnx", in_dim=DIM, out_dim=3, seed=3)

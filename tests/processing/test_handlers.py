@@ -149,3 +149,18 @@ def test_the_callers_deadline_travels_through_the_steps(server: RunningServer) -
         failures = [f for f in logged["failures"] if "passed its deadline in step 'preprocess'" in f["message"]]
         time.sleep(0.1)
     assert failures and time.monotonic() - start < 12.0  # long before the handler's 20 s sleep ends
+
+
+def test_beyond_the_queue_size_a_503_says_retry(server: RunningServer) -> None:
+    with ThreadPoolExecutor(1) as pool:
+        hung = pool.submit(_infer, server, "tight", _text(["hang20"]))  # holds the one place until its 3 s timeout
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            stats = httpx.get(f"{server.url}/v2/models/tight/stats").json()["model_stats"][0]
+            if stats["in_flight"]:
+                break
+            time.sleep(0.02)
+        refused = _infer(server, "tight", _text(["next"]))
+        assert refused.status_code == 503 and refused.headers.get("retry-after") == "1", refused.text
+        assert hung.result().status_code == 504
+    assert _infer(server, "tight", _text(["after"])).status_code == 200

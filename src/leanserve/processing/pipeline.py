@@ -29,7 +29,7 @@ import numpy as np
 
 from ..batching import Batcher, BatchSizeTuner, batch_key, split_rows
 from ..config import HandlerConfig, ModelConfig, TensorSpec
-from ..errors import InferenceFailed, InvalidInput, LeanserveError
+from ..errors import InferenceFailed, InvalidInput, LeanserveError, Overloaded
 from ..protocol import InferRequest, validate_request
 from ..runtimes import Runtime
 from ..stats import ModelStats
@@ -176,6 +176,8 @@ class Processor:
         self._engine_all = frozenset(s.name for s in config.inputs)
         self._public_names = frozenset(s.name for s in self.inputs)
         self._in_flight = 0
+        # As the batcher's queue: beyond this many requests in the steps, a 503 and a hint to retry.
+        self._max_queue = config.dynamic_batching.max_queue_size
         self._drained: asyncio.Event | None = None
 
         steps: list[Step] = []
@@ -247,6 +249,16 @@ class Processor:
         self, request_id: str, inputs: Tensors, rows: int, deadline: float | None, done: Done, entry: int = 0
     ) -> None:
         """Queue one request at step ``entry``; ``done`` gets its public outputs or its error."""
+        if self._in_flight >= self._max_queue:
+            done(
+                None,
+                Overloaded(
+                    f"model {self.name!r} has {self._in_flight} requests in its steps, the most allowed",
+                    hint="retry later, or raise dynamic_batching.max_queue_size",
+                    retry_after=1,
+                ),
+            )
+            return
         now = asyncio.get_running_loop().time()
         limit = now + self._timeout
         item = Item(request_id, inputs, inputs, rows, limit if deadline is None or deadline > limit else deadline, done)
