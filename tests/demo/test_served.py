@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import tritonclient.http as httpclient
 
+from leanserve import ObservabilityOptions
 from leanserve.demo import digits_png, tokenize
 from leanserve.demo.handlers.images import encode_png
 from leanserve.demo.shapes import synthetic_shapes
@@ -27,8 +28,10 @@ SENTENCES = [
 
 
 @pytest.fixture(scope="module")
-def server(demo_repo: Path) -> Iterator[RunningServer]:
-    running = RunningServer(demo_repo).start()
+def server(demo_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    # The failure log elsewhere: the shared demo repository stays as the build left it.
+    state = ObservabilityOptions(state_dir=tmp_path_factory.mktemp("served-state"))
+    running = RunningServer(demo_repo, observability=state).start()
     yield running
     running.stop()
 
