@@ -218,7 +218,7 @@ class Router:
                 self._failed(ctx, stats, lease.name, str(lease.version), error, start, done)
                 return
             assert outputs is not None
-            stats.record_request("success", time.perf_counter() - start)
+            stats.record_success(time.perf_counter() - start)
             done(_result(lease, request, outputs), None)
 
         inputs = {i.name: i.data for i in request.inputs}
