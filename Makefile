@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install system-deps demo test test-fast check bench bench-optimize bench-models bench-experiments bench-loadgen bench-scaleout bench-peers bench-grpc bench-overload bench-admission-cost soak clean
+.PHONY: install system-deps demo test test-fast check bench bench-optimize bench-models bench-experiments bench-loadgen bench-scaleout bench-peers bench-grpc bench-overload bench-admission-cost soak bench-text clean
 
 # torch is installed first and pinned: the CPU build lies on this machine's disk, and an unpinned
 # torch (asked for by sentence-transformers) would otherwise pull a multi-GB CUDA build.
@@ -82,6 +82,9 @@ bench-admission-cost: $(STAMP)
 
 soak: $(STAMP)
 	$(PY) benchmarks/soak.py
+
+bench-text: $(STAMP)
+	$(PY) benchmarks/text.py
 
 clean:
 	rm -rf $(VENV) benchmarks/.venv-ray benchmarks/.peers .pytest_cache .mypy_cache .ruff_cache

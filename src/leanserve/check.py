@@ -285,5 +285,21 @@ def check_repository(root: Path) -> CheckReport:
             check, runtime = check_version(spec)
             if runtime is not None:
                 runtime.close()
+            if check.ok:
+                check = _check_handler(check, entry.directory, spec)
             results.append(check)
     return CheckReport(tuple(results))
+
+
+def _check_handler(check: VersionCheck, model_dir: Path, spec: ModelVersionSpec) -> VersionCheck:
+    """A version with ``handler.py`` (operator-trusted code) fails the check if the file does not import."""
+    from .processing import handler_config, load_handler
+
+    hc = handler_config(spec.config, model_dir)
+    if hc is None:
+        return check
+    try:
+        load_handler(model_dir, spec.version, hc)
+    except LeanserveError as e:
+        return replace(check, error=str(e))
+    return check

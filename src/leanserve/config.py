@@ -67,6 +67,13 @@ class TensorSpec:
     datatype: str = field(default="", metadata={"choices": DATATYPES})  # "": from the model file
     # Without the batch dimension when the model batches; -1 is variable. (): from the model file.
     shape: tuple[int, ...] = field(default=(), metadata={"minimum": -1, "check": _dimensions})
+    # Ragged along the first dimension after the batch (text): requests of different lengths
+    # share a batch, padded to its longest member with this value (see leanserve.processing).
+    pad_value: float | None = None
+    # The attention mask of the ragged inputs: 1 over each request's own positions, 0 over the
+    # padding. A request (or a preprocess) may leave it out; the server builds it then.
+    # (None rather than False: a model.toml written back leaves it out.)
+    mask: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +200,14 @@ def _version_overrides(r: _Reader, value: Any, where: str) -> dict[int, VersionO
     return result
 
 
+def _steps(steps: tuple[str, ...]) -> str | None:
+    for step in steps:
+        kind, _, rest = step.partition(":")
+        if kind not in ("model", "function") or not rest or (kind == "function" and not rest.isidentifier()):
+            return f'{step!r} is not a step: use "model:NAME", "model:NAME:VERSION" or "function:NAME"'
+    return None
+
+
 def _size(r: _Reader, value: Any, where: str) -> int:
     try:
         size = parse_size(value) if isinstance(value, (str, int)) and not isinstance(value, bool) else None
@@ -201,6 +216,32 @@ def _size(r: _Reader, value: Any, where: str) -> int:
     if size is None or size <= 0:
         raise r.fail(where, f'expected a positive size such as "300MiB", got {value!r}')
     return size
+
+
+def _handler_file(name: str) -> str | None:
+    if not name.endswith(".py"):
+        return f"{name!r} must be a Python file (.py)"
+    return _plain_file_name(name)
+
+
+@dataclass(frozen=True, slots=True)
+class HandlerConfig:
+    """``[handler]``: the model's own pre- and post-processing, and the tensors its clients see.
+
+    The handler file is operator-trusted code from the repository (like Triton's Python
+    backend); it is imported when the version loads, never from a request.
+    """
+
+    file: str = field(default="handler.py", metadata={"check": _handler_file})
+    # What clients send and receive (BYTES allowed). Empty: the engine's own inputs / outputs.
+    # Shapes exclude the batch dimension when the model batches; () is one element per row.
+    inputs: tuple[TensorSpec, ...] = field(default=(), metadata={"key": "input", "parse": _tensor_specs})
+    outputs: tuple[TensorSpec, ...] = field(default=(), metadata={"key": "output", "parse": _tensor_specs})
+    # A request not answered by then (a hanging handler, a long queue) gets a 504.
+    timeout_ms: float = field(default=30000.0, metadata={"minimum": 1.0})
+    # Steps after the engine, each another model of the repository or a function of the
+    # handler file: "model:NAME[:VERSION]" or "function:NAME" (see leanserve.processing.pipeline).
+    steps: tuple[str, ...] = field(default=(), metadata={"check": _steps})
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,6 +264,7 @@ class ModelConfig:
     # Overrides the measured size, for engines whose memory the resident set does not show.
     memory_bytes: int | None = field(default=None, metadata={"key": "memory", "parse": _size})
     scale: Scale = field(default_factory=Scale)  # replicas on Ray Serve
+    handler: HandlerConfig | None = None  # [handler]: pre- and post-processing in process
     source: str | None = field(default=None, metadata={"toml": False})  # the file read, for error messages
 
     @property
@@ -247,6 +289,21 @@ class ModelConfig:
 
     def model_filename(self) -> str:
         return self.model_file or DEFAULT_MODEL_FILES[self.platform]
+
+    @property
+    def public_inputs(self) -> tuple[TensorSpec, ...]:
+        """What clients send: the handler's declared inputs, else the engine's."""
+        return self.handler.inputs if self.handler is not None and self.handler.inputs else self.inputs
+
+    @property
+    def public_outputs(self) -> tuple[TensorSpec, ...]:
+        """What clients receive: the handler's declared outputs, else the engine's."""
+        return self.handler.outputs if self.handler is not None and self.handler.outputs else self.outputs
+
+    @property
+    def ragged(self) -> bool:
+        """Whether some input is padded per batch (and so requests of different lengths share one)."""
+        return any(spec.pad_value is not None for spec in self.inputs)
 
 
 def version_number(name: str) -> int | None:
@@ -456,6 +513,14 @@ def parse_model_config(data: dict[str, Any], default_name: str, source: str) -> 
         raise r.fail("scale.num_replicas", "give either num_replicas or min_replicas/max_replicas, not both")
     if scale.min_replicas is not None and scale.max_replicas is not None and scale.min_replicas > scale.max_replicas:
         raise r.fail("scale.min_replicas", f"{scale.min_replicas} exceeds max_replicas {scale.max_replicas}")
+    if config.handler is not None:
+        for kind, specs in (("input", config.handler.inputs), ("output", config.handler.outputs)):
+            for i, spec in enumerate(specs):
+                if not spec.datatype:
+                    raise r.fail(
+                        f"handler.{kind}[{i}].datatype",
+                        "missing: the handler's tensors have no model file to read it from",
+                    )
     preferred = config.dynamic_batching.preferred_batch_sizes
     if config.max_batch_size is not None and preferred and max(preferred) > config.max_batch_size:
         raise r.fail(

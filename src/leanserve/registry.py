@@ -28,11 +28,12 @@ from typing import Any
 
 from .batching import Batcher
 from .check import check_version
-from .config import LoadPolicy, ModelConfig, version_number
+from .config import HandlerConfig, LoadPolicy, ModelConfig, version_number
 from .device_memory import DeviceReading, device_growth, read_device_memory
 from .errors import ConfigError, DeadlineExceeded, LeanserveError, ModelNotFound, ModelNotReady
 from .eviction import Resident, choose_victims
 from .memory import format_size, map_large_allocations, release_freed_memory, resident_bytes
+from .processing import Handler, Processor, handler_config, load_handler, model_caller
 from .repository import (
     ModelEntry,
     ModelVersionSpec,
@@ -78,7 +79,8 @@ class Lease:
     name: str
     version: int
     config: ModelConfig
-    batcher: Batcher
+    # A Processor for a version with a handler, ragged inputs or pipeline steps (leanserve.processing).
+    batcher: Batcher | Processor
     stats: ModelStats
     slot: _Slot
 
@@ -153,7 +155,7 @@ class _Slot:
         self.state = State.UNAVAILABLE
         self.reason = failure or NOT_LOADED
         self.runtime: Runtime | None = None
-        self.batcher: Batcher | None = None
+        self.batcher: Batcher | Processor | None = None
         self.lease: Lease | None = None
         self.acquired = 0
         self.last_used = 0.0
@@ -207,6 +209,8 @@ class _Loaded:
     seconds: float
     grew: int  # resident bytes the load and warm-up added
     device_grew: DeviceReading = field(default_factory=dict)  # device memory they added, per GPU (NVML)
+    handler_config: HandlerConfig | None = None  # set: the version is served through a Processor
+    handler: Handler | None = None
 
 
 class ModelRegistry:
@@ -516,18 +520,27 @@ class ModelRegistry:
     def _install(self, slot: _Slot, loaded: _Loaded) -> None:
         assert slot.spec is not None and loaded.runtime is not None
         config = slot.spec.config
+        if loaded.handler_config is not None or config.ragged:
+            try:
+                slot.batcher = Processor(
+                    loaded.runtime, config, slot.stats, loaded.handler_config, loaded.handler, model_caller(self)
+                )
+            except LeanserveError:  # a pipeline step naming what does not exist: the version fails to load
+                loaded.runtime.close()
+                raise
+        else:
+            slot.batcher = Batcher(
+                loaded.runtime,
+                config.max_batch_size or 0,
+                config.dynamic_batching,
+                slot.stats,
+                run_timeout=config.runtime.timeout_ms / 1000.0,
+                on_stuck=functools.partial(self._stuck, slot),
+            )
         slot.runtime = loaded.runtime
         if not slot.memory_declared:  # the budget counts device memory too: one figure per version
             slot.memory_bytes = loaded.grew + sum(loaded.device_grew.values())
         slot.stats.device_memory_bytes = dict(loaded.device_grew)
-        slot.batcher = Batcher(
-            loaded.runtime,
-            config.max_batch_size or 0,
-            config.dynamic_batching,
-            slot.stats,
-            run_timeout=config.runtime.timeout_ms / 1000.0,
-            on_stuck=functools.partial(self._stuck, slot),
-        )
         slot.lease = Lease(slot.name, slot.version, config, slot.batcher, slot.stats, slot)
         slot.stats.loads += 1
         slot.stats.load_seconds = loaded.seconds
@@ -769,8 +782,18 @@ def _load_engine(spec: ModelVersionSpec) -> _Loaded:
     warnings: tuple[str, ...] = check.warnings
     if runtime is None:
         return _Loaded(None, check.error or "failed its start-up check", warnings, seconds, 0)
+    # The handler file is operator-trusted code of the repository: imported here, at load, only.
+    model_dir = spec.path.parent.parent
+    hc = handler_config(spec.config, model_dir)
+    try:
+        handler = load_handler(model_dir, spec.version, hc) if hc is not None else None
+    except LeanserveError as e:
+        runtime.close()
+        return _Loaded(None, str(e), warnings, seconds, 0)
+    seconds = time.perf_counter() - start
     grew = max(0, resident_bytes() - before)
-    return _Loaded(runtime, "", warnings, seconds, grew, device_growth(device_before, read_device_memory()))
+    device = device_growth(device_before, read_device_memory())
+    return _Loaded(runtime, "", warnings, seconds, grew, device, hc, handler)
 
 
 def _close_engine(runtime: Runtime | None) -> int:

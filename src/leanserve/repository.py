@@ -251,7 +251,13 @@ def _complete(
                     f"declares {list(d.shape)} but {path.name} has {list(g.shape)}"
                     + (" (without the batch dimension)" if strip else ""),
                 )
-        result.append(TensorSpec(d.name, d.datatype or g.datatype, shape))
+        if (d.pad_value is not None or d.mask) and shape[:1] != (-1,):
+            raise ConfigError(
+                source,
+                f"{where}.{'pad_value' if d.pad_value is not None else 'mask'}",
+                f"pads the first dimension after the batch, but its shape {list(shape)} does not start with -1",
+            )
+        result.append(replace(d, datatype=d.datatype or g.datatype, shape=shape))
     if kind == "input":
         missing = [n for n in from_graph if n not in {t.name for t in result}]
         if missing:

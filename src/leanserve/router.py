@@ -30,6 +30,7 @@ from .errors import InvalidInput, LeanserveError, PayloadTooLarge, ServerError
 from .experiments import Comparison, compare_outputs
 from .experiments.alias import ARM_PARAMETER, UNIT_HEADER, Alias
 from .futures import call_as_future
+from .processing import Processor
 from .protocol import (
     InferOutput,
     InferRequest,
@@ -167,10 +168,14 @@ class Router:
     def _run(
         self, ctx: RequestContext, lease: Lease, wire: InferBody | InferRequest, done: ResultCallback, start: float
     ) -> None:
+        batcher = lease.batcher
+        if isinstance(batcher, Processor):  # a handler, ragged inputs or pipeline steps: the one check plain models pay
+            self._run_processed(ctx, lease, batcher, wire, done, start)
+            return
         stats = lease.stats
         config = lease.config
-        if lease.batcher.overloaded:  # a standing queue: refuse what would wait too long, before decoding it
-            refused = lease.batcher.refusal()
+        if batcher.overloaded:  # a standing queue: refuse what would wait too long, before decoding it
+            refused = batcher.refusal()
             if refused is not None:
                 self.registry.release(lease)
                 self._failed(ctx, stats, lease.name, str(lease.version), refused, start, done)
@@ -199,7 +204,42 @@ class Router:
             stats.record_success(time.perf_counter() - start)
             done(_result(lease, request, outputs), None)
 
-        lease.batcher.submit({i.name: i.data for i in request.inputs}, rows, finish, ctx)
+        batcher.submit({i.name: i.data for i in request.inputs}, rows, finish, ctx)
+
+    def _run_processed(
+        self,
+        ctx: RequestContext,
+        lease: Lease,
+        processor: Processor,
+        wire: InferBody | InferRequest,
+        done: ResultCallback,
+        start: float,
+    ) -> None:
+        """:meth:`_run` for a processed version: its public signature, and the request's id and deadline."""
+        stats = lease.stats
+        try:
+            request = self._decode(wire) if isinstance(wire, InferBody) else wire
+            rows, entry = processor.validate(request)
+            if request.parameters and TIMEOUT_PARAMETER in request.parameters:
+                deadline_from_timeout(ctx, request.parameters)
+        except LeanserveError as e:
+            self.registry.release(lease)
+            self._failed(ctx, stats, lease.name, str(lease.version), e, start, done)
+            return
+        stats.in_flight += 1
+
+        def finish(outputs: dict[str, np.ndarray] | None, error: LeanserveError | None) -> None:
+            stats.in_flight -= 1
+            self.registry.release(lease)
+            if error is not None:
+                self._failed(ctx, stats, lease.name, str(lease.version), error, start, done)
+                return
+            assert outputs is not None
+            stats.record_success(time.perf_counter() - start)
+            done(_result(lease, request, outputs), None)
+
+        inputs = {i.name: i.data for i in request.inputs}
+        processor.submit(ctx.request_id, inputs, rows, ctx.deadline, finish, entry)
 
     def _decode(self, wire: InferBody) -> InferRequest:
         body = wire.body

@@ -92,6 +92,14 @@ class Duration:
 
 
 @dataclass(slots=True)
+class StepStats:
+    """One step of a processed model: count and time, and their histogram."""
+
+    duration: Duration = field(default_factory=Duration)
+    seconds: Histogram = field(default_factory=lambda: Histogram(LATENCY_BUCKETS))
+
+
+@dataclass(slots=True)
 class ModelStats:
     name: str
     version: int
@@ -116,6 +124,9 @@ class ModelStats:
     queue_seconds: Histogram = field(default_factory=lambda: Histogram(LATENCY_BUCKETS))
     compute_seconds: Histogram = field(default_factory=lambda: Histogram(LATENCY_BUCKETS))
     batch_size: Histogram = field(default_factory=lambda: Histogram(BATCH_SIZE_BUCKETS))
+    # Processed models (handlers, ragged inputs, pipelines): time per step ("preprocess", "engine",
+    # "postprocess", ...), per batch that step ran. Empty for a plain model.
+    steps: dict[str, StepStats] = field(default_factory=dict)
     # Failed requests by HTTP status. Every success is a 200, read from ``outcomes`` when asked
     # (:meth:`responses_by_code`), so the success path pays nothing for counting codes.
     error_codes: dict[int, int] = field(default_factory=dict)
@@ -175,10 +186,19 @@ class ModelStats:
             per_size = self.batch_compute[rows] = Duration()
         per_size.add(seconds)
 
+    def record_step(self, step: str, seconds: float) -> None:
+        stats = self.steps.get(step)
+        if stats is None:
+            stats = self.steps[step] = StepStats()
+        stats.duration.add(seconds)
+        stats.seconds.observe(seconds)
+
     def triton_dict(self) -> dict[str, object]:
         """This version's entry of Triton's ``model_stats`` list."""
         empty = Duration().as_dict()
         device = sum(self.device_memory_bytes.values())
+        # Triton's compute_input / compute_output are a model's pre- and post-processing.
+        pre, post = self.steps.get("preprocess"), self.steps.get("postprocess")
         return {
             "name": self.name,
             "version": str(self.version),
@@ -189,9 +209,9 @@ class ModelStats:
                 "success": self.success.as_dict(),
                 "fail": self.fail.as_dict(),
                 "queue": self.queue.as_dict(),
-                "compute_input": empty,
+                "compute_input": pre.duration.as_dict() if pre is not None else empty,
                 "compute_infer": self.compute_infer.as_dict(),
-                "compute_output": empty,
+                "compute_output": post.duration.as_dict() if post is not None else empty,
                 "cache_hit": empty,
                 "cache_miss": empty,
             },
@@ -214,4 +234,5 @@ class ModelStats:
             "in_flight": self.in_flight,
             "outcomes": dict(self.outcomes),
             "dropped": dict(self.dropped),
+            "steps": {name: step.duration.as_dict() for name, step in self.steps.items()},
         }

@@ -77,7 +77,7 @@ def test_force_replaces_a_built_model(tmp_path: Path, fake: list[str]) -> None:
     repo = build_demo_repository(tmp_path)
     build_demo_repository(repo, force=True)
     assert fake == [*MODELS, *MODELS]
-    assert (repo / "digits" / "1" / "model.onnx").read_text() == "digits #3"
+    assert (repo / "digits" / "1" / "model.onnx").read_text() == f"digits #{len(MODELS) + 1}"
     assert _leftovers(repo) == []
 
 

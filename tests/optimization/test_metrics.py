@@ -79,3 +79,19 @@ def test_each_group_is_scored_on_its_own_examples_alone() -> None:
 
 def test_without_groups_the_score_has_none() -> None:
     assert score_groups(make_metric("top1", "y", False), REF, CAND, None, None).groups == {}
+
+
+def test_iou_against_labels_and_against_the_original() -> None:
+    truth = np.zeros((2, 1, 4, 4), np.uint8)
+    truth[0, 0, :2, :2] = 1  # 4 pixels
+    truth[1, 0, :, :] = 1  # 16 pixels
+    probability = np.zeros((2, 1, 4, 4), np.float32)
+    probability[0, 0, :2, :1] = 0.9  # 2 of the 4: IoU 0.5
+    probability[1] = 0.8  # all 16: IoU 1
+    metric = make_metric("iou", "probability", has_labels=True)
+    score = metric.score({"probability": probability}, {"probability": probability}, truth)
+    assert score.value == pytest.approx(0.75) and score.worst == pytest.approx(0.5)
+    assert metric.score({"probability": probability}, {"probability": probability}, None).value == 1.0
+    logits = np.where(probability > 0.5, 3.0, -3.0).astype(np.float32)  # negatives: read as logits
+    assert metric.score({}, {"probability": logits}, truth).value == pytest.approx(0.75)
+    assert metric.points and metric.higher_is_better

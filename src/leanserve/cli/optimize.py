@@ -41,13 +41,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--metric",
         default="auto",
-        help="accuracy, top1, cosine, mae, max_error, or module:function (default: accuracy with --labels, else top1)",
+        help="accuracy, top1, cosine, iou, mae, max_error, or module:function "
+        "(default: accuracy with --labels, else top1)",
     )
     p.add_argument(
         "--budget",
         default=None,
         help="'1%%': at most 1 point below the original (accuracy, top1); '0.99': a floor (cosine); "
-        "an error ceiling for mae / max_error (default: 1%% for accuracy and top1, 0.99 for cosine)",
+        "an error ceiling for mae / max_error (default: 1%% for accuracy, top1 and iou, 0.99 for cosine)",
     )
     p.add_argument("--worst", default=None, help="cosine only: a floor on the worst single example")
     p.add_argument("--repo", type=Path, help="the model repository to write versions into (required)")
@@ -74,6 +75,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the calibration / evaluation split")
     p.add_argument("--no-fallback", action="store_true", help="skip the keep-nodes-in-float search")
+    p.add_argument(
+        "--requests",
+        type=Path,
+        default=None,
+        help="requests as clients send them (an .npz with one array per input of the model's [handler], or a "
+        "folder of files, one request each): latency and throughput are timed end to end through "
+        "<repo>/<name>/handler.py",
+    )
     p.add_argument("--json", action="store_true", help="print the machine-readable summary on stdout")
     p.set_defaults(func=run)
 
@@ -121,6 +130,7 @@ def run(args: argparse.Namespace) -> int:
             calibration_fraction=args.calibration_fraction,
             seed=args.seed,
             fallback=not args.no_fallback,
+            requests=args.requests,
             progress=progress,
         )
     if args.json:

@@ -1,4 +1,4 @@
-"""Build the demo model repository: ``<repo>/digits`` and ``<repo>/minilm``.
+"""Build the demo model repository: ``<repo>/digits``, ``<repo>/minilm`` and ``<repo>/shapes-seg``.
 
 Each model is built in a hidden staging folder inside the repository and renamed into place
 only when complete, so an interrupted build never leaves a half-built model where a server
@@ -23,10 +23,10 @@ import numpy as np
 from ..errors import UsageError
 from .progress import Progress, StepTimes, silent
 
-MODELS: tuple[str, ...] = ("digits", "minilm")
+MODELS: tuple[str, ...] = ("digits", "minilm", "shapes-seg")
 MARKER = ".leanserve-demo.json"
 # Bump when a model's recipe changes, so repositories built by older code are rebuilt.
-RECIPE_VERSION = 2
+RECIPE_VERSION = 3  # 3: handlers (text in for minilm, PNG in for digits), shapes-seg
 _STAGING_INFIX = ".building-"
 
 Builder = Callable[[Path, Progress, StepTimes], None]
@@ -122,6 +122,10 @@ def _builder(name: str) -> Builder:
         from . import minilm
 
         return minilm.build
+    if name == "shapes-seg":
+        from . import shapes
+
+        return shapes.build
     raise ValueError(f"no demo model named {name!r}; known: {', '.join(MODELS)}")
 
 
@@ -173,3 +177,11 @@ def digits_example(repo: Path, index: int = 0) -> DigitExample:
     if not -len(labels) <= index < len(labels):
         raise UsageError(f"index {index} is out of range: the evaluation set holds {len(labels)} digits")
     return DigitExample(image=np.ascontiguousarray(images[index][None]), label=int(labels[index]))
+
+
+def digits_png(repo: Path, index: int = 0) -> tuple[bytes, int]:
+    """A held-out digit of ``<repo>/digits/eval.npz`` as PNG bytes (8x8, light ink on black), and its label."""
+    from .handlers.images import encode_png
+
+    example = digits_example(repo, index)
+    return encode_png(example.image[0, 0]), example.label

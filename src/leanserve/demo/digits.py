@@ -1,11 +1,14 @@
 """The ``digits`` demo model: a CNN on scikit-learn's bundled 8x8 digits, trained in seconds.
 
-Input ``image`` is FP32 ``[batch, 1, 8, 8]`` with pixels in [0, 1] (the dataset's 0..16 divided
-by 16); outputs are ``logits`` and ``probabilities``, both FP32 ``[batch, 10]``.
+Clients send ``png`` (BYTES ``[batch]``, PNG bytes or their base64 text), decoded on the server by
+``handler.py`` (:mod:`leanserve.demo.handlers.digits`), or the engine's own ``image``, FP32
+``[batch, 1, 8, 8]`` with pixels in [0, 1] (the dataset's 0..16 divided by 16). Outputs are
+``logits`` and ``probabilities``, both FP32 ``[batch, 10]``.
 """
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +19,7 @@ from torch import nn
 
 from ..errors import ServerError
 from ..optimization.export import ExportSpec, compare_with_torch, export_onnx
+from .handlers import handler_source
 from .progress import Progress, StepTimes
 
 NAME = "digits"
@@ -141,6 +145,7 @@ def build(model_dir: Path, progress: Progress, times: StepTimes) -> None:
             raise ServerError(f"digits: held-out accuracy {accuracy:.3f} is below {MIN_ACCURACY}")
     progress(f"digits: held-out accuracy {accuracy:.2%} on {len(split.test_labels)} images")
     np.savez(model_dir / "eval.npz", image=split.test_images, labels=split.test_labels)
+    shutil.copyfile(handler_source(NAME), model_dir / "handler.py")
     (model_dir / "model.toml").write_text(tomli_w.dumps(model_toml(accuracy, exporter)), encoding="utf-8")
 
 
@@ -152,6 +157,13 @@ def model_toml(accuracy: float, exporter: str) -> dict[str, object]:
             {"name": "logits", "datatype": "FP32", "shape": [10]},
             {"name": "probabilities", "datatype": "FP32", "shape": [10]},
         ],
+        "handler": {
+            "input": [{"name": "png", "datatype": "BYTES", "shape": []}],
+            "output": [
+                {"name": "logits", "datatype": "FP32", "shape": [10]},
+                {"name": "probabilities", "datatype": "FP32", "shape": [10]},
+            ],
+        },
         # 0 ms: an idle model answers a lone request at once; bursts are still batched.
         "dynamic_batching": {"max_queue_delay_ms": 0.0},
         "runtime": {"intra_op_threads": 1},

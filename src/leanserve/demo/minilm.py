@@ -1,9 +1,12 @@
 """The ``minilm`` demo model: all-MiniLM-L6-v2 sentence embeddings as one ONNX graph.
 
 The graph holds the transformer, mean pooling over the attention mask and L2 normalization,
-so it returns what ``SentenceTransformer.encode`` returns. Inputs ``input_ids`` and
-``attention_mask`` are INT64 ``[batch, sequence]``; output ``embedding`` is FP32 ``[batch, 384]``.
-Tokenization happens on the client (:func:`leanserve.demo.tokenize`).
+so it returns what ``SentenceTransformer.encode`` returns. Clients send sentences (``text``,
+BYTES ``[batch]``), tokenized on the server by ``handler.py`` (:mod:`leanserve.demo.handlers.minilm`)
+with the model's own ``tokenizer.json``; or the engine's inputs ``input_ids`` and ``attention_mask``
+(INT64 ``[batch, sequence]``, :func:`leanserve.demo.tokenize`) for clients that tokenize themselves.
+Either way batches are ragged: padded only to their longest member. Output ``embedding`` is FP32
+``[batch, 384]``.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from torch import nn
 
 from ..errors import ServerError
 from ..optimization.export import ExportSpec, compare_with_torch, export_onnx
+from .handlers import handler_source
 from .progress import Progress, StepTimes
 from .sentences import labelled_sentences
 from .tokenizer import DEFAULT_MAX_LENGTH, tokenize, tokenizer_file
@@ -111,17 +115,23 @@ def build(model_dir: Path, progress: Progress, times: StepTimes) -> None:
         language=np.array(languages),
     )
     shutil.copyfile(tokenizer_file(), model_dir / "tokenizer.json")
+    shutil.copyfile(handler_source(NAME), model_dir / "handler.py")
     (model_dir / "model.toml").write_text(tomli_w.dumps(model_toml(exporter)), encoding="utf-8")
 
 
 def model_toml(exporter: str) -> dict[str, object]:
     return {
         "max_batch_size": 32,
+        # Ragged: a batch is padded to its longest sentence, never to 128.
         "input": [
-            {"name": "input_ids", "datatype": "INT64", "shape": [-1]},
-            {"name": "attention_mask", "datatype": "INT64", "shape": [-1]},
+            {"name": "input_ids", "datatype": "INT64", "shape": [-1], "pad_value": 0},
+            {"name": "attention_mask", "datatype": "INT64", "shape": [-1], "mask": True},
         ],
         "output": [{"name": "embedding", "datatype": "FP32", "shape": [EMBEDDING_DIM]}],
+        "handler": {
+            "input": [{"name": "text", "datatype": "BYTES", "shape": []}],
+            "output": [{"name": "embedding", "datatype": "FP32", "shape": [EMBEDDING_DIM]}],
+        },
         "dynamic_batching": {"max_queue_delay_ms": 0.0},
         "runtime": {"intra_op_threads": 2},
         "metadata": {
@@ -129,8 +139,8 @@ def model_toml(exporter: str) -> dict[str, object]:
             "normalization in the graph (cosine similarity is a dot product).",
             "source": SOURCE,
             "embedding_dim": EMBEDDING_DIM,
-            "tokenizer": "tokenizer.json (next to this file): WordPiece, BERT uncased vocabulary; "
-            "leanserve.demo.tokenize() in Python",
+            "tokenizer": "tokenizer.json (next to this file): WordPiece, BERT uncased vocabulary; the server "
+            "tokenizes the text input with it (handler.py); leanserve.demo.tokenize() for clients sending token ids",
             "max_sequence_length": DEFAULT_MAX_LENGTH,
             "padding": "right, with id 0 and attention_mask 0; padded positions do not change the embedding",
             "exporter": exporter,

@@ -59,6 +59,7 @@ def optimize(
     calibration_fraction: float = 0.25,
     seed: int = 0,
     fallback: bool = True,
+    requests: Path | str | Mapping[str, np.ndarray] | None = None,
     progress: Progress | None = None,
 ) -> OptimizeResult:
     """Optimize ``model`` (an .onnx / .pt2 path, or a torch.nn.Module with ``example_inputs``).
@@ -66,6 +67,10 @@ def optimize(
     ``data`` is an .npz file, a folder of them, or a mapping of arrays (one per model input, plus
     ``labels`` and ``groups`` if named; ``groups`` holds a group name per example, and every
     figure of the metric is also reported per group). See :mod:`leanserve.optimization.budget` for how ``budget`` reads.
+
+    ``requests`` (an .npz with one array per input clients send, or a folder of files, one request
+    each) times every variant end to end through the handler of ``<repo>/<name>`` (its
+    ``handler.py`` and model.toml's ``[handler]``), so the latency reported is what clients see.
     """
     say = progress or (lambda _msg: None)
     if objective not in OBJECTIVES:
@@ -98,7 +103,22 @@ def optimize(
             calibration_fraction=calibration_fraction,
             seed=seed,
             fallback=fallback,
+            requests=requests,
         )
+
+
+def _end_to_end(model_dir: Path, requests: Path | str | Mapping[str, np.ndarray]) -> dict[str, Any]:
+    """The Bench fields that time a model through its handlers (optimize's ``requests``)."""
+    from ..config import load_model_config
+    from ..processing.offline import EndToEnd, read_requests
+
+    config = load_model_config(model_dir)
+    e2e = EndToEnd.of(model_dir, config)
+    if e2e.handler is None:
+        raise UsageError(f"{model_dir} has no handler to time end to end", hint="drop --requests, or add handler.py")
+    source = Path(requests) if isinstance(requests, (str, Path)) else requests
+    read = read_requests(source, [s.name for s in config.public_inputs])
+    return {"end_to_end": e2e, "requests": tuple(read[:64])}
 
 
 def _default_name(model: Any) -> str:
@@ -135,6 +155,7 @@ class _Run:
         calibration_fraction: float,
         seed: int,
         fallback: bool,
+        requests: Path | str | Mapping[str, np.ndarray] | None = None,
     ) -> OptimizeResult:
         original_rt = load_runtime(self.source.onnx_path, "onnxruntime", RuntimeOptions())
         inputs, outputs = original_rt.inputs, original_rt.outputs
@@ -175,6 +196,9 @@ class _Run:
             timing_inputs={k: v[:64] for k, v in parts.evaluation.inputs.items()},
             objective=objective,
         )
+        if requests is not None:
+            self.bench = replace(self.bench, **_end_to_end(repo / name, requests))
+            self.say(f"timing end to end through {name}'s handler on {len(self.bench.requests)} requests")
         self.builder = Builder(self.source.onnx_path, self.work, parts.calibration, dynamic)
         self.calibration = parts.calibration
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import RuntimeOptions
+from ..processing.offline import EndToEnd, Tensors
 from ..runtimes import Runtime, load_runtime
 from ..timing import Settings, time_for, time_runs
 from .budget import Budget, Verdict
@@ -37,6 +38,10 @@ class Bench:
     batch_sizes: tuple[int, ...]
     timing_inputs: Mapping[str, np.ndarray]  # a slice of the evaluation inputs, tiled into batches
     objective: Objective  # which threads the serving plan picks
+    # With --requests: the model's handlers, and requests as clients send them, so latency and
+    # throughput are timed end to end (preprocess, engine, postprocess) rather than the engine alone.
+    end_to_end: EndToEnd | None = None
+    requests: tuple[Tensors, ...] = ()
 
 
 def predict(runtime: Runtime, data: Dataset, batch_size: int) -> dict[str, np.ndarray]:
@@ -100,8 +105,14 @@ def measure(
     load_s = time.perf_counter() - t0
     try:
         one = tile(bench.timing_inputs, 1)
-        latency = time_runs(lambda: runtime.run(one), 1, bench.settings)
-        ms = time_for(lambda: runtime.run(big), bench.settings.sweep_seconds * 2)
+        e2e = bench.end_to_end
+        if e2e is not None and bench.requests:
+            latency = time_runs(e2e.runner(runtime, bench.requests[:1]), 1, bench.settings)
+            several = [bench.requests[i % len(bench.requests)] for i in range(batch)]
+            ms = time_for(e2e.runner(runtime, several), bench.settings.sweep_seconds * 2)
+        else:
+            latency = time_runs(lambda: runtime.run(one), 1, bench.settings)
+            ms = time_for(lambda: runtime.run(big), bench.settings.sweep_seconds * 2)
         energy = energy_per_inference(lambda: runtime.run(big), batch, bench.settings.sweep_seconds * 4)
         providers = runtime.providers
     finally:
@@ -118,6 +129,7 @@ def measure(
             conversion_time_s=conversion_s,
             energy=energy,
             providers=providers,
+            end_to_end=e2e is not None and bool(bench.requests),
         ),
         plan,
         points,

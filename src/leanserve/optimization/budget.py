@@ -2,7 +2,7 @@
 
 ``--budget`` reads naturally for the metric:
 
-* points metrics (accuracy, top1, a user function): ``1%`` allows one point below the
+* points metrics (accuracy, top1, iou, a user function): ``1%`` allows one point below the
   original's own figure; a plain number such as ``0.98`` is a floor.
 * cosine: ``0.99`` is a floor on the mean similarity to the original; ``1%`` means the same.
   ``worst`` adds a floor on the least similar single example.
@@ -18,7 +18,7 @@ from typing import Literal
 from ..errors import UsageError
 from .metrics import Metric, Score
 
-DEFAULT_BUDGETS: dict[str, str] = {"accuracy": "1%", "top1": "1%", "cosine": "0.99"}
+DEFAULT_BUDGETS: dict[str, str] = {"accuracy": "1%", "top1": "1%", "iou": "1%", "cosine": "0.99"}
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,7 @@ import numpy as np
 from ..errors import UsageError
 
 Outputs = Mapping[str, np.ndarray]
-METRICS: tuple[str, ...] = ("accuracy", "top1", "cosine", "mae", "max_error")
+METRICS: tuple[str, ...] = ("accuracy", "top1", "cosine", "iou", "mae", "max_error")
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +111,45 @@ class Cosine:
         return Score(float(np.mean(cos)), worst=float(np.min(cos)))
 
 
+def masks(array: np.ndarray) -> np.ndarray:
+    """Boolean masks, one row per example: integers and booleans where non-zero; floats are
+    probabilities (above 0.5) when none is negative, else logits (above 0)."""
+    flat = array.reshape(len(array), -1)
+    if not np.issubdtype(flat.dtype, np.floating):
+        return np.asarray(flat != 0)
+    threshold = 0.5 if flat.size and float(flat.min()) >= 0.0 else 0.0
+    return np.asarray(flat > threshold)
+
+
+def iou_per_example(truth: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+    """Intersection over union of two boolean masks per example; two empty masks agree (1.0)."""
+    intersection = np.sum(truth & predicted, axis=1)
+    union = np.sum(truth | predicted, axis=1)
+    return np.where(union == 0, 1.0, intersection / np.maximum(union, 1))
+
+
+@dataclass(frozen=True, slots=True)
+class IoU:
+    """Segmentation: the mean intersection over union of the predicted masks with the labels' masks
+    (or, without labels, with the original's), judged in points like accuracy."""
+
+    output: str
+    name: str = "iou"
+    higher_is_better: bool = True
+    points: bool = True
+
+    def score(self, reference: Outputs, candidate: Outputs, labels: np.ndarray | None) -> Score:
+        predicted = masks(candidate[self.output])
+        truth = masks(reference[self.output]) if labels is None else masks(np.asarray(labels))
+        if truth.shape != predicted.shape:
+            raise UsageError(
+                f"labels hold masks of {truth.shape[1]} pixels, but output {self.output!r} has {predicted.shape[1]}",
+                hint="label one mask per example, of the output's size",
+            )
+        per_example = iou_per_example(truth, predicted)
+        return Score(float(np.mean(per_example)), worst=float(np.min(per_example)))
+
+
 @dataclass(frozen=True, slots=True)
 class AbsoluteError:
     output: str
@@ -183,6 +222,8 @@ def make_metric(spec: str, output: str, has_labels: bool) -> Metric:
         return Top1Agreement(output)
     if spec == "cosine":
         return Cosine(output)
+    if spec == "iou":
+        return IoU(output)
     if spec in ("mae", "max_error"):
         return AbsoluteError(output, reduce="mean" if spec == "mae" else "max")
     if ":" in spec:

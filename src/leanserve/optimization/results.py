@@ -29,6 +29,8 @@ class Measurements:
     conversion_time_s: float
     energy: Energy
     providers: tuple[str, ...]
+    # Latency and throughput timed through the model's handlers (``--requests``): what clients see.
+    end_to_end: bool = False
 
 
 @dataclass(frozen=True, slots=True)

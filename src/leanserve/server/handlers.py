@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 
 from .. import __version__
+from ..config import ModelConfig
 from ..errors import InvalidInput, LeanserveError, ModelNotReady
 from ..experiments.alias import ARM_HEADER, Alias
 from ..futures import call_as_future
@@ -168,9 +169,11 @@ class Handlers:
             "name": name,
             "versions": versions,
             "platform": config.platform,
-            "inputs": [{"name": t.name, "datatype": t.datatype, "shape": batch + list(t.shape)} for t in config.inputs],
+            "inputs": [
+                {"name": t.name, "datatype": t.datatype, "shape": batch + list(t.shape)} for t in config.public_inputs
+            ],
             "outputs": [
-                {"name": t.name, "datatype": t.datatype, "shape": batch + list(t.shape)} for t in config.outputs
+                {"name": t.name, "datatype": t.datatype, "shape": batch + list(t.shape)} for t in config.public_outputs
             ],
             "parameters": {
                 "version": str(snap.version),
@@ -178,6 +181,7 @@ class Handlers:
                 "state": snap.state.value,
                 "load": snap.load,
                 "memory_bytes": snap.memory_bytes,
+                **_engine_inputs(config, batch),
                 **extra,
             },
         }
@@ -305,3 +309,14 @@ def _index_entries(model: ModelSnapshot) -> list[dict[str, Any]]:
         }
         for v in model.versions
     ]
+
+
+def _engine_inputs(config: ModelConfig, batch: list[int]) -> dict[str, Any]:
+    """A model with a handler also takes its engine's own inputs (token ids): named in the metadata."""
+    if config.public_inputs is config.inputs:
+        return {}
+    return {
+        "engine_inputs": [
+            {"name": t.name, "datatype": t.datatype, "shape": batch + list(t.shape)} for t in config.inputs
+        ]
+    }

@@ -11,6 +11,8 @@ Metric names (all labelled ``model``, ``version``):
 - ``leanserve_queue_duration_seconds``: time a request waited for its batch, histogram
 - ``leanserve_compute_duration_seconds``: engine time per batch, histogram
 - ``leanserve_batch_size``: rows per engine run, histogram
+- ``leanserve_step_duration_seconds{step}``: time per batch of each step of a processed model
+  (``preprocess``, ``engine``, ``postprocess``, pipeline steps), histogram
 - ``leanserve_inferences_total``: rows inferred; ``leanserve_executions_total``: engine runs
 - ``leanserve_in_flight_requests``: requests accepted and not yet answered, gauge
 - ``leanserve_queue_depth``: requests waiting in the batcher, gauge
@@ -105,6 +107,11 @@ class ModelCollector(Collector):
                 "leanserve_compute_duration_seconds", "Engine time per batch.", labels=LABELS
             ),
             "batch": HistogramMetricFamily("leanserve_batch_size", "Rows per engine run.", labels=LABELS),
+            "step": HistogramMetricFamily(
+                "leanserve_step_duration_seconds",
+                "Time per batch of each step of a processed model (handlers, engine, pipeline steps).",
+                labels=[*LABELS, "step"],
+            ),
         }
         in_flight = GaugeMetricFamily("leanserve_in_flight_requests", "Requests not yet answered.", labels=LABELS)
         queue_depth = GaugeMetricFamily("leanserve_queue_depth", "Requests waiting in the batcher.", labels=LABELS)
@@ -148,6 +155,8 @@ class ModelCollector(Collector):
                 _add_histogram(histograms["queue"], labels, s.queue_seconds)
                 _add_histogram(histograms["compute"], labels, s.compute_seconds)
                 _add_histogram(histograms["batch"], labels, s.batch_size)
+                for step, step_stats in s.steps.items():
+                    _add_histogram(histograms["step"], [*labels, step], step_stats.seconds)
                 in_flight.add_metric(labels, s.in_flight)
                 queue_depth.add_metric(labels, mv.queued)
                 for reason, count in s.dropped.items():

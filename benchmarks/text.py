@@ -1,0 +1,337 @@
+"""Text in, embeddings out: ragged batching against padding to 128, server against client tokenization and
+against an in-process loop.
+
+    make bench-text                 # or: .venv/bin/python benchmarks/text.py [--duration 8]
+
+On the demo's own evaluation sentences (mixed Korean, English and four more languages), with the
+demo's all-MiniLM-L6-v2 (ONNX, fp32, 2 intra-op threads), one leanserve process serving:
+
+* ``minilm``: sentences (BYTES) tokenized by its handler.py, batches padded to their longest member;
+* ``minilm128``: the same handler padding every sentence to 128 tokens, inputs not ragged (what a
+  server that cannot batch different lengths together has to do);
+* ``minilm`` again, the client sending token ids it tokenized itself (the tokenizer on the client).
+
+Load comes from wrk with a Lua script cycling through one request body per sentence, at
+concurrency 1 and 32. Beside them, in this process: the in-process loop (tokenize a batch of 32 with
+the same handler, pad it, run it, the same engine settings) and the embeddings' agreement with
+each sentence run alone, unpadded. Results are printed and written to benchmarks/out/text.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tomli_w
+from serving import Load, _percentile, environment, free_port, start_server
+
+from leanserve.config import RuntimeOptions, load_model_config
+from leanserve.demo import build_demo_repository, default_demo_dir, tokenize
+from leanserve.demo.sentences import labelled_sentences
+from leanserve.processing.offline import EndToEnd, read_requests
+from leanserve.runtimes import load_runtime
+
+HERE = Path(__file__).resolve().parent
+OUT = HERE / "out"
+PY = sys.executable
+RAGGED_VS_PADDED_TARGET = 3.0  # text-in at c32, ragged over padded to 128
+IN_PROCESS_TARGET = 0.9  # text-in at c32 over the in-process loop
+COSINE_TARGET = 0.9999
+
+
+def repository(demo: Path, root: Path) -> Path:
+    """``minilm`` as the demo builds it (text in, ragged) and ``minilm128`` (the same, padded to 128)."""
+    source = demo / "minilm"
+    for name in ("minilm", "minilm128"):
+        (root / name / "1").mkdir(parents=True)
+        shutil.copy(source / "1" / "model.onnx", root / name / "1" / "model.onnx")
+        shutil.copy(source / "tokenizer.json", root / name / "tokenizer.json")
+    shutil.copy(source / "handler.py", root / "minilm" / "handler.py")
+    table = load_toml(source / "model.toml")
+    table.pop("versions", None)
+    for key in ("default_version", "version_policy", "platform"):
+        table.pop(key, None)
+    (root / "minilm" / "model.toml").write_text(tomli_w.dumps(table))
+    padded = dict(table)
+    padded["input"] = [{k: v for k, v in spec.items() if k not in ("pad_value", "mask")} for spec in table["input"]]
+    (root / "minilm128" / "model.toml").write_text(tomli_w.dumps(padded))
+    handler = (source / "handler.py").read_text()
+    handler += "\n_tokenizer.enable_padding(pad_id=0, pad_token='[PAD]', length=MAX_LENGTH)  # every sentence: 128\n"
+    (root / "minilm128" / "handler.py").write_text(handler)
+    return root
+
+
+def load_toml(path: Path) -> dict[str, Any]:
+    import tomllib
+
+    return tomllib.loads(path.read_text())
+
+
+def text_body(sentence: str) -> str:
+    body = {"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": [sentence]}]}
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+
+
+def ids_body(sentence: str) -> str:
+    tokens = tokenize([sentence])
+    inputs = [
+        {"name": name, "shape": list(a.shape), "datatype": "INT64", "data": a.ravel().tolist()}
+        for name, a in tokens.items()
+    ]
+    return json.dumps({"inputs": inputs}, separators=(",", ":"))
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wrk_bodies(url: str, bodies: list[str], concurrency: int, duration: float) -> tuple[Load, int]:
+    """wrk at ``concurrency``, each connection cycling through ``bodies`` (one request per body)."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False, encoding="utf-8") as f:
+        f.write('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\nbodies = {\n')
+        for body in bodies:
+            f.write(f"[==[{body}]==],\n")
+        f.write("}\ncounter = 0\nrequest = function()\n  counter = counter + 1\n")
+        f.write("  return wrk.format(nil, nil, nil, bodies[(counter % #bodies) + 1])\nend\n")
+        script = f.name
+    threads = 1 if concurrency == 1 else 2
+    out = subprocess.run(
+        ["wrk", f"-t{threads}", f"-c{concurrency}", f"-d{max(1, round(duration))}s", "--latency", "-s", script, url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    os.unlink(script)
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    errors = int(m.group(1)) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", out)) else 0
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    return Load(concurrency, rps, _percentile(out, "50%"), _percentile(out, "99%"), errors), total
+
+
+def engine_rows(stats_url: str) -> tuple[int, int]:
+    """(rows inferred, engine runs) of a model so far, from its statistics."""
+    with urllib.request.urlopen(stats_url, timeout=30) as response:
+        model = json.loads(response.read())["model_stats"][0]
+    return int(model["inference_count"]), int(model["execution_count"])
+
+
+def post_json(url: str, body: str) -> dict[str, Any]:
+    request = urllib.request.Request(url, body.encode(), {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        result: dict[str, Any] = json.loads(response.read())
+        return result
+
+
+def embedding_of(answer: dict[str, Any]) -> np.ndarray:
+    out = answer["outputs"][0]
+    return np.array(out["data"], dtype=np.float32).reshape(out["shape"])[0]
+
+
+class InProcess:
+    """The loop a server is compared with: tokenize a batch of 32 with the same handler, pad it, run it."""
+
+    def __init__(self, model_dir: Path, sentences: list[str], batch: int = 32) -> None:
+        self.e2e = EndToEnd.of(model_dir, load_model_config(model_dir))
+        options = RuntimeOptions(intra_op_threads=2)  # as the served model.toml says
+        self.runtime = load_runtime(model_dir / "1" / "model.onnx", "onnxruntime", options)
+        requests = read_requests({"text": np.array(sentences)}, ["text"])
+        self.batches = [requests[i : i + batch] for i in range(0, len(requests), batch)]
+        self.e2e.run(self.runtime, self.batches[0])  # warm-up
+
+    def measure(self, seconds: float) -> dict[str, float]:
+        """Sentences per second, and CPU ms per sentence, over about ``seconds``."""
+        done = 0
+        start, cpu = time.perf_counter(), time.process_time()
+        while time.perf_counter() - start < seconds:
+            for b in self.batches:
+                self.e2e.run(self.runtime, b)
+                done += len(b)
+                if time.perf_counter() - start >= seconds:
+                    break
+        elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
+        return {"sentences_per_s": done / elapsed, "cpu_ms_per_sentence": cpu * 1000 / done}
+
+    def close(self) -> None:
+        self.runtime.close()
+
+
+def measure(pid: int, model_url: str, bodies: list[str], concurrency: int, seconds: float) -> dict[str, Any]:
+    """One wrk run against a model, with the server's CPU per request and the rows per engine run."""
+    wait_idle(model_url.rsplit("/", 1)[0])
+    rows, runs = engine_rows(f"{model_url}/stats")
+    cpu = cpu_seconds(pid)
+    load, total = wrk_bodies(f"{model_url}/infer", bodies, concurrency, seconds)
+    cpu = cpu_seconds(pid) - cpu
+    rows_after, runs_after = engine_rows(f"{model_url}/stats")
+    return {
+        **asdict(load),
+        "requests": total,
+        # The server's CPU per request (ONNX Runtime's spinning workers included): on a shared machine,
+        # its throughput with the cores to itself would be about cores / this.
+        "server_cpu_ms_per_request": cpu * 1000 / max(total, 1),
+        "rows_per_engine_run": (rows_after - rows) / max(runs_after - runs, 1),
+    }
+
+
+def wait_idle(models_url: str, timeout: float = 60.0) -> None:
+    """Until no model has a request in flight: wrk leaves up to 32 requests behind when it stops (the
+    server finishes them), and their work must not be charged to the next run."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(f"{models_url}/stats", timeout=30) as response:
+            stats = json.loads(response.read())["model_stats"]
+        if not any(m.get("in_flight") for m in stats):
+            time.sleep(0.2)
+            return
+        time.sleep(0.1)
+
+
+def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each numeric figure's median over the rounds."""
+    return {k: float(np.median([r[k] for r in runs])) for k, v in runs[0].items() if isinstance(v, (int, float))}
+
+
+def unpadded(model_dir: Path, sentences: list[str]) -> np.ndarray:
+    """Each sentence's embedding run alone: no padding at all."""
+    e2e = EndToEnd.of(model_dir)
+    runtime = load_runtime(model_dir / "1" / "model.onnx", "onnxruntime", RuntimeOptions(intra_op_threads=2))
+    try:
+        requests = read_requests({"text": np.array(sentences)}, ["text"])
+        return np.concatenate([e2e.run(runtime, [r])[0]["embedding"] for r in requests])
+    finally:
+        runtime.close()
+
+
+def client_tokenize_ms(sentences: list[str]) -> float:
+    """What the client pays per sentence to tokenize it itself (the work the server's handler takes over)."""
+    tokenize(sentences[:8])
+    start = time.perf_counter()
+    for s in sentences:
+        tokenize([s])
+    return (time.perf_counter() - start) * 1000.0 / len(sentences)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per run (default 5)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds, medians kept (default 3)")
+    parser.add_argument("--demo", type=Path, default=None, help="the demo repository (built when missing)")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        print("wrk is not installed: apt-get install -y wrk", file=sys.stderr)
+        return 2
+    demo = build_demo_repository(args.demo or default_demo_dir(), progress=print)
+    sentences, _languages = labelled_sentences()
+    lengths = [int(tokenize([s])["attention_mask"].sum()) for s in sentences]
+    print(
+        f"{len(sentences)} sentences, {np.mean(lengths):.1f} tokens on average (min {min(lengths)}, max {max(lengths)})"
+    )
+    results: dict[str, Any] = {"sentences": len(sentences), "mean_tokens": float(np.mean(lengths))}
+    with tempfile.TemporaryDirectory(prefix="leanserve-bench-text-") as tmp:
+        repo = repository(demo, Path(tmp) / "repo")
+        port = free_port()
+        base = f"http://127.0.0.1:{port}/v2/models"
+        cmd = [PY, "-m", "leanserve", "serve", str(repo), "--port", str(port), "--failure-log-entries", "0"]
+        proc, _cold = start_server(cmd, f"{base}/minilm/infer", text_body(sentences[0]).encode())
+        try:
+            text = [text_body(s) for s in sentences]
+            ids = [ids_body(s) for s in sentences]
+            # Agreement first: every sentence, 32 at a time (ragged batches of mixed lengths), to its unpadded self.
+            with ThreadPoolExecutor(32) as pool:
+                served = list(pool.map(lambda b: embedding_of(post_json(f"{base}/minilm/infer", b)), text))
+            alone = unpadded(repo / "minilm", sentences)
+            got = np.stack(served)
+            cosine = np.sum(got * alone, axis=1) / np.linalg.norm(got, axis=1) / np.linalg.norm(alone, axis=1)
+            results["min_cosine_to_unpadded"] = float(cosine.min())
+            contenders = (
+                ("ragged, text in", "minilm", text),
+                ("padded to 128, text in", "minilm128", text),
+                ("ragged, token ids in (client tokenizes)", "minilm", ids),
+            )
+            for _label, model, bodies in contenders:
+                wrk_bodies(f"{base}/{model}/infer", bodies, 8, 1.0)  # warm-up
+            in_proc = InProcess(repo / "minilm", sentences)
+            # Interleaved rounds, medians kept: the machine is shared, and its load drifts over minutes.
+            runs: dict[tuple[str, int], list[dict[str, Any]]] = {}
+            loop_runs: list[dict[str, float]] = []
+            for round_ in range(1, args.rounds + 1):
+                for c in (1, 32):
+                    for label, model, bodies in contenders:
+                        figures = measure(proc.pid, f"{base}/{model}", bodies, c, args.duration)
+                        runs.setdefault((label, c), []).append(figures)
+                        print(
+                            f"round {round_} {label:42s} c{c:<3d} {figures['requests_per_s']:8.1f} req/s  "
+                            f"p50 {figures['p50_ms']:7.2f} ms  p99 {figures['p99_ms']:7.2f} ms  "
+                            f"errors {figures['errors']}  server CPU {figures['server_cpu_ms_per_request']:.2f} ms/req"
+                            f"  {figures['rows_per_engine_run']:.1f} rows/run"
+                        )
+                loop_runs.append(in_proc.measure(args.duration))
+                print(f"round {round_} in-process loop: {loop_runs[-1]['sentences_per_s']:.1f} sentences/s")
+            in_proc.close()
+            loads = {label: [median_of(runs[(label, c)]) for c in (1, 32)] for label, _model, _bodies in contenders}
+            results["loads"] = loads
+            results["rounds"] = {f"{label} c{c}": figures for (label, c), figures in runs.items()}
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+        results["in_process"] = {**median_of(loop_runs), "batch": 32}
+        results["client_tokenize_ms_per_sentence"] = client_tokenize_ms(sentences)
+    c32 = {label: runs[1]["requests_per_s"] for label, runs in loads.items()}
+    cpu32 = {label: runs[1]["server_cpu_ms_per_request"] for label, runs in loads.items()}
+    ragged, padded = c32["ragged, text in"], c32["padded to 128, text in"]
+    loop = results["in_process"]["sentences_per_s"]
+    loop_cpu = results["in_process"]["cpu_ms_per_sentence"]
+    ratios = {
+        "ragged_over_padded_c32": ragged / padded,
+        "text_in_over_in_process_loop_c32": ragged / loop,
+        "server_tokenizes_over_client_tokenizes_c32": ragged / c32["ragged, token ids in (client tokenizes)"],
+        # The same comparisons in CPU per sentence (lower is better, so the ratios are inverted):
+        # robust to other work on a shared machine, which wall-clock rates are not.
+        "cpu_ragged_over_padded_c32": cpu32["padded to 128, text in"] / cpu32["ragged, text in"],
+        "cpu_text_in_over_in_process_loop_c32": loop_cpu / cpu32["ragged, text in"],
+    }
+    results["ratios"] = ratios
+    results["targets"] = {
+        f"ragged >= {RAGGED_VS_PADDED_TARGET}x padded at c32": ragged / padded >= RAGGED_VS_PADDED_TARGET,
+        f"text-in >= {IN_PROCESS_TARGET} of the in-process loop at c32": ragged / loop >= IN_PROCESS_TARGET,
+        f"(CPU) ragged >= {RAGGED_VS_PADDED_TARGET}x padded at c32": ratios["cpu_ragged_over_padded_c32"]
+        >= RAGGED_VS_PADDED_TARGET,
+        f"(CPU) text-in >= {IN_PROCESS_TARGET} of the in-process loop at c32": ratios[
+            "cpu_text_in_over_in_process_loop_c32"
+        ]
+        >= IN_PROCESS_TARGET,
+        f"cosine to unpadded >= {COSINE_TARGET}": results["min_cosine_to_unpadded"] >= COSINE_TARGET,
+    }
+    results["environment"] = environment()
+    results["load_average"] = os.getloadavg()
+    print(
+        f"in-process loop (batches of 32): {loop:.1f} sentences/s; "
+        f"client tokenization {results['client_tokenize_ms_per_sentence']:.3f} ms/sentence"
+    )
+    for name, value in results["ratios"].items():
+        print(f"{name}: {value:.2f}")
+    print(f"min cosine to unpadded: {results['min_cosine_to_unpadded']:.6f}")
+    for target, ok in results["targets"].items():
+        print(f"{'PASS' if ok else 'MISS'}  {target}")
+    OUT.mkdir(exist_ok=True)
+    (OUT / "text.json").write_text(json.dumps(results, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
