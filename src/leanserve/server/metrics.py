@@ -5,7 +5,8 @@ path) by a custom collector, so serving a request touches no prometheus-client l
 
 Metric names (all labelled ``model``, ``version``):
 
-- ``leanserve_requests_total{outcome}``: requests answered, by outcome (success, client_error, server_error)
+- ``leanserve_requests_total{outcome,protocol}``: requests answered, by outcome (success, client_error,
+  server_error) and by the protocol they came over (http, grpc; shadow: copies a shadow experiment sent)
 - ``leanserve_responses_total{code}``: requests answered, by HTTP status code (200, 400, 404, 503, ...)
 - ``leanserve_request_duration_seconds``: end-to-end time in the server, histogram
 - ``leanserve_queue_duration_seconds``: time a request waited for its batch, histogram
@@ -83,7 +84,9 @@ class ModelCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         requests = CounterMetricFamily(
-            "leanserve_requests", "Inference requests answered, by outcome.", labels=[*LABELS, "outcome"]
+            "leanserve_requests",
+            "Inference requests answered, by outcome and protocol.",
+            labels=[*LABELS, "outcome", "protocol"],
         )
         responses = CounterMetricFamily(
             "leanserve_responses", "Inference requests answered, by HTTP status code.", labels=[*LABELS, "code"]
@@ -129,8 +132,8 @@ class ModelCollector(Collector):
             for mv in model.versions:
                 s = mv.stats
                 labels = [mv.name, str(mv.version)]
-                for outcome, count in s.outcomes.items():
-                    requests.add_metric([*labels, outcome], count)
+                for (protocol, outcome), count in s.outcomes_by_protocol().items():
+                    requests.add_metric([*labels, outcome, protocol], count)
                 for code, count in sorted(s.responses_by_code().items()):
                     responses.add_metric([*labels, str(code)], count)
                 inferences.add_metric(labels, s.inference_count)
