@@ -77,6 +77,7 @@ class Experiment:
         self._clock = clock
         self._index = {arm: i for i, arm in enumerate(config.arms)}
         self._salt = config.effective_salt
+        self._shadow_salt = self._salt + "/shadow"
         self._keys = config.uses_feedback  # whether outcomes keep their feedback key
         self._lock = threading.Lock()  # one state change at a time: evaluation or an operator's call
         self._stop = threading.Event()
@@ -142,12 +143,7 @@ class Experiment:
     def mirror(self, unit: str | None, candidate_in_flight: int) -> Arm | None:
         """Shadow: the candidate to send a copy of this request to, or None (not a shadow, not
         running, sampled out, or shed because the candidate has too much in flight)."""
-        routing = self._routing
-        if self.config.mode != "shadow" or not routing.running:
-            return None
-        # Its own salt: which units are copied must not line up with any split of the same units.
-        point = unit_point(self._salt + "/shadow", unit) if unit is not None else self._rng.random()
-        verdict = mirror(point, self.config.shadow_sample, candidate_in_flight, self.config.shadow_max_in_flight)
+        verdict = self._mirror(unit, candidate_in_flight)
         if verdict is Mirror.SEND:
             self.mirrored += 1
             self.store.add(MIRRORED, 1, 0)
@@ -156,6 +152,13 @@ class Experiment:
             self.shed += 1
             self.store.add(SHED, 1, 0)
         return None
+
+    def _mirror(self, unit: str | None, candidate_in_flight: int) -> Mirror:
+        if self.config.mode != "shadow" or not self._routing.running:
+            return Mirror.SAMPLED_OUT
+        # Its own salt: which units are copied must not line up with any split of the same units.
+        point = unit_point(self._shadow_salt, unit) if unit is not None else self._rng.random()
+        return mirror(point, self.config.shadow_sample, candidate_in_flight, self.config.shadow_max_in_flight)
 
     def record(self, arm: Arm | int, latency_s: float, ok: bool, key: str | None = None) -> None:
         """One answered request (or shadow copy) of ``arm`` (or its index, as :meth:`assign` gives
@@ -431,6 +434,29 @@ class Recorder:
         latency[bucket] = latency.get(bucket, 0) + 1
         if key is not None and exp._keys:
             self._responses.append((key, arm, exp._clock()))
+
+    def mirror(self, unit: str | None, candidate_pending: int) -> Mirror:
+        """Shadow: :meth:`Experiment.mirror`'s verdict on copying this request, with the copies the
+        candidate has pending (queued or in flight). A shed copy is counted here; a copy to send is
+        counted by :meth:`sent` when it goes, or by :meth:`shed` if it never does."""
+        verdict = self.experiment._mirror(unit, candidate_pending)
+        if verdict is Mirror.SHED:
+            self.shed()
+        return verdict
+
+    def sent(self) -> None:
+        """A shadow copy went to the candidate."""
+        self.experiment.mirrored += 1
+        self._count(MIRRORED)
+
+    def shed(self) -> None:
+        """A shadow copy was dropped: the candidate or the server was too busy for it."""
+        self.experiment.shed += 1
+        self._count(SHED)
+
+    def _count(self, kind: str) -> None:
+        key = (kind, 1, 0)
+        self._counters[key] = self._counters.get(key, 0.0) + 1.0
 
     def flush(self) -> None:
         """Hand everything counted so far to the experiment's store."""

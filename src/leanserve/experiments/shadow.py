@@ -1,0 +1,124 @@
+"""Shadow copies at the lowest priority: run only in event-loop turns that found nothing else to do.
+
+A shadow copy is a second request's work on the control's CPU. Sent as soon as the control has
+answered, it runs ahead of the control requests that arrive meanwhile, and at half a small
+machine's capacity that doubled the control's p99 (benchmarks/RESULTS.md). Here a copy waits in a
+queue instead, and a probe looks for a moment when the server is idle:
+
+- The probe is a callback scheduled with ``call_soon``; the loop runs it in its next turn, after it
+  has polled the sockets and run whatever they brought (requests parsed, batches run inline,
+  answers written). The time between scheduling and running is how long that turn took: about a
+  microsecond when the turn found nothing (uvloop; two on asyncio), 30 us or more when it served a
+  request. Only a turn shorter than :data:`IDLE_TURN_S` may run a copy, one copy per idle turn, so
+  a copy never runs ahead of control work that was ready, and a control request that arrives
+  during one waits for that one copy at most.
+- A copy also waits while its job says it is not ready (the control has requests in flight: an
+  engine running off the loop is busy with control work); the probe then looks again after
+  :data:`BUSY_RETRY_S` rather than spinning.
+- A copy that found no idle moment within :data:`MAX_WAIT_S` is shed (counted by its job), and the
+  queue's length is bounded by whoever submits (the experiment's ``shadow_max_in_flight``).
+
+When the server is idle every copy runs at once; when it is busy every copy is shed; in between
+copies take only the loop's idle time. The queue lives on the event loop; it is not thread-safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Final, Protocol
+
+IDLE_TURN_S: Final = 10e-6  # a loop turn this short found no other work
+BUSY_RETRY_S: Final = 0.0005  # a job not ready (its control busy off the loop): look again after this long
+MAX_WAIT_S: Final = 1.0  # a copy that found no idle moment in this long is shed
+
+log = logging.getLogger("leanserve.experiments")
+
+
+class Job(Protocol):
+    """A shadow copy waiting to be sent."""
+
+    queued_at: float  # the queue's clock when it was submitted
+
+    def ready(self) -> bool:
+        """Whether it may run now (besides the loop being idle)."""
+
+    def run(self) -> None:
+        """Send it (on the event loop, in an idle turn)."""
+
+    def shed(self) -> None:
+        """Drop it: it waited too long."""
+
+
+class ShadowQueue:
+    """Jobs run one per idle event-loop turn, oldest first; shed after waiting ``max_wait_s``."""
+
+    def __init__(
+        self,
+        max_wait_s: float = MAX_WAIT_S,
+        idle_turn_s: float = IDLE_TURN_S,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.max_wait_s = max_wait_s
+        self.idle_turn_s = idle_turn_s
+        self.clock = clock
+        self._jobs: deque[Job] = deque()
+        self._armed_at: float | None = None  # when the probe was scheduled (None: it is not)
+        self._timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def __len__(self) -> int:
+        return len(self._jobs)
+
+    def submit(self, job: Job) -> None:
+        """Queue ``job`` (from the event loop); it runs in the first idle turn, or is shed."""
+        self._jobs.append(job)
+        if self._armed_at is None and self._timer is None:
+            if self._loop is None:
+                self._loop = asyncio.get_running_loop()
+            self._arm()
+
+    def _arm(self) -> None:
+        self._timer = None
+        self._armed_at = self.clock()
+        self._loop.call_soon(self._probe)  # type: ignore[union-attr]
+
+    def _probe(self) -> None:
+        now = self.clock()
+        turn = now - self._armed_at  # type: ignore[operator]
+        self._armed_at = None
+        jobs = self._jobs
+        while jobs and now - jobs[0].queued_at > self.max_wait_s:
+            self._call(jobs.popleft().shed)
+        if not jobs:
+            return
+        if turn > self.idle_turn_s:
+            self._arm()  # this turn served something: look again in the next one
+            return
+        if not jobs[0].ready():
+            self._timer = self._loop.call_later(BUSY_RETRY_S, self._arm)  # type: ignore[union-attr]
+            return
+        self._call(jobs.popleft().run)
+        if jobs:
+            self._arm()
+
+    @staticmethod
+    def _call(action: Callable[[], None]) -> None:
+        try:
+            action()
+        except Exception:  # a bug in one copy must not stop the queue (or reach the loop)
+            log.exception("shadow copy failed")
+
+    def drop(self) -> None:
+        """Shed every queued job (at shutdown)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        while self._jobs:
+            self._call(self._jobs.popleft().shed)
+
+
+__all__ = ["BUSY_RETRY_S", "IDLE_TURN_S", "MAX_WAIT_S", "Job", "ShadowQueue"]
