@@ -244,12 +244,14 @@ class Router:
             if result is not None:
                 recorder.record(i, time.perf_counter() - start, True, key)
                 alias.successes[i] += 1
-                arm = label or f"{model}:{result.model_version}"
-                ctx.arm = arm
                 result.model_name = alias.name
                 if response_id is not None:
                     result.id = response_id
-                result.parameters = {**result.parameters, ARM_PARAMETER: arm}
+                if label is not None and not result.parameters:
+                    result.parameters = alias.parameters[i]  # made once: {"leanserve_arm": label}
+                else:
+                    arm = ctx.arm = label or f"{model}:{result.model_version}"
+                    result.parameters = {**result.parameters, ARM_PARAMETER: arm}
             else:
                 status = error.status  # type: ignore[union-attr]
                 recorder.record(i, time.perf_counter() - start, status < 500, key)

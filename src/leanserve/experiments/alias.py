@@ -39,6 +39,8 @@ class Alias:
         self.versions: list[str | None] = [None if a.version is None else str(a.version) for a in config.arms]
         # "model:version" of each arm; None where the version is the model's default, resolved per answer.
         self.labels: list[str | None] = [f"{a.model}:{a.version}" if a.version is not None else None for a in self.arms]
+        # The response parameters naming each arm of a fixed version, shared by its answers (read only).
+        self.parameters: list[dict[str, Any]] = [{ARM_PARAMETER: label} if label else {} for label in self.labels]
         self.successes = [0] * len(self.arms)  # answered through the alias, by arm (read with requests)
         self.failures: dict[tuple[int, str], int] = {}  # (arm, outcome) -> answered with an error
         self.copies: dict[str, int] = {}  # outcome -> shadow copies the candidate answered
