@@ -482,9 +482,10 @@ class Recorder:
             counters[key] = counters.get(key, 0.0) + 1.0
         if self._arms:
             buckets = buckets_of(np.asarray(self._latencies, np.float64))
-            pairs, counts = np.unique(np.stack([np.asarray(self._arms, np.int64), buckets]), axis=1, return_counts=True)
-            for (arm, bucket), n in zip(pairs.T.tolist(), counts.tolist(), strict=True):
-                tally.latency[(arm, bucket)] = n
+            width = int(buckets.max()) + 1
+            cells = np.bincount(np.asarray(self._arms, np.int64) * width + buckets)  # (arm, bucket) as one index
+            for cell in np.flatnonzero(cells).tolist():
+                tally.latency[divmod(cell, width)] = int(cells[cell])
         responses = self._responses
         self._assigned, self._arms, self._latencies, self._errors, self._copies = [], [], [], [], []
         self._responses = []
