@@ -96,6 +96,18 @@ async def test_a_copy_whose_control_is_busy_waits_without_spinning_the_loop() ->
     assert log == ["run a"]
 
 
+async def test_a_copy_whose_control_is_idle_goes_ahead_of_one_whose_control_is_busy() -> None:
+    queue, log = ShadowQueue(), []
+    busy = Job(log, "busy", is_ready=False)  # another experiment's control is running
+    queue.submit(busy)
+    queue.submit(Job(log, "idle"))
+    await settle(queue, 0.2)
+    assert log == ["run idle"] and len(queue) == 1
+    busy.is_ready = True
+    await settle(queue)
+    assert log == ["run idle", "run busy"]
+
+
 async def test_drop_sheds_what_is_queued() -> None:
     queue, log = ShadowQueue(), []
     queue.submit(Job(log, "a", is_ready=False))
@@ -103,3 +115,20 @@ async def test_drop_sheds_what_is_queued() -> None:
     queue.drop()
     await asyncio.sleep(0.01)
     assert log == ["shed a", "shed b"] and len(queue) == 0
+
+
+def test_a_queue_used_from_a_new_event_loop_runs_there() -> None:
+    """The router outlives an event loop in tests and embedded uses: a probe left on a closed loop must not
+    leave the queue believing it is armed."""
+    queue, log = ShadowQueue(), []
+
+    async def submit_and_leave() -> None:
+        queue.submit(Job(log, "left", is_ready=False))  # its probe is scheduled; the loop then ends
+
+    async def submit_and_settle() -> None:
+        queue.submit(Job(log, "next"))
+        await settle(queue, 0.5)
+
+    asyncio.run(submit_and_leave())
+    asyncio.run(submit_and_settle())
+    assert "run next" in log

@@ -12,9 +12,10 @@ queue instead, and a probe looks for a moment when the server is idle:
   request. Only a turn shorter than :data:`IDLE_TURN_S` may run a copy, one copy per idle turn, so
   a copy never runs ahead of control work that was ready, and a control request that arrives
   during one waits for that one copy at most.
-- A copy also waits while its job says it is not ready (the control has requests in flight: an
-  engine running off the loop is busy with control work); the probe then looks again after
-  :data:`BUSY_RETRY_S` rather than spinning.
+- A copy also waits while its job says it is not ready (its control has requests in flight: an
+  engine running off the loop is busy with control work), and a younger copy whose control is idle
+  goes first; when no copy is ready the probe looks again after :data:`BUSY_RETRY_S` rather than
+  spinning.
 - A copy that found no idle moment within :data:`MAX_WAIT_S` is shed (counted by its job), and the
   queue's length is bounded by whoever submits (the experiment's ``shadow_max_in_flight``).
 
@@ -54,7 +55,7 @@ class Job(Protocol):
 
 
 class ShadowQueue:
-    """Jobs run one per idle event-loop turn, oldest first; shed after waiting ``max_wait_s``."""
+    """Jobs run one per idle event-loop turn, the oldest ready one first; shed after waiting ``max_wait_s``."""
 
     def __init__(
         self,
@@ -76,9 +77,10 @@ class ShadowQueue:
     def submit(self, job: Job) -> None:
         """Queue ``job`` (from the event loop); it runs in the first idle turn, or is shed."""
         self._jobs.append(job)
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # first use, or a new loop: nothing is scheduled on this one
+            self._loop, self._armed_at, self._timer = loop, None, None
         if self._armed_at is None and self._timer is None:
-            if self._loop is None:
-                self._loop = asyncio.get_running_loop()
             self._arm()
 
     def _arm(self) -> None:
@@ -98,10 +100,15 @@ class ShadowQueue:
         if turn > self.idle_turn_s:
             self._arm()  # this turn served something: look again in the next one
             return
-        if not jobs[0].ready():
+        job = next((j for j in jobs if j.ready()), None)  # the oldest whose control is not busy
+        if job is None:
             self._timer = self._loop.call_later(BUSY_RETRY_S, self._arm)  # type: ignore[union-attr]
             return
-        self._call(jobs.popleft().run)
+        if job is jobs[0]:
+            jobs.popleft()
+        else:
+            jobs.remove(job)
+        self._call(job.run)
         if jobs:
             self._arm()
 
