@@ -37,7 +37,7 @@ Experiments (labelled ``experiment``, the alias; ``arm`` is ``model:version`` as
 - ``leanserve_experiment_requests_total{arm,outcome}``: requests answered through the alias, by the
   arm that answered and outcome (success, client_error, server_error)
 - ``leanserve_experiment_shadow_copies_total{outcome}``: shadow copies the candidate answered, by outcome
-- ``leanserve_experiment_shadow_shed_total``: shadow copies dropped because the candidate was busy
+- ``leanserve_experiment_shadow_shed_total``: shadow copies dropped because the candidate or the server was busy
 - ``leanserve_experiment_canary_step``: the canary's current step (0 is the first), and
   ``leanserve_experiment_canary_percent``: the candidate's share of traffic there, in percent
 - ``leanserve_experiment_phase{phase}``: 1 for the phase the experiment is in (running, promoted,
@@ -201,7 +201,7 @@ class ModelCollector(Collector):
             labels=[*label, "outcome"],
         )
         shed = CounterMetricFamily(
-            "leanserve_experiment_shadow_shed", "Shadow copies dropped because the candidate was busy.", labels=label
+            "leanserve_experiment_shadow_shed", "Shadow copies dropped because the candidate or the server was busy.", labels=label
         )
         step = GaugeMetricFamily("leanserve_experiment_canary_step", "The canary's current step, from 0.", labels=label)
         percent = GaugeMetricFamily(
