@@ -201,7 +201,9 @@ class ModelCollector(Collector):
             labels=[*label, "outcome"],
         )
         shed = CounterMetricFamily(
-            "leanserve_experiment_shadow_shed", "Shadow copies dropped because the candidate or the server was busy.", labels=label
+            "leanserve_experiment_shadow_shed",
+            "Shadow copies dropped because the candidate or the server was busy.",
+            labels=label,
         )
         step = GaugeMetricFamily("leanserve_experiment_canary_step", "The canary's current step, from 0.", labels=label)
         percent = GaugeMetricFamily(
