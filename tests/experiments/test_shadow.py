@@ -6,6 +6,8 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 
+import pytest
+
 from leanserve.experiments.shadow import ShadowQueue
 
 
@@ -132,3 +134,10 @@ def test_a_queue_used_from_a_new_event_loop_runs_there() -> None:
     asyncio.run(submit_and_leave())
     asyncio.run(submit_and_settle())
     assert "run next" in log
+
+
+def test_on_uvloop_too_copies_wait_for_the_control_work_and_then_run() -> None:
+    """The server runs on uvloop: its turns poll the sockets between call_soon callbacks, as asyncio's do."""
+    uvloop = pytest.importorskip("uvloop")
+    uvloop.run(test_no_copy_runs_while_every_turn_serves_control_work())
+    uvloop.run(test_at_idle_every_copy_runs_in_order())
