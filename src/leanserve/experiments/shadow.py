@@ -11,7 +11,9 @@ queue instead, and a probe looks for a moment when the server is idle:
   microsecond when the turn found nothing (uvloop; two on asyncio), 30 us or more when it served a
   request. Only a turn shorter than :data:`IDLE_TURN_S` may run a copy, one copy per idle turn, so
   a copy never runs ahead of control work that was ready, and a control request that arrives
-  during one waits for that one copy at most.
+  during one waits for that one copy at most. After a busy turn the probe waits
+  :data:`BUSY_RETRY_S` before it looks again: probing every turn would keep the loop from ever
+  sleeping in its poll, a spinning core that the rest of the machine (the clients included) pays for.
 - A copy also waits while its job says it is not ready (its control has requests in flight: an
   engine running off the loop is busy with control work), and a younger copy whose control is idle
   goes first; when no copy is ready the probe looks again after :data:`BUSY_RETRY_S` rather than
@@ -33,7 +35,7 @@ from collections.abc import Callable
 from typing import Final, Protocol
 
 IDLE_TURN_S: Final = 10e-6  # a loop turn this short found no other work
-BUSY_RETRY_S: Final = 0.0005  # a job not ready (its control busy off the loop): look again after this long
+BUSY_RETRY_S: Final = 0.0005  # after a busy turn, or with no job ready: look again after this long
 MAX_WAIT_S: Final = 1.0  # a copy that found no idle moment in this long is shed
 
 log = logging.getLogger("leanserve.experiments")
@@ -68,6 +70,7 @@ class ShadowQueue:
         self.clock = clock
         self._jobs: deque[Job] = deque()
         self._armed_at: float | None = None  # when the probe was scheduled (None: it is not)
+        self._skip = False  # a copy ran: the next turn runs its batch, and says nothing of the server
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -97,8 +100,15 @@ class ShadowQueue:
             self._call(jobs.popleft().shed)
         if not jobs:
             return
+        if self._skip:  # the turn held the last copy's own work: judge the next one
+            self._skip = False
+            self._arm()
+            return
         if turn > self.idle_turn_s:
-            self._arm()  # this turn served something: look again in the next one
+            # This turn served something: look again a little later, not in the next turn, so that a
+            # busy server's loop still sleeps in its poll between requests (a probe in every turn
+            # kept it spinning, and the CPU it took from the machine showed in the control's tail).
+            self._timer = self._loop.call_later(BUSY_RETRY_S, self._arm)  # type: ignore[union-attr]
             return
         job = next((j for j in jobs if j.ready()), None)  # the oldest whose control is not busy
         if job is None:
@@ -110,6 +120,7 @@ class ShadowQueue:
             jobs.remove(job)
         self._call(job.run)
         if jobs:
+            self._skip = True
             self._arm()
 
     @staticmethod
