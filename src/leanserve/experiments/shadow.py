@@ -35,7 +35,8 @@ from collections.abc import Callable
 from typing import Final, Protocol
 
 IDLE_TURN_S: Final = 10e-6  # a loop turn this short found no other work
-BUSY_RETRY_S: Final = 0.0005  # after a busy turn, or with no job ready: look again after this long
+# After a busy turn, or with no job ready: look again after this long (uvloop's timers count whole ms).
+BUSY_RETRY_S: Final = 0.002
 MAX_WAIT_S: Final = 1.0  # a copy that found no idle moment in this long is shed
 
 log = logging.getLogger("leanserve.experiments")
