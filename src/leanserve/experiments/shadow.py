@@ -92,6 +92,12 @@ class ShadowQueue:
         self._armed_at = self.clock()
         self._loop.call_soon(self._probe)  # type: ignore[union-attr]
 
+    def _wake(self) -> None:
+        # The turn that runs a timer also runs the I/O that woke the loop (a request, mostly): judge
+        # the turn after it, or a busy server would never show an idle one.
+        self._skip = True
+        self._arm()
+
     def _probe(self) -> None:
         now = self.clock()
         turn = now - self._armed_at  # type: ignore[operator]
@@ -109,11 +115,11 @@ class ShadowQueue:
             # This turn served something: look again a little later, not in the next turn, so that a
             # busy server's loop still sleeps in its poll between requests (a probe in every turn
             # kept it spinning, and the CPU it took from the machine showed in the control's tail).
-            self._timer = self._loop.call_later(BUSY_RETRY_S, self._arm)  # type: ignore[union-attr]
+            self._timer = self._loop.call_later(BUSY_RETRY_S, self._wake)  # type: ignore[union-attr]
             return
         job = next((j for j in jobs if j.ready()), None)  # the oldest whose control is not busy
         if job is None:
-            self._timer = self._loop.call_later(BUSY_RETRY_S, self._arm)  # type: ignore[union-attr]
+            self._timer = self._loop.call_later(BUSY_RETRY_S, self._wake)  # type: ignore[union-attr]
             return
         if job is jobs[0]:
             jobs.popleft()
