@@ -161,15 +161,15 @@ async def test_a_shadow_copy_leaves_after_the_control_answered_and_is_compared(r
         done = asyncio.get_running_loop().create_future()
 
         def answered(result: InferResult | None, error: LeanserveError | None) -> None:
-            in_flight_when_answered.append(mirror.copies_in_flight)
+            in_flight_when_answered.append(mirror.copies_pending)
             done.set_result(result)
 
         router.infer(RequestContext("s"), "ab", None, InferBody(GOOD), answered)
         result = await done
         assert result.outputs[0].data.tolist() == [[7.0]] and in_flight_when_answered == [0]
-        assert mirror.copies_in_flight == 1  # sent once the answer was out
+        assert mirror.copies_pending == 1  # queued once the answer was out
         for _ in range(500):
-            if mirror.copies_in_flight == 0:
+            if mirror.copies_pending == 0:
                 break
             await asyncio.sleep(0.01)
         mirror.recorder.flush()

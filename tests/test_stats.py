@@ -133,3 +133,25 @@ def test_the_inlined_recorders_count_as_the_general_ones() -> None:
     assert inlined.queue_seconds.cumulative() == general.queue_seconds.cumulative()
     assert inlined.queue.count == general.queue.count == 4
     assert abs(inlined.queue.ns - general.queue.ns) <= len(waits)  # rounded once per batch, not per request
+
+
+def test_http_requests_are_what_the_other_protocols_leave() -> None:
+    """HTTP pays nothing for the protocol label: its counts are derived when they are read."""
+    s = ModelStats("m", 1)
+    for _ in range(5):
+        s.record_request("success", 0.001)
+    s.record_failure(400, 0.001)
+    s.record_failure(503, 0.001)
+    s.count_protocol("grpc", "success")
+    s.count_protocol("grpc", "success")
+    s.count_protocol("shadow", "success")
+    s.count_protocol("grpc", "client_error")
+    assert s.outcomes_by_protocol() == {
+        ("http", "success"): 2,
+        ("http", "client_error"): 0,
+        ("http", "server_error"): 1,
+        ("grpc", "success"): 2,
+        ("grpc", "client_error"): 1,
+        ("shadow", "success"): 1,
+    }
+    assert sum(s.outcomes_by_protocol().values()) == sum(s.outcomes.values())

@@ -11,7 +11,8 @@ direct request pays for them is a dictionary lookup of its name. An alias reques
 first (its unit may be a request parameter), the experiment chooses an arm, and the request goes
 on to that model version as a direct request would; its answer names the alias and the arm, and
 its latency and outcome are recorded for the arm. A shadow's candidate gets a copy of the decoded
-request after the control's answer has gone out, so the copy never delays it.
+request after the control's answer has gone out, and (with ``shadow_yield``) only in a moment when
+the server has nothing else to do, so that copies take the control's idle time, not its own.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from .admission import TIMEOUT_PARAMETER, timeout_deadline
 from .errors import InvalidInput, LeanserveError, PayloadTooLarge, ServerError
 from .experiments import Comparison, compare_outputs
 from .experiments.alias import ARM_PARAMETER, UNIT_HEADER, Alias
+from .experiments.assignment import Mirror
+from .experiments.shadow import ShadowQueue
 from .futures import call_as_future
 from .processing import Processor
 from .protocol import (
@@ -42,7 +45,7 @@ from .protocol import (
     validate_request,
 )
 from .registry import Lease, ModelRegistry
-from .stats import ModelStats
+from .stats import ModelStats, outcome_of
 
 ResultCallback = Callable[[InferResult | None, LeanserveError | None], None]
 # Told of every failed request: (context, model, version as resolved or as asked, "" if neither,
@@ -101,6 +104,7 @@ class Router:
         self.aliases: dict[str, Alias] = {}
         self.unit_headers: set[bytes] = {UNIT_HEADER.encode()}
         self._loading: set[asyncio.Task[None]] = set()  # requests waiting for their model to load
+        self.shadows = ShadowQueue()  # shadow copies waiting for an idle moment
 
     def infer(
         self, ctx: RequestContext, name: str, version: str | None, wire: InferBody | InferRequest, done: ResultCallback
@@ -295,12 +299,14 @@ class Router:
             if result is not None:
                 recorder.record(i, time.perf_counter() - start, True, key)
                 alias.successes[i] += 1
-                arm = label or f"{model}:{result.model_version}"
-                ctx.arm = arm
                 result.model_name = alias.name
                 if response_id is not None:
                     result.id = response_id
-                result.parameters = {**result.parameters, ARM_PARAMETER: arm}
+                if label is not None and not result.parameters:
+                    result.parameters = alias.parameters[i]  # made once: {"leanserve_arm": label}
+                else:
+                    arm = ctx.arm = label or f"{model}:{result.model_version}"
+                    result.parameters = {**result.parameters, ARM_PARAMETER: arm}
             else:
                 status = error.status  # type: ignore[union-attr]
                 recorder.record(i, time.perf_counter() - start, status < 500, key)
@@ -323,23 +329,43 @@ class Router:
     def _mirror(
         self, alias: Alias, ctx: RequestContext, unit: str | None, request: InferRequest, control: InferResult | None
     ) -> None:
-        """Send a shadow copy of a request the control answered to the candidate, unless the policy sheds it."""
-        exp = alias.experiment
-        arm = exp.mirror(unit, alias.copies_in_flight)
-        if arm is None:
+        """Queue a shadow copy of a request the control answered, unless the policy sheds it.
+
+        With ``shadow_yield`` (the default) the copy waits for an idle moment (:mod:`.experiments.shadow`)
+        and is shed if none comes; without it the copy is sent at once."""
+        if alias.recorder.mirror(unit, alias.copies_pending) is not Mirror.SEND:
             return
-        alias.copies_in_flight += 1
-        i = alias.arms.index(arm)
-        version = alias.versions[i]
-        label = f"{alias.labels[i] or self._label(arm.model, version)} shadow"
-        copy = RequestContext(ctx.request_id, ctx.client, ctx.headers, experiment=alias.name, arm=label)
+        alias.copies_pending += 1
+        copy = _ShadowCopy(self, alias, ctx, request, control, time.perf_counter())
+        if alias.shadow_yield:
+            self.shadows.submit(copy)
+        else:
+            copy.run()
+
+    def _send_copy(self, alias: Alias, ctx: RequestContext, request: InferRequest, control: InferResult | None) -> None:
+        recorder = alias.recorder
+        recorder.sent()
+        exp = alias.experiment
+        arm = alias.arms[1]  # a shadow's candidate
+        version = alias.versions[1]
+        copy = RequestContext(
+            ctx.request_id,
+            ctx.client,
+            ctx.headers,
+            experiment=alias.name,
+            arm=f"{alias.labels[1] or self._label(arm.model, version)} shadow",
+        )
         start = time.perf_counter()
 
         def compared(result: InferResult | None, error: LeanserveError | None) -> None:
-            alias.copies_in_flight -= 1
+            alias.copies_pending -= 1
             status = 200 if error is None else error.status
-            alias.recorder.record(i, time.perf_counter() - start, status < 500)
+            recorder.record(1, time.perf_counter() - start, status < 500)
             alias.count_copy(status)
+            # The copy was counted by the candidate's version, as a request of no protocol's.
+            stats = self.registry.stats_of(arm.model, result.model_version if result is not None else version)
+            if stats is not None:
+                stats.count_protocol("shadow", outcome_of(status))
             if control is None:
                 return  # the control failed: nothing to compare with
             if result is None:
@@ -347,7 +373,7 @@ class Router:
             else:
                 exp.record_comparison(compare_outputs(_outputs(control), _outputs(result)))
 
-        self.infer(copy, arm.model, version, request, compared)
+        self._route(copy, arm.model, version, request, compared, start)
 
     def _reject(
         self,
@@ -390,6 +416,41 @@ def deadline_from_timeout(ctx: RequestContext, parameters: dict[str, object]) ->
 
 
 _NO_ANSWER = Comparison(agree=False, similarity=0.0, max_abs_error=float("inf"))
+
+
+class _ShadowCopy:
+    """A shadow copy waiting in the router's :class:`~.experiments.shadow.ShadowQueue`."""
+
+    __slots__ = ("alias", "control", "ctx", "queued_at", "request", "router")
+
+    def __init__(
+        self,
+        router: Router,
+        alias: Alias,
+        ctx: RequestContext,
+        request: InferRequest,
+        control: InferResult | None,
+        queued_at: float,
+    ) -> None:
+        self.router = router
+        self.alias = alias
+        self.ctx = ctx
+        self.request = request
+        self.control = control
+        self.queued_at = queued_at
+
+    def ready(self) -> bool:
+        """The control has nothing in flight: its engine is not busy with the requests users wait for."""
+        alias = self.alias
+        stats = self.router.registry.stats_of(alias.arms[0].model, alias.versions[0])
+        return stats is None or stats.in_flight == 0
+
+    def run(self) -> None:
+        self.router._send_copy(self.alias, self.ctx, self.request, self.control)
+
+    def shed(self) -> None:
+        self.alias.copies_pending -= 1
+        self.alias.recorder.shed()
 
 
 def _outputs(result: InferResult) -> dict[str, np.ndarray]:

@@ -43,6 +43,13 @@ DROP_REASONS: Final[tuple[str, ...]] = ("disconnected", "deadline", "expected_wa
 UNLOAD_REASONS: Final[tuple[str, ...]] = ("evicted", "operator", "replaced", "removed", "shutdown")
 
 
+def outcome_of(status: int) -> str:
+    """The outcome label of an HTTP status: success, client_error (4xx) or server_error (5xx)."""
+    if status < 400:
+        return "success"
+    return "client_error" if status < 500 else "server_error"
+
+
 class Histogram:
     """Cumulative-at-read histogram: one counter per upper bound, plus +Inf."""
 
@@ -131,6 +138,10 @@ class ModelStats:
     # (:meth:`responses_by_code`), so the success path pays nothing for counting codes.
     error_codes: dict[int, int] = field(default_factory=dict)
     dropped: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DROP_REASONS, 0))
+    # Of the requests in ``outcomes``, those that did not come over HTTP, by (protocol, outcome):
+    # "grpc", and "shadow" for the copies a shadow experiment sends. HTTP's own counts are the rest,
+    # taken at scrape time (:meth:`outcomes_by_protocol`), so an HTTP request pays nothing for the label.
+    not_http: dict[tuple[str, str], int] = field(default_factory=dict)
 
     def record_request(self, outcome: str, seconds: float) -> None:
         self.outcomes[outcome] += 1
@@ -153,7 +164,20 @@ class ModelStats:
     def record_failure(self, status: int, seconds: float) -> None:
         """A request answered with an error status (4xx: the client's fault, 5xx: ours or the model's)."""
         self.error_codes[status] = self.error_codes.get(status, 0) + 1
-        self.record_request("client_error" if status < 500 else "server_error", seconds)
+        self.record_request(outcome_of(status), seconds)
+
+    def count_protocol(self, protocol: str, outcome: str) -> None:
+        """One request already counted in ``outcomes`` came over ``protocol`` (not HTTP)."""
+        key = (protocol, outcome)
+        self.not_http[key] = self.not_http.get(key, 0) + 1
+
+    def outcomes_by_protocol(self) -> dict[tuple[str, str], int]:
+        """Requests answered, by (protocol, outcome): HTTP's are what the other protocols leave."""
+        counts = {("http", outcome): count for outcome, count in self.outcomes.items()}
+        for (protocol, outcome), count in self.not_http.items():
+            counts[("http", outcome)] -= count
+            counts[(protocol, outcome)] = count
+        return counts
 
     def responses_by_code(self) -> dict[int, int]:
         """Requests answered, by HTTP status."""

@@ -139,6 +139,26 @@ def test_feedback_keyed_by_response_id_reaches_the_arm_that_answered(tmp_path: P
         assert exp.state.phase == "promoted" and exp.choose_arm("user-1") == ARMS[1]
 
 
+def test_a_recorder_counts_at_the_canary_step_it_counted_at(tmp_path: Path) -> None:
+    config = replace(CANARY, min_samples_per_step=20, min_samples=10)
+    with Experiment.open(config, tmp_path / "e.db") as exp:
+        recorder = Recorder(exp)
+        for i in range(30):
+            recorder.record(recorder.assign(f"u{i}"), 0.001, True)
+        recorder.flush()
+        # The candidate's step-0 outcomes meet the step's minimum: the step moves on.
+        for i in range(3000):
+            recorder.record(recorder.assign(f"v{i}"), 0.001, True)
+            if i == 2000:
+                recorder.flush()
+                exp.evaluate()
+        assert exp.state.step >= 1
+        recorder.flush()
+        tally = exp.store.snapshot().tally
+        counted = {step: tally.count(ASSIGNED, 0, step) + tally.count(ASSIGNED, 1, step) for step in (0, 1)}
+        assert counted[0] == 2031 and counted[1] == 999  # each request at the step it was assigned at
+
+
 def test_a_shadow_mirrors_copies_sheds_them_under_load_and_stops_on_disagreement(tmp_path: Path) -> None:
     config = ExperimentConfig("embed", "shadow", ARMS, min_shadow_agreement=0.95, shadow_max_in_flight=4)
     scores = np.array([[0.1, 0.9]], dtype=np.float32)

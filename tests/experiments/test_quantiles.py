@@ -13,6 +13,7 @@ from leanserve.experiments.quantiles import (
     LatencyHistogram,
     bucket_edges,
     bucket_of,
+    buckets_of,
     fixed_ranks,
     ratio_interval,
     ratio_p_value,
@@ -115,3 +116,15 @@ def test_a_slower_candidate_shows_in_the_p99_ratio() -> None:
     assert ratio_p_value(control, same, 0.99, 1.25, C, above=True) == 1.0
     assert ratio_p_value(control, same, 0.99, 1.25, C, above=False) < 0.05  # shown no worse than 1.25
     assert ratio_interval(control, LatencyHistogram.of({}), 0.99, 0.05, C).upper == math.inf
+
+
+def test_buckets_of_many_is_bucket_of_each() -> None:
+    rng = np.random.default_rng(5)
+    values = np.concatenate(
+        [
+            np.exp(rng.uniform(np.log(1e-7), np.log(100.0), 20_000)),  # 100 ns to 100 s
+            [0.0, MIN_VALUE, MIN_VALUE * GROWTH, -1.0, float("nan")],  # the edges, and what bucket_of folds into 0
+            [MIN_VALUE * GROWTH**b for b in range(1, 2000, 37)],  # exact bucket edges
+        ]
+    )
+    assert buckets_of(values).tolist() == [bucket_of(float(v)) for v in values]

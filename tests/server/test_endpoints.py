@@ -150,6 +150,6 @@ def test_metrics_exposition(server: RunningServer) -> None:
     success = [
         s.value
         for s in families["leanserve_requests"].samples
-        if s.labels == {"model": "mlp", "version": "1", "outcome": "success"}
+        if s.labels == {"model": "mlp", "version": "1", "outcome": "success", "protocol": "http"}
     ]
     assert success and success[0] >= 1

@@ -3,6 +3,8 @@ that roll themselves back, shadows that compare and shed, the /v2/experiments en
 
 from __future__ import annotations
 
+import json
+import subprocess
 import threading
 import time
 from collections import Counter
@@ -211,6 +213,57 @@ def test_shadow_copies_are_shed_when_the_candidate_falls_behind(server: RunningS
     assert shadow["agreement"]["estimate"] == 1.0  # slow answers 1.0 too
     metrics = httpx.get(f"{server.url}/metrics").text
     assert f'leanserve_experiment_shadow_shed_total{{experiment="busy"}} {float(shadow["shed"])}' in metrics
+
+
+@pytest.mark.slow
+def test_under_load_copies_are_shed_and_at_idle_every_request_is_mirrored(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    """Copies take the server's idle moments only: hey keeps every loop turn busy, so nearly all are shed
+    (and counted); one request at a time leaves the loop idle between them, so every one is copied."""
+
+    # Its own shadow, whose latency guardrail cannot stop it midway: under load the copies wait behind
+    # the control's requests, and a shadow's p99 guardrail reads that as a slow candidate.
+    table = {
+        "name": "soak",
+        "mode": "shadow",
+        "arms": [{"model": "m", "version": 1}, {"model": "m", "version": 2}],
+        "max_p99_ratio": 1000.0,
+    }
+    if "soak" not in {
+        e["name"] for e in httpx.get(f"{server.url}/v2/experiments", headers=admin()).json()["experiments"]
+    }:
+        httpx.post(f"{server.url}/v2/experiments", json=table, headers=admin()).raise_for_status()
+
+    def shadow() -> dict[str, Any]:
+        doc = status(server.url, "soak")
+        assert doc["phase"] == "running"
+        return {**doc["shadow"], "control": doc["arms"][0]["requests"]}
+
+    def settled() -> dict[str, Any]:
+        wait_for(lambda: shadow()["compared"] == shadow()["mirrored"])
+        return shadow()
+
+    before = settled()
+    body = tmp_path / "body.json"
+    body.write_text(json.dumps(BODY))
+    subprocess.run(
+        ["hey", "-z", "2s", "-c", "32", "-m", "POST", "-T", "application/json", "-D", str(body),
+         f"{server.url}/v2/models/soak/infer"],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    loaded = settled()
+    answered = loaded["control"] - before["control"]
+    mirrored, shed = loaded["mirrored"] - before["mirrored"], loaded["shed"] - before["shed"]
+    assert answered > 100 and mirrored + shed == answered  # every copy either went or was counted as shed
+    assert shed > answered / 2, (mirrored, shed)  # busy: most copies gave way to the control
+    metrics = httpx.get(f"{server.url}/metrics").text
+    assert f'leanserve_experiment_shadow_shed_total{{experiment="soak"}} {float(loaded["shed"])}' in metrics
+
+    for i in range(20):  # idle between requests: every one is copied
+        assert infer(server.url, "soak", f"idle-{i}").status_code == 200
+    idle = settled()
+    assert (idle["mirrored"] - loaded["mirrored"], idle["shed"] - loaded["shed"]) == (20, 0)
 
 
 @pytest.mark.parametrize(

@@ -57,8 +57,8 @@ async def test_counters_follow_requests_loads_and_evictions(router: Router) -> N
             labels |= {"model": model, "version": "1"}
         return found[(name, tuple(sorted(labels.items())))]
 
-    assert m("leanserve_requests_total", "b", outcome="success") == 1
-    assert m("leanserve_requests_total", "b", outcome="client_error") == 1
+    assert m("leanserve_requests_total", "b", outcome="success", protocol="http") == 1
+    assert m("leanserve_requests_total", "b", outcome="client_error", protocol="http") == 1
     assert m("leanserve_responses_total", "b", code="200") == 1
     assert m("leanserve_responses_total", "b", code="400") == 1
     assert ("leanserve_responses_total", (("code", "404"), ("model", "b"), ("version", "1"))) not in found

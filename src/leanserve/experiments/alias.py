@@ -4,7 +4,7 @@ The router looks every requested name up among the aliases (one dictionary looku
 experiment's :class:`~.experiment.Recorder` for an arm and then calls that model version exactly
 as a direct request would. This object keeps ready what that needs per request (each arm's
 version and label, the unit of a request) and the counts the server's metrics read: requests
-answered through the alias by arm and outcome, shadow copies answered by outcome, copies in flight.
+answered through the alias by arm and outcome, shadow copies answered by outcome, copies pending.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
+from ..stats import outcome_of
 from .experiment import Experiment, Recorder
 
 UNIT_HEADER: Final = "x-leanserve-unit"  # the default ExperimentConfig.unit_header
@@ -20,13 +21,6 @@ ARM_HEADER: Final = b"x-leanserve-arm"  # the response header naming the arm tha
 ARM_PARAMETER: Final = "leanserve_arm"  # the response parameter naming it
 MAX_UNIT_CHARS: Final = 256
 OUTCOMES: Final = ("success", "client_error", "server_error")
-
-
-def outcome_of(status: int) -> str:
-    """The outcome label of an HTTP status, as :class:`leanserve.stats.ModelStats` counts them."""
-    if status < 400:
-        return "success"
-    return "client_error" if status < 500 else "server_error"
 
 
 class Alias:
@@ -45,10 +39,13 @@ class Alias:
         self.versions: list[str | None] = [None if a.version is None else str(a.version) for a in config.arms]
         # "model:version" of each arm; None where the version is the model's default, resolved per answer.
         self.labels: list[str | None] = [f"{a.model}:{a.version}" if a.version is not None else None for a in self.arms]
+        # The response parameters naming each arm of a fixed version, shared by its answers (read only).
+        self.parameters: list[dict[str, Any]] = [{ARM_PARAMETER: label} if label else {} for label in self.labels]
         self.successes = [0] * len(self.arms)  # answered through the alias, by arm (read with requests)
         self.failures: dict[tuple[int, str], int] = {}  # (arm, outcome) -> answered with an error
         self.copies: dict[str, int] = {}  # outcome -> shadow copies the candidate answered
-        self.copies_in_flight = 0
+        self.shadow_yield = config.shadow_yield
+        self.copies_pending = 0  # shadow copies queued or in flight at the candidate
 
     def unit(self, headers: Iterable[tuple[str, str]], parameters: Mapping[str, Any] | None) -> str | None:
         """The request's unit: its unit header, else its ``unit`` parameter (a string or an integer)."""

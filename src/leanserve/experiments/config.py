@@ -119,6 +119,10 @@ class ExperimentConfig:
     # requests beyond which copies are shed so the shadow never slows the control.
     shadow_sample: float = field(default=1.0, metadata={"check": _fraction})
     shadow_max_in_flight: int = field(default=32, metadata={"minimum": 1})
+    # Shadow: copies wait for a moment when the server has nothing else to do (an event-loop turn
+    # that found no other work, the control with nothing in flight) and are shed when none comes
+    # soon enough; false sends each copy as soon as the control has answered.
+    shadow_yield: bool = True
     # How long a response waits for its reward or conversion before it counts as none.
     feedback_window_s: float = field(default=86_400.0, metadata={"check": _positive})
     source: str | None = field(default=None, metadata={"toml": False})  # the file read, for error messages
@@ -147,6 +151,7 @@ _MODE_ONLY: Mapping[str, str] = {
     "min_shadow_agreement": "shadow",
     "shadow_sample": "shadow",
     "shadow_max_in_flight": "shadow",
+    "shadow_yield": "shadow",
 }
 
 

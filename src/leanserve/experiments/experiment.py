@@ -20,13 +20,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..errors import ConfigError, UsageError
 from .analysis import evidence, feedback_moments, histogram, outcomes
 from .assignment import Mirror, Split, canary_split, choose, mirror, only, unit_point
 from .comparison import Comparison
 from .config import Arm, ExperimentConfig
 from .decision import Action, Decision, decide
-from .quantiles import bucket_of
+from .quantiles import buckets_of
 from .records import (
     AGREED,
     ASSIGNED,
@@ -37,7 +39,6 @@ from .records import (
     REQUESTS,
     SHED,
     SIMILARITY,
-    CounterKey,
     ExperimentState,
     FeedbackTotals,
     LoggedDecision,
@@ -77,6 +78,7 @@ class Experiment:
         self._clock = clock
         self._index = {arm: i for i, arm in enumerate(config.arms)}
         self._salt = config.effective_salt
+        self._shadow_salt = self._salt + "/shadow"
         self._keys = config.uses_feedback  # whether outcomes keep their feedback key
         self._lock = threading.Lock()  # one state change at a time: evaluation or an operator's call
         self._stop = threading.Event()
@@ -142,12 +144,7 @@ class Experiment:
     def mirror(self, unit: str | None, candidate_in_flight: int) -> Arm | None:
         """Shadow: the candidate to send a copy of this request to, or None (not a shadow, not
         running, sampled out, or shed because the candidate has too much in flight)."""
-        routing = self._routing
-        if self.config.mode != "shadow" or not routing.running:
-            return None
-        # Its own salt: which units are copied must not line up with any split of the same units.
-        point = unit_point(self._salt + "/shadow", unit) if unit is not None else self._rng.random()
-        verdict = mirror(point, self.config.shadow_sample, candidate_in_flight, self.config.shadow_max_in_flight)
+        verdict = self._mirror(unit, candidate_in_flight)
         if verdict is Mirror.SEND:
             self.mirrored += 1
             self.store.add(MIRRORED, 1, 0)
@@ -156,6 +153,13 @@ class Experiment:
             self.shed += 1
             self.store.add(SHED, 1, 0)
         return None
+
+    def _mirror(self, unit: str | None, candidate_in_flight: int) -> Mirror:
+        if self.config.mode != "shadow" or not self._routing.running:
+            return Mirror.SAMPLED_OUT
+        # Its own salt: which units are copied must not line up with any split of the same units.
+        point = unit_point(self._shadow_salt, unit) if unit is not None else self._rng.random()
+        return mirror(point, self.config.shadow_sample, candidate_in_flight, self.config.shadow_max_in_flight)
 
     def record(self, arm: Arm | int, latency_s: float, ok: bool, key: str | None = None) -> None:
         """One answered request (or shadow copy) of ``arm`` (or its index, as :meth:`assign` gives
@@ -391,50 +395,98 @@ class Recorder:
 
     :meth:`Experiment.assign` and :meth:`Experiment.record` are safe from any thread: each takes the
     store's lock, and inside a busy server (where a whole request costs 50-60 us) each costs 1.5-2.5
-    us. A recorder counts the same into sums that it alone owns, and :meth:`flush` hands them to the
-    store in one call: its owner calls it every 100 ms or so, before reading the status, and before
-    closing the experiment, and before it passes on feedback (which would otherwise reach the store
-    before the response it is for, and count as orphaned). Until then the counts are in memory only.
+    us. A recorder counts the same for a fraction of that: per request it appends the arm (and the
+    latency) to lists that it alone owns, and :meth:`flush` sums them (vectorized) into one
+    :class:`~.records.Tally` for the store. Its owner calls it every 100 ms or so, before reading the
+    status, and before closing the experiment, and before it passes on feedback (which would
+    otherwise reach the store before the response it is for, and count as orphaned). Until then the
+    counts are in memory only. Counts belong to the canary step when they were made: when evaluation
+    moves the experiment on, the next call flushes what was counted before.
 
     Not thread-safe: one recorder per recording thread, and only that thread calls it.
     """
 
     def __init__(self, experiment: Experiment) -> None:
         self.experiment = experiment
-        self._counters: dict[CounterKey, float] = {}
-        self._latency: dict[tuple[int, int], int] = {}
+        self._routing = experiment._routing  # what the lists below were counted under
+        self._step = self._routing.state.step
+        self._assigned: list[int] = []  # the arm of each assignment (while running)
+        self._arms: list[int] = []  # the arm of each outcome...
+        self._latencies: list[float] = []  # ...and its latency
+        self._errors: list[int] = []  # the arm of each failed outcome
+        self._copies: list[tuple[str, int, int]] = []  # shadow copies sent or shed: (kind, arm, step)
         self._responses: list[tuple[str, int, float]] = []
 
     def assign(self, unit: str | None = None) -> int:
         """:meth:`Experiment.assign`, counted here."""
         exp = self.experiment
         routing = exp._routing  # one read: the split and the step belong together
+        if routing is not self._routing:
+            self._adopt(routing)
         i = routing.split.arm_at(unit_point(exp._salt, unit) if unit is not None else exp._rng.random())
         if routing.running:
-            key = (ASSIGNED, i, routing.state.step)
-            counters = self._counters
-            counters[key] = counters.get(key, 0.0) + 1.0
+            self._assigned.append(i)
         return i
 
     def record(self, arm: int, latency_s: float, ok: bool, key: str | None = None) -> None:
         """:meth:`Experiment.record` of the arm with index ``arm``, counted here."""
         exp = self.experiment
-        step = exp._routing.state.step
-        counters = self._counters
-        requests = (REQUESTS, arm, step)
-        counters[requests] = counters.get(requests, 0.0) + 1.0
+        if exp._routing is not self._routing:
+            self._adopt(exp._routing)
+        self._arms.append(arm)
+        self._latencies.append(latency_s)
         if not ok:
-            errors = (ERRORS, arm, step)
-            counters[errors] = counters.get(errors, 0.0) + 1.0
-        bucket = (arm, bucket_of(latency_s))
-        latency = self._latency
-        latency[bucket] = latency.get(bucket, 0) + 1
+            self._errors.append(arm)
         if key is not None and exp._keys:
             self._responses.append((key, arm, exp._clock()))
 
+    def _adopt(self, routing: _Routing) -> None:
+        """Evaluation replaced the routing: what was counted so far belongs to the step before."""
+        if routing.state.step != self._step:
+            self.flush()
+            self._step = routing.state.step
+        self._routing = routing
+
+    def mirror(self, unit: str | None, candidate_pending: int) -> Mirror:
+        """Shadow: :meth:`Experiment.mirror`'s verdict on copying this request, with the copies the
+        candidate has pending (queued or in flight). A shed copy is counted here; a copy to send is
+        counted by :meth:`sent` when it goes, or by :meth:`shed` if it never does."""
+        verdict = self.experiment._mirror(unit, candidate_pending)
+        if verdict is Mirror.SHED:
+            self.shed()
+        return verdict
+
+    def sent(self) -> None:
+        """A shadow copy went to the candidate."""
+        self.experiment.mirrored += 1
+        self._copies.append((MIRRORED, 1, 0))
+
+    def shed(self) -> None:
+        """A shadow copy was dropped: the candidate or the server was too busy for it."""
+        self.experiment.shed += 1
+        self._copies.append((SHED, 1, 0))
+
     def flush(self) -> None:
         """Hand everything counted so far to the experiment's store."""
-        if self._counters or self._latency or self._responses:
-            tally, responses = Tally(self._counters, self._latency), self._responses
-            self._counters, self._latency, self._responses = {}, {}, []
-            self.experiment.store.merge(tally, responses)
+        if not (self._assigned or self._arms or self._copies or self._responses):
+            return
+        step = self._step
+        tally = Tally()
+        counters = tally.counters
+        for kind, arms in ((ASSIGNED, self._assigned), (REQUESTS, self._arms), (ERRORS, self._errors)):
+            if arms:
+                for arm, n in enumerate(np.bincount(np.asarray(arms, np.intp)).tolist()):
+                    if n:
+                        counters[(kind, arm, step)] = float(n)
+        for key in self._copies:
+            counters[key] = counters.get(key, 0.0) + 1.0
+        if self._arms:
+            buckets = buckets_of(np.asarray(self._latencies, np.float64))
+            width = int(buckets.max()) + 1
+            cells = np.bincount(np.asarray(self._arms, np.int64) * width + buckets)  # (arm, bucket) as one index
+            for cell in np.flatnonzero(cells).tolist():
+                tally.latency[divmod(cell, width)] = int(cells[cell])
+        responses = self._responses
+        self._assigned, self._arms, self._latencies, self._errors, self._copies = [], [], [], [], []
+        self._responses = []
+        self.experiment.store.merge(tally, responses)

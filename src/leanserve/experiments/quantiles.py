@@ -39,6 +39,16 @@ def bucket_of(value: float) -> int:
     return int(math.log(value / MIN_VALUE) / _LOG_GROWTH) + 1
 
 
+def buckets_of(values: npt.NDArray[np.float64]) -> npt.NDArray[np.int64]:
+    """:func:`bucket_of` of many observations at once."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        raw = np.log(values / MIN_VALUE) / _LOG_GROWTH
+    out = np.zeros(values.shape, np.int64)
+    above = values > MIN_VALUE  # False for NaN, as in bucket_of
+    out[above] = raw[above].astype(np.int64) + 1
+    return out
+
+
 def bucket_edges(bucket: int) -> tuple[float, float]:
     if bucket <= 0:
         return 0.0, MIN_VALUE

@@ -120,6 +120,7 @@ class Experiments:
         if self._flusher is not None:
             self._flusher.cancel()
             self._flusher = None
+        self.router.shadows.drop()  # copies still waiting for an idle moment: shed, and counted
         self.flush()
         experiments = [a.experiment for a in self.aliases.values()]
         self.aliases.clear()

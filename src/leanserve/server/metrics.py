@@ -5,7 +5,8 @@ path) by a custom collector, so serving a request touches no prometheus-client l
 
 Metric names (all labelled ``model``, ``version``):
 
-- ``leanserve_requests_total{outcome}``: requests answered, by outcome (success, client_error, server_error)
+- ``leanserve_requests_total{outcome,protocol}``: requests answered, by outcome (success, client_error,
+  server_error) and by the protocol they came over (http, grpc; shadow: copies a shadow experiment sent)
 - ``leanserve_responses_total{code}``: requests answered, by HTTP status code (200, 400, 404, 503, ...)
 - ``leanserve_request_duration_seconds``: end-to-end time in the server, histogram
 - ``leanserve_queue_duration_seconds``: time a request waited for its batch, histogram
@@ -42,7 +43,7 @@ Experiments (labelled ``experiment``, the alias; ``arm`` is ``model:version`` as
 - ``leanserve_experiment_requests_total{arm,outcome}``: requests answered through the alias, by the
   arm that answered and outcome (success, client_error, server_error)
 - ``leanserve_experiment_shadow_copies_total{outcome}``: shadow copies the candidate answered, by outcome
-- ``leanserve_experiment_shadow_shed_total``: shadow copies dropped because the candidate was busy
+- ``leanserve_experiment_shadow_shed_total``: shadow copies dropped because the candidate or the server was busy
 - ``leanserve_experiment_canary_step``: the canary's current step (0 is the first), and
   ``leanserve_experiment_canary_percent``: the candidate's share of traffic there, in percent
 - ``leanserve_experiment_phase{phase}``: 1 for the phase the experiment is in (running, promoted,
@@ -89,7 +90,9 @@ class ModelCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         requests = CounterMetricFamily(
-            "leanserve_requests", "Inference requests answered, by outcome.", labels=[*LABELS, "outcome"]
+            "leanserve_requests",
+            "Inference requests answered, by outcome and protocol.",
+            labels=[*LABELS, "outcome", "protocol"],
         )
         responses = CounterMetricFamily(
             "leanserve_responses", "Inference requests answered, by HTTP status code.", labels=[*LABELS, "code"]
@@ -145,8 +148,8 @@ class ModelCollector(Collector):
             for mv in model.versions:
                 s = mv.stats
                 labels = [mv.name, str(mv.version)]
-                for outcome, count in s.outcomes.items():
-                    requests.add_metric([*labels, outcome], count)
+                for (protocol, outcome), count in s.outcomes_by_protocol().items():
+                    requests.add_metric([*labels, outcome, protocol], count)
                 for code, count in sorted(s.responses_by_code().items()):
                     responses.add_metric([*labels, str(code)], count)
                 inferences.add_metric(labels, s.inference_count)
@@ -230,7 +233,9 @@ class ModelCollector(Collector):
             labels=[*label, "outcome"],
         )
         shed = CounterMetricFamily(
-            "leanserve_experiment_shadow_shed", "Shadow copies dropped because the candidate was busy.", labels=label
+            "leanserve_experiment_shadow_shed",
+            "Shadow copies dropped because the candidate or the server was busy.",
+            labels=label,
         )
         step = GaugeMetricFamily("leanserve_experiment_canary_step", "The canary's current step, from 0.", labels=label)
         percent = GaugeMetricFamily(

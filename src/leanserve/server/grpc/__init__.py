@@ -16,8 +16,10 @@ after the next Triton release. Importing the client's modules keeps one definiti
 construction, the one tritonclient speaks, and nothing to regenerate at build time. The cost is
 a dependency on tritonclient (small and pure Python) and its protobuf pin (``<7``).
 
-Not served: ``ModelStreamInfer``, shared memory, trace and log settings (they answer
-``UNIMPLEMENTED``), and a ``protocol`` label on the metrics.
+An experiment's unit comes in the metadata ``x-leanserve-unit`` (the experiment's ``unit_header``),
+as over HTTP in the header. ``leanserve_requests_total`` says which requests came over gRPC
+(``protocol="grpc"``). Not served: ``ModelStreamInfer``, shared memory, trace and log settings
+(they answer ``UNIMPLEMENTED``).
 """
 
 from .service import GrpcFrontEnd

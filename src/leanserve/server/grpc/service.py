@@ -22,7 +22,8 @@ from ... import __version__
 from ...errors import InvalidInput, LeanserveError, ModelNotFound, ServerError, UsageError
 from ...futures import call_as_future
 from ...protocol import InferResult, Limits
-from ...router import RequestContext, next_request_id
+from ...router import RequestContext, ResultCallback, next_request_id
+from ...stats import outcome_of
 from ..auth import require_inference
 from ..handlers import EXTENSIONS, Handlers
 from . import messages
@@ -174,7 +175,7 @@ class GrpcFrontEnd:
         return service_pb2.RepositoryModelUnloadResponse()
 
     async def model_infer(self, message: Any, context: Context) -> Any:
-        authorization = _authorization(context)
+        authorization, headers = _request_metadata(context, self.router.unit_headers)
         if self.tokens.inference is not None:
             require_inference(self.tokens, authorization)
         name, version = message.model_name, message.model_version or None
@@ -188,18 +189,42 @@ class GrpcFrontEnd:
         ctx = RequestContext(
             request.id or next_request_id(),
             context.peer(),
+            headers,  # an experiment's unit, as HTTP's header carries it
             # gRPC's deadline in event-loop time: how long a request may wait for its model to load.
             deadline=None if remaining is None else asyncio.get_running_loop().time() + remaining,
             authorization=authorization,
         )
+
+        def infer(done: ResultCallback) -> None:
+            def counted(result: InferResult | None, error: LeanserveError | None) -> None:
+                self._count_grpc(ctx, name, version, result, error)
+                done(result, error)
+
+            self.router.infer(ctx, name, version, request, counted)
+
         try:
-            result: InferResult = await call_as_future(
-                lambda done: self.router.infer(ctx, name, version, request, done)
-            )
+            result: InferResult = await call_as_future(infer)
         except asyncio.CancelledError:
             ctx.gone = True  # the client cancelled the call: the batcher drops the request before the engine
             raise
         return encode_infer_result(result)
+
+    def _count_grpc(
+        self,
+        ctx: RequestContext,
+        name: str,
+        version: str | None,
+        result: InferResult | None,
+        error: LeanserveError | None,
+    ) -> None:
+        """Tell the version that counted this request that it came over gRPC (the ``protocol`` label)."""
+        if ctx.arm:  # through an experiment alias: the arm's version counted it ("model:version")
+            name, _, version = ctx.arm.rpartition(":")
+        elif result is not None:
+            version = result.model_version  # the default version, resolved
+        stats = self.registry.stats_of(name, version)
+        if stats is not None:
+            stats.count_protocol("grpc", "success" if error is None else outcome_of(error.status))
 
     def _authorize(self, context: Context) -> None:
         """Model data needs the inference token when the server has one (--token), as over HTTP."""
@@ -217,8 +242,9 @@ class GrpcFrontEnd:
         if stats is None:
             self.router.unrouted[error.status] = self.router.unrouted.get(error.status, 0) + 1
         else:
-            outcome = "client_error" if error.status < 500 else "server_error"
+            outcome = outcome_of(error.status)
             stats.record_request(outcome, time.perf_counter() - start)
+            stats.count_protocol("grpc", outcome)
 
 
 def _translated(method: Method) -> Method:
@@ -256,6 +282,21 @@ def _authorization(context: Context) -> str | None:
         if key == "authorization":
             return value if isinstance(value, str) else value.decode("latin-1")
     return None
+
+
+def _request_metadata(context: Context, wanted: set[bytes]) -> tuple[str | None, tuple[tuple[str, str], ...]]:
+    """The call's token, and the (name, value) of the metadata the router asks for (experiments'
+    unit headers): what HTTP's front end takes from the request's headers. gRPC's keys are lower-case."""
+    authorization = None
+    headers: list[tuple[str, str]] = []
+    for key, value in context.invocation_metadata() or ():
+        if not isinstance(value, str):
+            continue  # binary metadata ("-bin" keys) carries neither
+        if key == "authorization":
+            authorization = value
+        elif key.encode() in wanted:
+            headers.append((key, value))
+    return authorization, tuple(headers)
 
 
 def _serialize(message: Any) -> bytes:
