@@ -178,3 +178,30 @@ async def test_a_shadow_copy_leaves_after_the_control_answered_and_is_compared(r
         assert mirror.copies == {"success": 1}
     finally:
         mirror.experiment.close()
+
+
+@pytest.mark.parametrize("processed", [False, True], ids=["plain", "processed"])
+async def test_a_bug_while_reading_a_request_is_a_500_that_releases_the_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, processed: bool
+) -> None:
+    from leanserve.processing import Processor
+    from tests.processing.models import write_repository
+
+    registry = ModelRegistry(write_repository(tmp_path))
+    await registry.load_all()
+    try:
+        router = Router(registry, Limits())
+        name = "chars" if processed else "plain"
+        if processed:
+            monkeypatch.setattr(Processor, "validate", lambda self, request: 1 / 0)
+        else:
+            monkeypatch.setattr("leanserve.router.validate_request", lambda *args: 1 / 0)
+        body = orjson.dumps({"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["hi"]}]})
+        with pytest.raises(LeanserveError, match="internal error while reading the request: ZeroDivisionError") as e:
+            await call(router, name, body)
+        assert e.value.status == 500
+        stats = registry.describe(name, None).stats
+        assert stats.outcomes["server_error"] == 1 and stats.in_flight == 0
+        assert registry.describe(name, None).acquired == 0
+    finally:
+        await registry.close()

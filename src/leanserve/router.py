@@ -189,25 +189,11 @@ class Router:
             rows = validate_request(request, config.inputs, config.outputs, config.max_batch_size or 0)
             if request.parameters and TIMEOUT_PARAMETER in request.parameters:
                 deadline_from_timeout(ctx, request.parameters)
-        except Exception as e:  # a bug in a codec must still answer, and release the version
-            if not isinstance(e, LeanserveError):
-                log.exception("decoding a request for model %s", lease.name)
-                e = ServerError(f"internal error while reading the request: {type(e).__name__}")
-            self.registry.release(lease)
-            self._failed(ctx, stats, lease.name, str(lease.version), e, start, done)
+        except Exception as e:
+            self._unreadable(ctx, lease, e, start, done)
             return
         stats.in_flight += 1
-
-        def finish(outputs: dict[str, np.ndarray] | None, error: LeanserveError | None) -> None:
-            stats.in_flight -= 1
-            self.registry.release(lease)
-            if error is not None:
-                self._failed(ctx, stats, lease.name, str(lease.version), error, start, done)
-                return
-            assert outputs is not None
-            stats.record_success(time.perf_counter() - start)
-            done(_result(lease, request, outputs), None)
-
+        finish = self._finisher(ctx, lease, request, start, done)
         batcher.submit({i.name: i.data for i in request.inputs}, rows, finish, ctx)
 
     def _run_processed(
@@ -226,11 +212,30 @@ class Router:
             rows, entry = processor.validate(request)
             if request.parameters and TIMEOUT_PARAMETER in request.parameters:
                 deadline_from_timeout(ctx, request.parameters)
-        except LeanserveError as e:
-            self.registry.release(lease)
-            self._failed(ctx, stats, lease.name, str(lease.version), e, start, done)
+        except Exception as e:
+            self._unreadable(ctx, lease, e, start, done)
             return
         stats.in_flight += 1
+        inputs = {i.name: i.data for i in request.inputs}
+        finish = self._finisher(ctx, lease, request, start, done)
+        processor.submit(ctx.request_id, inputs, rows, ctx.deadline, finish, entry)
+
+    def _unreadable(
+        self, ctx: RequestContext, lease: Lease, error: Exception, start: float, done: ResultCallback
+    ) -> None:
+        """Answer a request that failed while being read, and release its version: a bug in a codec
+        or a handler's validation must still answer (500, logged) rather than leave the caller hanging."""
+        if not isinstance(error, LeanserveError):
+            log.exception("reading a request for model %s", lease.name, exc_info=error)
+            error = ServerError(f"internal error while reading the request: {type(error).__name__}")
+        self.registry.release(lease)
+        self._failed(ctx, lease.stats, lease.name, str(lease.version), error, start, done)
+
+    def _finisher(
+        self, ctx: RequestContext, lease: Lease, request: InferRequest, start: float, done: ResultCallback
+    ) -> Callable[[dict[str, np.ndarray] | None, LeanserveError | None], None]:
+        """The callback that ends an accepted request: release the version, count, answer."""
+        stats = lease.stats
 
         def finish(outputs: dict[str, np.ndarray] | None, error: LeanserveError | None) -> None:
             stats.in_flight -= 1
@@ -242,8 +247,7 @@ class Router:
             stats.record_success(time.perf_counter() - start)
             done(_result(lease, request, outputs), None)
 
-        inputs = {i.name: i.data for i in request.inputs}
-        processor.submit(ctx.request_id, inputs, rows, ctx.deadline, finish, entry)
+        return finish
 
     def _decode(self, wire: InferBody) -> InferRequest:
         body = wire.body
