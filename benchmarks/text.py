@@ -331,7 +331,7 @@ def main() -> int:
             alone = unpadded(repo / "minilm", sentences)
             got = np.stack(served)
             results["min_cosine_to_unpadded"] = float(min_cosine(got, alone))
-            # (label, infer URL, bodies, server pid or None for leanserve's statistics-aware measure)
+            # (label, model URL, request bodies): leanserve's models, then the LitServe peer
             contenders: list[tuple[str, str, list[str]]] = [(LEANSERVE_TEXT, f"{base}/minilm", text)]
             if not args.text_in_only:
                 contenders += [
