@@ -33,7 +33,8 @@ ENVS: dict[str, PeerEnv] = {
     e.name: e
     for e in (
         PeerEnv("fastapi", ("fastapi", "uvicorn[standard]", "orjson", ORT, "numpy")),
-        PeerEnv("litserve", ("litserve", ORT, "numpy", "uvloop")),
+        # tokenizers: the text peer (benchmarks/peers/litserve_text_app.py) tokenizes in the server.
+        PeerEnv("litserve", ("litserve", ORT, "numpy", "uvloop", "tokenizers")),
         PeerEnv("bentoml", ("bentoml", ORT, "numpy")),
         PeerEnv("rayserve", ("ray[serve]", ORT, "numpy")),
         # MLServer 1.7.1 crashes under uvloop 0.23 at start-up; 0.21 works.

@@ -9,7 +9,11 @@ demo's all-MiniLM-L6-v2 (ONNX, fp32, 2 intra-op threads), one leanserve process 
 * ``minilm``: sentences (BYTES) tokenized by its handler.py, batches padded to their longest member;
 * ``minilm128``: the same handler padding every sentence to 128 tokens, inputs not ragged (what a
   server that cannot batch different lengths together has to do);
-* ``minilm`` again, the client sending token ids it tokenized itself (the tokenizer on the client).
+* ``minilm`` again, the client sending token ids it tokenized itself (the tokenizer on the client);
+* beside it, the same text pipeline written as a LitServe service (benchmarks/peers/litserve_text_app.py:
+  the same tokenizer.json and model.onnx, the same threads, LitServe's own batching up to 32, one
+  worker), in its own venv (benchmarks/peer_envs.py); its embeddings are checked against leanserve's
+  first. ``--no-litserve`` leaves it out; ``--text-in-only`` runs only the two text-in servers.
 
 Load comes from wrk with a Lua script cycling through one request body per sentence, at
 concurrency 1 and 32. Beside them, in this process: the in-process loop (tokenize a batch of 32 with
@@ -20,6 +24,7 @@ each sentence run alone, unpadded. Results are printed and written to benchmarks
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -36,6 +41,7 @@ from typing import Any
 
 import numpy as np
 import tomli_w
+from peer_envs import ENVS, ensure, venv_python
 from serving import Load, _percentile, environment, free_port, start_server
 
 from leanserve.config import RuntimeOptions, load_model_config
@@ -50,6 +56,10 @@ PY = sys.executable
 RAGGED_VS_PADDED_TARGET = 3.0  # text-in at c32, ragged over padded to 128
 IN_PROCESS_TARGET = 0.9  # text-in at c32 over the in-process loop
 COSINE_TARGET = 0.9999
+PEER_COSINE = 0.999  # a peer's embeddings to leanserve's, before it is measured
+PEER_APP = HERE / "peers" / "litserve_text_app.py"
+LEANSERVE_TEXT = "ragged, text in"
+LITSERVE_TEXT = "LitServe, text in"
 
 
 def repository(demo: Path, root: Path) -> Path:
@@ -121,6 +131,56 @@ def wrk_bodies(url: str, bodies: list[str], concurrency: int, duration: float) -
     errors = int(m.group(1)) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", out)) else 0
     total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     return Load(concurrency, rps, _percentile(out, "50%"), _percentile(out, "99%"), errors), total
+
+
+def process_tree(pid: int) -> list[int]:
+    """A process and all its descendants (LitServe runs its inference worker in a child process)."""
+    tree, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        tree.append(p)
+        for task in Path(f"/proc/{p}/task").glob("*"):
+            with contextlib.suppress(OSError):
+                todo += [int(c) for c in (task / "children").read_text().split()]
+    return tree
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    total = 0.0
+    for p in process_tree(pid):
+        with contextlib.suppress(OSError):  # gone in between
+            total += cpu_seconds(p)
+    return total
+
+
+def stop_tree(proc: subprocess.Popen[bytes]) -> None:
+    """Terminate a server and its children (which outlive a terminated LitServe parent otherwise)."""
+    tree = process_tree(proc.pid)
+    for p in reversed(tree):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(p, 15)
+    proc.wait(timeout=30)
+
+
+def litserve_python() -> Path:
+    """The LitServe peer's interpreter: an existing venv that has what the app imports is reused as is
+    (another benchmark may be using it), else benchmarks/peer_envs.py makes it."""
+    python = venv_python("litserve")
+    if python.exists():
+        check = subprocess.run([str(python), "-c", "import litserve, tokenizers, onnxruntime"], capture_output=True)
+        if check.returncode == 0:
+            return python
+    return ensure(ENVS["litserve"])
+
+
+def measure_peer(pid: int, infer_url: str, bodies: list[str], concurrency: int, seconds: float) -> dict[str, Any]:
+    """One wrk run against a peer: as :func:`measure`, without the statistics a peer does not keep."""
+    post_json(infer_url, bodies[0])  # answered after the requests wrk left behind: the queue is drained
+    cpu = tree_cpu_seconds(pid)
+    load, total = wrk_bodies(infer_url, bodies, concurrency, seconds)
+    cpu = tree_cpu_seconds(pid) - cpu
+    post_json(infer_url, bodies[0])  # the leftovers finished before the next run, whoever's it is
+    return {**asdict(load), "requests": total, "server_cpu_ms_per_request": cpu * 1000 / max(total, 1)}
 
 
 def engine_rows(stats_url: str) -> tuple[int, int]:
@@ -217,6 +277,11 @@ def unpadded(model_dir: Path, sentences: list[str]) -> np.ndarray:
         runtime.close()
 
 
+def min_cosine(a: np.ndarray, b: np.ndarray) -> float:
+    """The smallest cosine between matching rows of two embedding matrices."""
+    return float((np.sum(a * b, axis=1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)).min())
+
+
 def client_tokenize_ms(sentences: list[str]) -> float:
     """What the client pays per sentence to tokenize it itself (the work the server's handler takes over)."""
     tokenize(sentences[:8])
@@ -231,6 +296,14 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per run (default 5)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds, medians kept (default 3)")
     parser.add_argument("--demo", type=Path, default=None, help="the demo repository (built when missing)")
+    parser.add_argument(
+        "--litserve", action=argparse.BooleanOptionalAction, default=True, help="the LitServe text peer too (default)"
+    )
+    parser.add_argument(
+        "--text-in-only",
+        action="store_true",
+        help="only leanserve's text-in runs (and LitServe's): no padded, token-id or in-process runs",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print("wrk is not installed: apt-get install -y wrk", file=sys.stderr)
@@ -248,6 +321,7 @@ def main() -> int:
         base = f"http://127.0.0.1:{port}/v2/models"
         cmd = [PY, "-m", "leanserve", "serve", str(repo), "--port", str(port), "--failure-log-entries", "0"]
         proc, _cold = start_server(cmd, f"{base}/minilm/infer", text_body(sentences[0]).encode())
+        peer: subprocess.Popen[bytes] | None = None
         try:
             text = [text_body(s) for s in sentences]
             ids = [ids_body(s) for s in sentences]
@@ -256,73 +330,124 @@ def main() -> int:
                 served = list(pool.map(lambda b: embedding_of(post_json(f"{base}/minilm/infer", b)), text))
             alone = unpadded(repo / "minilm", sentences)
             got = np.stack(served)
-            cosine = np.sum(got * alone, axis=1) / np.linalg.norm(got, axis=1) / np.linalg.norm(alone, axis=1)
-            results["min_cosine_to_unpadded"] = float(cosine.min())
-            contenders = (
-                ("ragged, text in", "minilm", text),
-                ("padded to 128, text in", "minilm128", text),
-                ("ragged, token ids in (client tokenizes)", "minilm", ids),
-            )
-            for _label, model, bodies in contenders:
-                wrk_bodies(f"{base}/{model}/infer", bodies, 8, 1.0)  # warm-up
-            in_proc = InProcess(repo / "minilm", sentences)
+            results["min_cosine_to_unpadded"] = float(min_cosine(got, alone))
+            # (label, model URL, request bodies): leanserve's models, then the LitServe peer
+            contenders: list[tuple[str, str, list[str]]] = [(LEANSERVE_TEXT, f"{base}/minilm", text)]
+            if not args.text_in_only:
+                contenders += [
+                    ("padded to 128, text in", f"{base}/minilm128", text),
+                    ("ragged, token ids in (client tokenizes)", f"{base}/minilm", ids),
+                ]
+            if args.litserve:
+                peer_port = free_port()
+                peer_url = f"http://127.0.0.1:{peer_port}/v2/models/minilm"
+                peer_cmd = [str(litserve_python()), str(PEER_APP), "--onnx", str(repo / "minilm" / "1" / "model.onnx")]
+                peer_cmd += ["--tokenizer", str(repo / "minilm" / "tokenizer.json"), "--threads", "2"]
+                peer_cmd += ["--port", str(peer_port), "--max-batch", "32", "--window-ms", "1"]
+                peer, _ = start_server(peer_cmd, f"{peer_url}/infer", text[0].encode())
+                with ThreadPoolExecutor(32) as pool:
+                    theirs = np.stack(list(pool.map(lambda b: embedding_of(post_json(f"{peer_url}/infer", b)), text)))
+                results["litserve_min_cosine_to_leanserve"] = agree = float(min_cosine(theirs, got))
+                print(f"LitServe's embeddings against leanserve's: min cosine {agree:.6f}")
+                if agree < PEER_COSINE:
+                    raise RuntimeError(f"LitServe's embeddings differ from leanserve's (min cosine {agree:.6f})")
+                contenders.append((LITSERVE_TEXT, peer_url, text))
+            for _label, url, bodies in contenders:
+                wrk_bodies(f"{url}/infer", bodies, 8, 1.0)  # warm-up
+            in_proc = None if args.text_in_only else InProcess(repo / "minilm", sentences)
             # Interleaved rounds, medians kept: the machine is shared, and its load drifts over minutes.
             runs: dict[tuple[str, int], list[dict[str, Any]]] = {}
             loop_runs: list[dict[str, float]] = []
             for round_ in range(1, args.rounds + 1):
                 for c in (1, 32):
-                    for label, model, bodies in contenders:
-                        figures = measure(proc.pid, f"{base}/{model}", bodies, c, args.duration)
+                    for label, url, bodies in contenders:
+                        if label == LITSERVE_TEXT and peer is not None:
+                            figures = measure_peer(peer.pid, f"{url}/infer", bodies, c, args.duration)
+                        else:
+                            figures = measure(proc.pid, url, bodies, c, args.duration)
                         runs.setdefault((label, c), []).append(figures)
                         print(
                             f"round {round_} {label:42s} c{c:<3d} {figures['requests_per_s']:8.1f} req/s  "
                             f"p50 {figures['p50_ms']:7.2f} ms  p99 {figures['p99_ms']:7.2f} ms  "
                             f"errors {figures['errors']}  server CPU {figures['server_cpu_ms_per_request']:.2f} ms/req"
-                            f"  {figures['rows_per_engine_run']:.1f} rows/run"
+                            + (
+                                f"  {figures['rows_per_engine_run']:.1f} rows/run"
+                                if "rows_per_engine_run" in figures
+                                else ""
+                            )
                         )
-                loop_runs.append(in_proc.measure(args.duration))
-                print(f"round {round_} in-process loop: {loop_runs[-1]['sentences_per_s']:.1f} sentences/s")
-            in_proc.close()
-            loads = {label: [median_of(runs[(label, c)]) for c in (1, 32)] for label, _model, _bodies in contenders}
+                if in_proc is not None:
+                    loop_runs.append(in_proc.measure(args.duration))
+                    print(f"round {round_} in-process loop: {loop_runs[-1]['sentences_per_s']:.1f} sentences/s")
+            if in_proc is not None:
+                in_proc.close()
+            loads = {label: [median_of(runs[(label, c)]) for c in (1, 32)] for label, _url, _bodies in contenders}
             results["loads"] = loads
             results["rounds"] = {f"{label} c{c}": figures for (label, c), figures in runs.items()}
         finally:
+            if peer is not None:
+                stop_tree(peer)
             proc.terminate()
             proc.wait(timeout=30)
-        results["in_process"] = {**median_of(loop_runs), "batch": 32}
+        if loop_runs:
+            results["in_process"] = {**median_of(loop_runs), "batch": 32}
         results["client_tokenize_ms_per_sentence"] = client_tokenize_ms(sentences)
     c32 = {label: runs[1]["requests_per_s"] for label, runs in loads.items()}
     cpu32 = {label: runs[1]["server_cpu_ms_per_request"] for label, runs in loads.items()}
-    ragged, padded = c32["ragged, text in"], c32["padded to 128, text in"]
-    loop = results["in_process"]["sentences_per_s"]
-    loop_cpu = results["in_process"]["cpu_ms_per_sentence"]
-    ratios = {
-        "ragged_over_padded_c32": ragged / padded,
-        "text_in_over_in_process_loop_c32": ragged / loop,
-        "server_tokenizes_over_client_tokenizes_c32": ragged / c32["ragged, token ids in (client tokenizes)"],
-        # The same comparisons in CPU per sentence (lower is better, so the ratios are inverted):
-        # robust to other work on a shared machine, which wall-clock rates are not.
-        "cpu_ragged_over_padded_c32": cpu32["padded to 128, text in"] / cpu32["ragged, text in"],
-        "cpu_text_in_over_in_process_loop_c32": loop_cpu / cpu32["ragged, text in"],
+    ragged = c32[LEANSERVE_TEXT]
+    ratios: dict[str, float] = {}
+    targets: dict[str, bool] = {
+        f"cosine to unpadded >= {COSINE_TARGET}": results["min_cosine_to_unpadded"] >= COSINE_TARGET
     }
+    if not args.text_in_only:
+        padded = c32["padded to 128, text in"]
+        loop = results["in_process"]["sentences_per_s"]
+        loop_cpu = results["in_process"]["cpu_ms_per_sentence"]
+        ratios |= {
+            "ragged_over_padded_c32": ragged / padded,
+            "text_in_over_in_process_loop_c32": ragged / loop,
+            "server_tokenizes_over_client_tokenizes_c32": ragged / c32["ragged, token ids in (client tokenizes)"],
+            # The same comparisons in CPU per sentence (lower is better, so the ratios are inverted):
+            # robust to other work on a shared machine, which wall-clock rates are not.
+            "cpu_ragged_over_padded_c32": cpu32["padded to 128, text in"] / cpu32[LEANSERVE_TEXT],
+            "cpu_text_in_over_in_process_loop_c32": loop_cpu / cpu32[LEANSERVE_TEXT],
+        }
+        targets |= {
+            f"ragged >= {RAGGED_VS_PADDED_TARGET}x padded at c32": ragged / padded >= RAGGED_VS_PADDED_TARGET,
+            f"text-in >= {IN_PROCESS_TARGET} of the in-process loop at c32": ragged / loop >= IN_PROCESS_TARGET,
+            f"(CPU) ragged >= {RAGGED_VS_PADDED_TARGET}x padded at c32": ratios["cpu_ragged_over_padded_c32"]
+            >= RAGGED_VS_PADDED_TARGET,
+            f"(CPU) text-in >= {IN_PROCESS_TARGET} of the in-process loop at c32": ratios[
+                "cpu_text_in_over_in_process_loop_c32"
+            ]
+            >= IN_PROCESS_TARGET,
+        }
+        print(
+            f"in-process loop (batches of 32): {loop:.1f} sentences/s; "
+            f"client tokenization {results['client_tokenize_ms_per_sentence']:.3f} ms/sentence"
+        )
+    if LITSERVE_TEXT in loads:
+        for i, c in enumerate((1, 32)):
+            ours, theirs = loads[LEANSERVE_TEXT][i], loads[LITSERVE_TEXT][i]
+            ratios[f"leanserve_over_litserve_c{c}"] = ours["requests_per_s"] / theirs["requests_per_s"]
+            # CPU per request, inverted (lower is better): the figure a shared machine disturbs least.
+            ratios[f"cpu_leanserve_over_litserve_c{c}"] = (
+                theirs["server_cpu_ms_per_request"] / ours["server_cpu_ms_per_request"]
+            )
     results["ratios"] = ratios
-    results["targets"] = {
-        f"ragged >= {RAGGED_VS_PADDED_TARGET}x padded at c32": ragged / padded >= RAGGED_VS_PADDED_TARGET,
-        f"text-in >= {IN_PROCESS_TARGET} of the in-process loop at c32": ragged / loop >= IN_PROCESS_TARGET,
-        f"(CPU) ragged >= {RAGGED_VS_PADDED_TARGET}x padded at c32": ratios["cpu_ragged_over_padded_c32"]
-        >= RAGGED_VS_PADDED_TARGET,
-        f"(CPU) text-in >= {IN_PROCESS_TARGET} of the in-process loop at c32": ratios[
-            "cpu_text_in_over_in_process_loop_c32"
-        ]
-        >= IN_PROCESS_TARGET,
-        f"cosine to unpadded >= {COSINE_TARGET}": results["min_cosine_to_unpadded"] >= COSINE_TARGET,
-    }
+    results["targets"] = targets
     results["environment"] = environment()
     results["load_average"] = os.getloadavg()
     print(
-        f"in-process loop (batches of 32): {loop:.1f} sentences/s; "
-        f"client tokenization {results['client_tokenize_ms_per_sentence']:.3f} ms/sentence"
+        f"\n{'medians of ' + str(args.rounds) + ' rounds':42s} {'c':>3s} {'req/s':>8s} {'p50 ms':>8s} "
+        f"{'p99 ms':>8s} {'CPU ms/req':>10s}"
     )
+    for label, figures in loads.items():
+        for c, f in zip((1, 32), figures, strict=True):
+            print(
+                f"{label:42s} {c:3d} {f['requests_per_s']:8.1f} {f['p50_ms']:8.2f} {f['p99_ms']:8.2f} "
+                f"{f['server_cpu_ms_per_request']:10.2f}"
+            )
     for name, value in results["ratios"].items():
         print(f"{name}: {value:.2f}")
     print(f"min cosine to unpadded: {results['min_cosine_to_unpadded']:.6f}")
