@@ -27,6 +27,7 @@ from tests.fixtures.onnx_models import write_marked_model, write_mlp
 from tests.server.conftest import RunningServer
 
 webdriver = pytest.importorskip("selenium.webdriver")
+from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
@@ -115,7 +116,11 @@ def browser() -> Iterator[Any]:
 
 
 def wait(driver: Any, condition: Callable[[Any], Any], seconds: float = 20) -> Any:
-    return WebDriverWait(driver, seconds, poll_frequency=0.2).until(condition)
+    # The page re-renders its tables on every poll: an element read between two renders is stale,
+    # which means "look again", not a failure.
+    return WebDriverWait(
+        driver, seconds, poll_frequency=0.2, ignored_exceptions=[StaleElementReferenceException]
+    ).until(condition)
 
 
 def model_rows(driver: Any) -> dict[str, str]:

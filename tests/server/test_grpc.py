@@ -570,7 +570,13 @@ def test_a_call_whose_deadline_passes_in_the_queue_is_never_computed(
     before = httpx.get(f"{server.url}/v2/models/slow/versions/1/stats").json()["model_stats"][0]
     with ThreadPoolExecutor(2) as pool:
         blocker = pool.submit(client.infer, "slow", [grpc_input("x", x, "FP32")])
-        time.sleep(0.1)
+        # The blocker must hold the model first: on a starved machine a fixed sleep let the second
+        # call arrive first, run at once and be counted.
+        stats_url = f"{server.url}/v2/models/slow/versions/1/stats"
+        for _ in range(300):
+            if httpx.get(stats_url).json()["model_stats"][0]["in_flight"] >= 1:
+                break
+            time.sleep(0.01)
         with pytest.raises(InferenceServerException, match=r"(?i)deadline"):
             client.infer("slow", [grpc_input("x", x, "FP32")], client_timeout=0.1)
         blocker.result(timeout=30)
