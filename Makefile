@@ -17,14 +17,18 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# Debian packages the tests drive: Prometheus (scrapes a live server) and headless Chromium with its
-# WebDriver (the dashboard in a real browser). Installed only when missing, and only where apt-get
+# Debian packages the tests and benchmarks drive: Prometheus (scrapes a live server), headless Chromium
+# with its WebDriver (the dashboard in a real browser), and load generators nobody here wrote (wrk, hey,
+# h2load from nghttp2-client). Installed only when missing, and only where apt-get
 # runs as root (CI); elsewhere the tests that need them say so and skip.
 system-deps:
 	@missing=""; \
 	command -v prometheus >/dev/null 2>&1 || missing="$$missing prometheus"; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	command -v chromedriver >/dev/null 2>&1 || missing="$$missing chromium-driver"; \
+	command -v wrk >/dev/null 2>&1 || missing="$$missing wrk"; \
+	command -v hey >/dev/null 2>&1 || missing="$$missing hey"; \
+	command -v h2load >/dev/null 2>&1 || missing="$$missing nghttp2-client"; \
 	fc-list 2>/dev/null | grep -q . || missing="$$missing fonts-dejavu-core"; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
