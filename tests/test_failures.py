@@ -146,3 +146,22 @@ def test_query_parameters_are_read_and_checked() -> None:
     ]:
         with pytest.raises(InvalidInput, match=fragment):
             FailureQuery.from_params(bad)
+
+
+def test_a_flood_of_one_failure_is_logged_as_a_few_lines_and_a_count(
+    failure_log: FailureLog, caplog: pytest.LogCaptureFixture
+) -> None:
+    from leanserve.failures import LINES_PER_KIND
+
+    caplog.set_level("WARNING", logger="leanserve.failures")
+    for i in range(200):
+        fail(failure_log, "busy", 503, request_id=f"shed-{i}")
+    fail(failure_log, "other", 503, request_id="lone")
+    failure_log.flush()
+    lines = [r.getMessage() for r in caplog.records if r.name == "leanserve.failures"]
+    busy = [line for line in lines if line.startswith("503 busy/1")]
+    more = sum(int(line.split(": ")[1].split()[0]) for line in busy if "more like these" in line)
+    assert LINES_PER_KIND < len(busy) < 200  # at most a few lines per write batch, and a summary
+    assert len(busy) - sum("more like these" in line for line in busy) + more == 200  # each one accounted for
+    assert any("request lone" in line for line in lines)  # another model's failure is not hidden
+    assert len(failure_log.query(FailureQuery(model="busy", limit=1000))) == 200  # all kept in the log itself

@@ -294,12 +294,21 @@ class FailureLog:
         _log_rows(rows)
 
 
+# Lines logged per (model, version, status) in one write batch; the rest are summed in one line.
+# Under overload a model can shed thousands of requests a second, and a line each would flood the
+# logs (every failure is still in the failure log itself).
+LINES_PER_KIND = 5
+
+
 def _log_rows(rows: list[_Row]) -> None:
     # Logged here, on the writer thread, so that a flood of failures never writes to stderr from
     # the event loop. Server errors are warnings; a client's mistakes are only for debugging.
+    seen: dict[tuple[str, str, int], int] = {}
     for when, model, version, status, message, request_id, client, _ in rows:
         level = logging.WARNING if status >= 500 else logging.DEBUG
-        if log.isEnabledFor(level):
+        kind = (model, version, status)
+        seen[kind] = count = seen.get(kind, 0) + 1
+        if count <= LINES_PER_KIND and log.isEnabledFor(level):
             log.log(
                 level,
                 "%d %s%s: %s (request %s from %s)",
@@ -317,6 +326,18 @@ def _log_rows(rows: list[_Row]) -> None:
                     "client": client,
                     "failed_at": when,
                 },
+            )
+    for (model, version, status), count in seen.items():
+        level = logging.WARNING if status >= 500 else logging.DEBUG
+        if count > LINES_PER_KIND and log.isEnabledFor(level):
+            log.log(
+                level,
+                "%d %s%s: %d more like these (see the failure log)",
+                status,
+                model,
+                f"/{version}" if version else "",
+                count - LINES_PER_KIND,
+                extra={"model": model, "version": version, "status": status},
             )
 
 
