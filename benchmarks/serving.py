@@ -174,24 +174,34 @@ def resident_mb(pid: int) -> float:
 
 
 def wrk(url: str, body: bytes, concurrency: int, duration: float) -> Load:
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
-        f.write('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n')
-        f.write(f"wrk.body = {json.dumps(body.decode())}\n")
-        script = f.name
+    script = 'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+    script += f"wrk.body = {json.dumps(body.decode())}\n"
+    return wrk_script(url, script, concurrency, duration)[0]
+
+
+def wrk_script(url: str, script: str, concurrency: int, duration: float) -> tuple[Load, int]:
+    """wrk driven by a Lua ``script`` at ``concurrency``: its load (socket errors counted as errors)
+    and the number of requests it sent."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False, encoding="utf-8") as f:
+        f.write(script)
     threads = 1 if concurrency == 1 else 2
-    out = subprocess.run(
-        ["wrk", f"-t{threads}", f"-c{concurrency}", f"-d{max(1, round(duration))}s", "--latency", "-s", script, url],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    os.unlink(script)
+    seconds = max(1, round(duration))
+    try:
+        out = subprocess.run(
+            ["wrk", f"-t{threads}", f"-c{concurrency}", f"-d{seconds}s", "--latency", "-s", f.name, url],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    finally:
+        os.unlink(f.name)
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     errors = int(m.group(1)) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", out)) else 0
     socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     if socket_errors:
         errors += sum(int(x) for x in socket_errors.groups())
-    return Load(concurrency, rps, _percentile(out, "50%"), _percentile(out, "99%"), errors)
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    return Load(concurrency, rps, _percentile(out, "50%"), _percentile(out, "99%"), errors), total
 
 
 def _percentile(out: str, label: str) -> float:

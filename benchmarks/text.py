@@ -27,7 +27,6 @@ import argparse
 import contextlib
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -42,7 +41,7 @@ from typing import Any
 import numpy as np
 import tomli_w
 from peer_envs import ENVS, ensure, venv_python
-from serving import Load, _percentile, environment, free_port, start_server
+from serving import Load, environment, free_port, start_server, wrk_script
 
 from leanserve.config import RuntimeOptions, load_model_config
 from leanserve.demo import build_demo_repository, default_demo_dir, tokenize
@@ -112,25 +111,11 @@ def cpu_seconds(pid: int) -> float:
 
 def wrk_bodies(url: str, bodies: list[str], concurrency: int, duration: float) -> tuple[Load, int]:
     """wrk at ``concurrency``, each connection cycling through ``bodies`` (one request per body)."""
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False, encoding="utf-8") as f:
-        f.write('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\nbodies = {\n')
-        for body in bodies:
-            f.write(f"[==[{body}]==],\n")
-        f.write("}\ncounter = 0\nrequest = function()\n  counter = counter + 1\n")
-        f.write("  return wrk.format(nil, nil, nil, bodies[(counter % #bodies) + 1])\nend\n")
-        script = f.name
-    threads = 1 if concurrency == 1 else 2
-    out = subprocess.run(
-        ["wrk", f"-t{threads}", f"-c{concurrency}", f"-d{max(1, round(duration))}s", "--latency", "-s", script, url],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    os.unlink(script)
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    errors = int(m.group(1)) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", out)) else 0
-    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
-    return Load(concurrency, rps, _percentile(out, "50%"), _percentile(out, "99%"), errors), total
+    script = 'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\nbodies = {\n'
+    script += "".join(f"[==[{body}]==],\n" for body in bodies)
+    script += "}\ncounter = 0\nrequest = function()\n  counter = counter + 1\n"
+    script += "  return wrk.format(nil, nil, nil, bodies[(counter % #bodies) + 1])\nend\n"
+    return wrk_script(url, script, concurrency, duration)
 
 
 def process_tree(pid: int) -> list[int]:
