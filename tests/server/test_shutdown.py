@@ -113,4 +113,5 @@ def test_sigterm_under_load_loses_no_accepted_request(tmp_path: Path) -> None:
     assert outcomes.get("lost", 0) == 0, outcomes
     assert outcomes.get("200", 0) > 0, outcomes
     assert outcomes.get("200 after signal", 0) > 0, f"the requests in flight at the signal were answered: {outcomes}"
-    assert set(outcomes) <= {"200", "200 after signal", "refused"}, outcomes
+    # 503: shed by the controlled delay while 16 patient clients keep the queue standing; answered, not lost.
+    assert set(outcomes) <= {"200", "200 after signal", "503", "503 after signal", "refused"}, outcomes

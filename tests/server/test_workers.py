@@ -129,6 +129,9 @@ def two_workers(tmp_path: Path) -> Iterator[Served]:
     repo = tmp_path / "models"
     write_mlp(repo / "mlp" / "1" / "model.onnx")
     write_slow_model(repo / "slow" / "1" / "model.onnx")
+    # Shedding off: the drain test keeps six 64-row requests queued on purpose, a standing queue
+    # the default controlled delay (admission.py) would rightly shed before they were all in flight.
+    (repo / "slow" / "model.toml").write_text("max_batch_size = 64\n[dynamic_batching]\noverload_wait_ms = 0\n")
     port, grpc_port = free_port(), free_port()
     sockets = Path(os.environ.get("TMPDIR", "/tmp")) / f"leanserve-test-{os.getpid()}-{port}"
     env = {**os.environ, WORKER_DIR_ENV: str(sockets)}
@@ -201,8 +204,8 @@ def test_a_killed_worker_is_replaced(two_workers: Served) -> None:
 
 @pytest.mark.slow
 def test_sigterm_drains_every_worker_and_exits_zero(two_workers: Served) -> None:
-    x = np.ones((32, 1024), np.float32)
-    body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [32, 1024], "data": x.ravel().tolist()}]}
+    x = np.ones((64, 1024), np.float32)  # about a second of engine time each: none done before all six are in
+    body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [64, 1024], "data": x.ravel().tolist()}]}
     statuses: list[int] = []
 
     def call() -> None:
@@ -217,6 +220,7 @@ def test_sigterm_drains_every_worker_and_exits_zero(two_workers: Served) -> None
         merged = httpx.get(f"{two_workers.url}/metrics", timeout=10).text
         if _metric(merged, "leanserve_in_flight_requests", model="slow") == 6:
             break
+        assert not statuses, f"a request was answered before the signal: {statuses}\n{two_workers.output()}"
         time.sleep(0.05)
     else:
         raise AssertionError(f"the requests never were all in flight\n{two_workers.output()}")
