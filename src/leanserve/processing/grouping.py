@@ -2,11 +2,12 @@
 
 A ragged batch costs about one run's fixed overhead plus a price per padded token (rows times
 the longest member). Measured with all-MiniLM-L6-v2 on the 2-core reference machine, the fixed part is
-about 7 tokens' worth (1.6-2.0 ms against 0.25 ms per padded token, at 16 to 64 tokens and 1 to 8
-rows): running a short group alone wastes little, but padding a 12-token sentence to 40 wastes
-more than a run. Power-of-two length groups, the rule before this module, split a standing queue
-of 32 sentences into four or five runs; choosing the runs by that cost instead merges neighbouring
-groups exactly when merging is cheaper than a run of their own.
+7 to 15 tokens' worth (loaded: 1.6-2.0 ms against 0.25 ms per padded token, at 16 to 64 tokens and
+1 to 8 rows; quiet, as the server learned it: about 15): running a short group alone wastes
+little, but padding a 12-token sentence to 40 wastes more than a run. Power-of-two length groups,
+the rule before this module, padded 15% of a batch's tokens and split a standing queue by a rule
+blind to either cost; choosing the runs by that cost merges neighbouring groups exactly when
+merging is cheaper than a run of their own, and splits a group when padding is dearer.
 
 :func:`plan_runs` splits the queued requests, sorted by length, into the runs of least total cost
 (a shortest path over the sorted order: optimal runs are contiguous in length); the engine runs
@@ -21,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
-# A run's fixed cost, in padded tokens, before the model's own runs tell: the reference
+# A run's fixed cost, in padded tokens, before the model's own runs tell: the loaded reference
 # measurement above (MiniLM, 6.1-7.9 tokens' worth).
 DEFAULT_OVERHEAD_TOKENS: Final = 8.0
 # Bounds on what the fit may claim: a noisy fit must neither pad everything to the longest
