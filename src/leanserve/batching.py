@@ -118,7 +118,7 @@ class BatchSizeTuner:
     A batch's cost is judged per unit of useful work: a row, unless the caller says otherwise. Rows
     of a ragged model differ in cost (a 40-token sentence costs about four 10-token ones), so its
     engine passes the useful tokens: judged per row, each batch's length mix drowns what its size
-    changes (MiniLM's text model ran 4.2 rows per run from a queue of 32 sentences; 7.6 judged per token).
+    changes (MiniLM's text model at c32 ran 3.5 to 7 rows per run from one run of the benchmark to the next).
     """
 
     EXPLORE_EVERY = 8
