@@ -65,6 +65,7 @@ def test_requests_of_different_lengths_share_a_batch_and_equal_each_alone(server
     assert after["inference_stats"]["compute_input"]["count"] > 0
 
 
+@pytest.mark.slow
 def test_a_standing_queue_of_mixed_lengths_goes_into_few_runs_each_answer_its_own(server: RunningServer) -> None:
     def runs() -> int:
         return int(httpx.get(f"{server.url}/v2/models/queued/stats").json()["model_stats"][0]["execution_count"])
