@@ -72,7 +72,8 @@ def test_a_standing_queue_of_mixed_lengths_goes_into_few_runs_each_answer_its_ow
 
     # Runs of many sizes, one at a time, teach the engine what a run costs: for this tiny graph, the
     # same whatever its tokens (Python's share dwarfs the engine's), so padding is all but free.
-    for i in range(30):
+    # (60 runs: a few preempted ones on a loaded machine must not make long runs look dear.)
+    for i in range(60):
         texts = ["x" * (1 + (7 * i + 3 * k) % 60) for k in range(1 + i % 4)]
         assert _infer(server, "queued", _text(texts)).status_code == 200
     rng = np.random.default_rng(1)
