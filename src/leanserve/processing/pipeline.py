@@ -413,8 +413,7 @@ class Processor:
 
     def _recorder(self, name: str, engine: bool = False) -> Callable[[list[Item], float], None]:
         stats = self._stats
-
-        padding = self._padding if engine else None
+        padding = self._padding if engine else None  # a ragged engine's runs teach its run cost
 
         def record(batch: list[Item], seconds: float) -> None:
             stats.record_step(name, seconds)
