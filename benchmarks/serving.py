@@ -179,16 +179,29 @@ def wrk(url: str, body: bytes, concurrency: int, duration: float) -> Load:
     return wrk_script(url, script, concurrency, duration)[0]
 
 
-def wrk_script(url: str, script: str, concurrency: int, duration: float) -> tuple[Load, int]:
+def wrk_script(
+    url: str, script: str, concurrency: int, duration: float, timeout_s: float | None = None
+) -> tuple[Load, int]:
     """wrk driven by a Lua ``script`` at ``concurrency``: its load (socket errors counted as errors)
-    and the number of requests it sent."""
+    and the number of requests it sent. ``timeout_s``: wrk's per-request timeout (its default, 2 s,
+    when None); a request over it counts as an error."""
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False, encoding="utf-8") as f:
         f.write(script)
     threads = 1 if concurrency == 1 else 2
     seconds = max(1, round(duration))
     try:
         out = subprocess.run(
-            ["wrk", f"-t{threads}", f"-c{concurrency}", f"-d{seconds}s", "--latency", "-s", f.name, url],
+            [
+                "wrk",
+                f"-t{threads}",
+                f"-c{concurrency}",
+                f"-d{seconds}s",
+                *([f"--timeout={timeout_s:g}s"] if timeout_s is not None else []),
+                "--latency",
+                "-s",
+                f.name,
+                url,
+            ],
             capture_output=True,
             text=True,
             check=True,

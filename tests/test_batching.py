@@ -204,6 +204,20 @@ def test_tuner_finds_a_middle_optimum() -> None:
     assert tuner.limit() <= 16
 
 
+@pytest.mark.parametrize(("told", "best"), [(False, 1), (True, 32)])
+def test_tuner_judges_useful_work_when_told_it(told: bool, best: int) -> None:
+    # A ragged model: the batches of more rows happened to hold longer sentences, so each row cost
+    # more, while each token cost less. Judged per row the tuner would stay at one row.
+    per_token = {1: 1.0, 2: 0.8, 4: 0.6, 8: 0.5, 16: 0.45, 32: 0.4}
+    tuner = BatchSizeTuner(32)
+    for _ in range(80):
+        rows = min(tuner.limit(), 64)
+        bucket = BatchSizeTuner.bucket(rows)
+        tokens = rows * 8 * bucket.bit_length()
+        tuner.observe(rows, tokens * per_token[bucket], tokens if told else None)
+    assert tuner.best() == best
+
+
 # ---- admission mechanism: departed callers, deadlines, shedding, every failure answered -----------
 
 

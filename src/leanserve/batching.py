@@ -114,6 +114,11 @@ class BatchSizeTuner:
     it (a small MLP: 80k items/s at batch 1, 400k at batch 32). Like TCP's slow start, the tuner
     begins at one row and doubles the cap while the per-row cost keeps falling; after that it
     keeps a moving average per power-of-two size and now and then tries one size up or down.
+
+    A batch's cost is judged per unit of useful work: a row, unless the caller says otherwise. Rows
+    of a ragged model differ in cost (a 40-token sentence costs about four 10-token ones), so its
+    engine passes the useful tokens: judged per row, each batch's length mix drowns what its size
+    changes (MiniLM's text model at c32 ran 3.5 to 7 rows per run from one run of the benchmark to the next).
     """
 
     EXPLORE_EVERY = 8
@@ -123,7 +128,7 @@ class BatchSizeTuner:
     def __init__(self, max_rows: int) -> None:
         self.max_rows = max_rows
         self._top = self.bucket(max_rows)
-        self._cost: dict[int, float] = {}  # bucket -> moving average of seconds per row
+        self._cost: dict[int, float] = {}  # bucket -> moving average of seconds per unit of work
         self._samples: dict[int, int] = {}
         self._batches = 0
 
@@ -131,11 +136,12 @@ class BatchSizeTuner:
     def bucket(rows: int) -> int:
         return 1 << (rows.bit_length() - 1)
 
-    def observe(self, rows: int, seconds: float) -> None:
+    def observe(self, rows: int, seconds: float, work: float | None = None) -> None:
+        """A batch of ``rows`` took ``seconds``; ``work`` is its useful work (rows when None)."""
         if rows <= 0:
             return
         b = self.bucket(rows)
-        per_row = seconds / rows
+        per_row = seconds / (rows if work is None or work <= 0 else work)
         previous = self._cost.get(b)
         self._cost[b] = per_row if previous is None else (1 - self.ALPHA) * previous + self.ALPHA * per_row
         self._samples[b] = self._samples.get(b, 0) + 1

@@ -128,9 +128,11 @@ def scale(outputs):
 
 def write_repository(root: Path) -> Path:
     """``chars`` (text in, ragged), ``slow`` (its handler hangs on "hang"), ``tight`` (room for one request),
-    ``pipe`` (chars, then a function, then the ``plain`` model) and ``plain`` (an MLP without handler)."""
+    ``pipe`` (chars, then a function, then the ``plain`` model), ``plain`` (an MLP without handler) and
+    ``queued`` (chars again, for a test that reads its engine's runs and learned costs alone)."""
     for name, timeout_ms, steps, output, width, queue in (
         ("chars", 30000, "", "mean", DIM, 4096),
+        ("queued", 30000, "", "mean", DIM, 4096),
         ("slow", 400, "", "mean", DIM, 4096),
         ("tight", 3000, "", "mean", DIM, 1),
         ("pipe", 30000, 'steps = ["function:scale", "model:plain"]', "y", 3, 4096),

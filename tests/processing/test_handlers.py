@@ -65,6 +65,38 @@ def test_requests_of_different_lengths_share_a_batch_and_equal_each_alone(server
     assert after["inference_stats"]["compute_input"]["count"] > 0
 
 
+@pytest.mark.slow
+def test_a_standing_queue_of_mixed_lengths_goes_into_few_runs_each_answer_its_own(server: RunningServer) -> None:
+    def runs() -> int:
+        return int(httpx.get(f"{server.url}/v2/models/queued/stats").json()["model_stats"][0]["execution_count"])
+
+    # Runs of many sizes, one at a time, teach the engine what a run costs: for this tiny graph, the
+    # same whatever its tokens (Python's share dwarfs the engine's), so padding is all but free.
+    # (60 runs: a few preempted ones on a loaded machine must not make long runs look dear.)
+    for i in range(60):
+        texts = ["x" * (1 + (7 * i + 3 * k) % 60) for k in range(1 + i % 4)]
+        assert _infer(server, "queued", _text(texts)).status_code == 200
+    rng = np.random.default_rng(1)
+    # 12 to 20 characters: power-of-two groups would split them at 16/17 into two runs per batch.
+    texts = ["".join(chr(97 + int(c)) for c in rng.integers(0, 26, int(n))) for n in rng.integers(12, 21, 24)]
+    assert {len(t) <= 16 for t in texts} == {True, False}
+    before = runs()
+    with ThreadPoolExecutor(25) as pool:
+        # The handler sleeps on "hang2": meanwhile the 24 sentences queue, then reach the engine together
+        # (16, the model's max_batch_size, then 8).
+        held = pool.submit(_infer, server, "queued", _text(["hang2"]))
+        time.sleep(0.2)
+        responses = list(pool.map(lambda t: _infer(server, "queued", _text([t])), texts))
+        assert held.result().status_code == 200
+    used = runs() - before
+    alone = [_output(_infer(server, "queued", _text([t])), "mean")[0] for t in texts]
+    for text, response, single in zip(texts, responses, alone, strict=True):
+        got = _output(response, "mean")[0]
+        np.testing.assert_allclose(got, expected_mean(text), rtol=1e-5, atol=1e-6)
+        assert float(got @ single / np.linalg.norm(got) / np.linalg.norm(single)) > 0.9999
+    assert used <= 3, f"the held request and 24 queued sentences took {used} engine runs (at most 1 + 2 expected)"
+
+
 def test_token_ids_are_a_second_entry_point_and_the_mask_is_built(server: RunningServer) -> None:
     ids = token_ids("token ids")
     body = {"inputs": [{"name": "input_ids", "datatype": "INT64", "shape": [1, len(ids)], "data": ids}]}

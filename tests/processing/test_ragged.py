@@ -5,7 +5,7 @@ import pytest
 
 from leanserve.config import TensorSpec
 from leanserve.errors import InvalidInput
-from leanserve.processing.ragged import Padding, length_bucket, pad_batch, ragged_key, with_mask
+from leanserve.processing.ragged import Padding, pad_batch, ragged_key, ragged_length, with_mask
 
 SPECS = (
     TensorSpec("input_ids", "INT64", (-1,), pad_value=0),
@@ -26,19 +26,22 @@ def test_only_declared_inputs_are_ragged() -> None:
     assert padding.values == {"input_ids": 0.0, "attention_mask": 0.0} and padding.mask == "attention_mask"
 
 
-@pytest.mark.parametrize(("length", "bucket"), [(0, 1), (1, 1), (2, 2), (3, 4), (16, 16), (17, 32), (128, 128)])
-def test_length_buckets_are_powers_of_two(length: int, bucket: int) -> None:
-    assert length_bucket(length) == bucket
-
-
-def test_requests_in_one_length_group_share_a_key_and_others_do_not() -> None:
+def test_requests_of_any_length_share_a_key_but_not_of_another_dtype_or_shape() -> None:
     padding = _padding()
 
-    def key(n: int, dtype: type = np.int64) -> tuple[object, ...]:
-        return ragged_key({"input_ids": np.zeros((1, n), dtype), "scale": np.zeros((1, 2), np.float32)}, padding)
+    def key(n: int, dtype: type = np.int64, scale: int = 2) -> tuple[object, ...]:
+        inputs = {"input_ids": np.zeros((1, n), dtype), "scale": np.zeros((1, scale), np.float32)}
+        return ragged_key(inputs, padding)
 
-    assert key(9) == key(16) != key(17)
+    assert key(3) == key(16) == key(17) == key(128)
     assert key(9) != key(9, np.int32)
+    assert key(9) != key(9, scale=3)
+
+
+def test_a_requests_length_is_its_longest_ragged_input() -> None:
+    padding = _padding()
+    assert ragged_length({"input_ids": np.zeros((2, 7), np.int64), "scale": np.zeros((2, 2))}, padding) == 7
+    assert ragged_length({"scale": np.zeros((1, 2))}, padding) == 0
 
 
 def test_a_batch_is_padded_to_its_longest_member_only() -> None:

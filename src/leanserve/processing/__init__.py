@@ -3,13 +3,14 @@
 A model directory may hold ``handler.py`` (batch-level ``preprocess`` / ``postprocess``), declare
 ragged inputs (``pad_value``, ``mask``) and pipeline steps in ``model.toml``. Such a version is
 served by a :class:`Processor` (:mod:`.pipeline`): each step on its own thread (:mod:`.stages`),
-ragged batches padded to their longest member (:mod:`.ragged`). A model with none of these never
+ragged batches padded to their longest member (:mod:`.ragged`), the requests that share one
+chosen by cost (:mod:`.grouping`). A model with none of these never
 reaches this package: the router sends its requests straight to its batcher.
 """
 
 from .handler import Handler, handler_config, load_handler, needs_processing
 from .pipeline import CallModel, Processor, model_caller
-from .ragged import Padding, length_bucket, pad_batch, ragged_key
+from .ragged import Padding, pad_batch, ragged_key, ragged_length
 
 __all__ = [
     "CallModel",
@@ -17,10 +18,10 @@ __all__ = [
     "Padding",
     "Processor",
     "handler_config",
-    "length_bucket",
     "load_handler",
     "model_caller",
     "needs_processing",
     "pad_batch",
     "ragged_key",
+    "ragged_length",
 ]

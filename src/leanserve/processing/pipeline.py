@@ -6,7 +6,8 @@ gets a :class:`Processor` instead, which the router calls with the request's id 
 
 - ``preprocess`` (``handler.py``): the dynamic batch of requests as the client sent them, on its
   own thread; requests that send the engine's own inputs (token ids) skip it.
-- the engine: ragged inputs padded per batch (:mod:`.ragged`), batches grouped by length.
+- the engine: ragged inputs padded per batch (:mod:`.ragged`), the requests that share a run
+  chosen by what padding costs against a run of their own (:mod:`.grouping`).
 - ``postprocess`` (``handler.py``), then ``[handler] steps``: ``function:NAME`` (a function of the
   handler file, taking the batch's tensors and the requests' inputs) or ``model:NAME[:VERSION]``
   (another model of the repository, through its own batcher, sharing batches with its direct
@@ -33,8 +34,9 @@ from ..errors import InferenceFailed, InvalidInput, LeanserveError, Overloaded
 from ..protocol import InferRequest, validate_request
 from ..runtimes import Runtime
 from ..stats import ModelStats
+from .grouping import Queued, RunCost, run_with_oldest
 from .handler import BatchFunction, Handler, as_tensors
-from .ragged import Padding, pad_batch, ragged_key, with_mask
+from .ragged import Padding, pad_batch, ragged_key, ragged_length, with_mask
 from .stages import Done, Item, Stage, answer, late
 
 if TYPE_CHECKING:
@@ -168,6 +170,7 @@ class Processor:
         self._batching = config.batching
         self._max_rows = config.max_batch_size or 0
         self._padding = Padding.of(config.inputs)
+        self._run_cost = RunCost()  # a ragged engine's fixed cost per run, in padded tokens
         self._timeout = hc.timeout_ms / 1000.0 if hc is not None else DEFAULT_TIMEOUT_SECONDS
         self.engine_inputs: tuple[TensorSpec, ...] = config.inputs
         self.inputs: tuple[TensorSpec, ...] = hc.inputs if hc is not None and hc.inputs else config.inputs
@@ -204,6 +207,8 @@ class Processor:
                     self._forwarder(len(steps)),
                     self._recorder("engine", engine=True),
                     tuner,
+                    self._choose_ragged,
+                    self._useful_tokens,
                 )
             )
         if handler is not None and handler.postprocess is not None:
@@ -314,6 +319,35 @@ class Processor:
             return ragged_key(item.tensors, self._padding)
         return batch_key(item.tensors, self._batching)
 
+    def _choose_ragged(self, pending: Sequence[Item], max_rows: int) -> list[int]:
+        """The next ragged batch: the oldest request and those whose padding costs less than a run of
+        their own (grouping.py), among the next ``2 * max_rows`` compatible requests of the queue."""
+        if max_rows <= 0 or len(pending) == 1:
+            return [0]
+        padding = self._padding
+        assert padding is not None
+        head = pending[0]
+        key = ragged_key(head.tensors, padding)
+        indices = [0]
+        queued = [Queued(ragged_length(head.tensors, padding), head.rows)]
+        window = 2 * max_rows  # bounds the plan's cost on a long queue; a run takes max_rows at most
+        for i in range(1, len(pending)):
+            if len(indices) >= window:
+                break
+            item = pending[i]
+            if item.rows <= max_rows and ragged_key(item.tensors, padding) == key:
+                indices.append(i)
+                queued.append(Queued(ragged_length(item.tensors, padding), item.rows))
+        if len(indices) == 1:
+            return indices
+        return [indices[k] for k in run_with_oldest(queued, max_rows, self._run_cost.overhead_tokens)]
+
+    def _useful_tokens(self, batch: list[Item]) -> float:
+        """A ragged batch's useful work: its requests' own tokens, padding left out."""
+        padding = self._padding
+        assert padding is not None
+        return float(sum(i.rows * max(1, ragged_length(i.tensors, padding)) for i in batch))
+
     def _run_engine(self, batch: list[Item]) -> Sequence[Tensors]:
         parts = [i.tensors for i in batch]
         if self._padding is not None:
@@ -379,11 +413,15 @@ class Processor:
 
     def _recorder(self, name: str, engine: bool = False) -> Callable[[list[Item], float], None]:
         stats = self._stats
+        padding = self._padding if engine else None  # a ragged engine's runs teach its run cost
 
         def record(batch: list[Item], seconds: float) -> None:
             stats.record_step(name, seconds)
             if engine:
                 stats.record_batch(sum(i.rows for i in batch) if self._batching else len(batch), seconds)
+            if padding is not None and batch:
+                longest = max(ragged_length(i.tensors, padding) for i in batch)
+                self._run_cost.observe(sum(i.rows for i in batch) * longest, seconds)
             first = batch[0].step == 0 if batch else False
             if first:
                 started = time.perf_counter() - seconds

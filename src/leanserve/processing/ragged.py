@@ -3,10 +3,11 @@
 A sentence is 10-30 tokens; padding every one to 128 multiplies the engine's work several times,
 and without padding requests of different lengths could never share a batch. An input declared
 with ``pad_value`` (or ``mask = true``) in model.toml is ragged along its first dimension after
-the batch. Requests are grouped by that length rounded up to a power of two (so a batch never
-pads a sentence to more than twice its length), and each batch is padded only to its longest
-member. The mask input, 1 over each request's own positions and 0 over the padding, keeps the
-padding from changing the result; a request may leave it out and get it built here.
+the batch. Requests of any lengths may share a run, and each batch is padded only to its longest
+member; which ones run together is :mod:`.grouping`'s choice (padding a short sentence to a long
+one costs more than a run of its own). The mask input, 1 over each request's own positions and 0
+over the padding, keeps the padding from changing the result; a request may leave it out and get
+it built here.
 
 Pure functions, no state: the engine stage (:mod:`leanserve.processing.stages`) calls them.
 """
@@ -43,21 +44,22 @@ class Padding:
         return cls(values, mask)
 
 
-def length_bucket(length: int) -> int:
-    """``length`` rounded up to a power of two: the group a request of that length batches with."""
-    return 1 if length <= 1 else 1 << (length - 1).bit_length()
-
-
 def ragged_key(inputs: Mapping[str, np.ndarray], padding: Padding) -> tuple[object, ...]:
-    """What must be equal for two requests to share a padded batch (batching.batch_key for ragged inputs)."""
+    """What must be equal for two requests to share a padded batch (batching.batch_key for ragged inputs):
+    everything but the ragged inputs' lengths."""
     key: list[object] = []
     for name in sorted(inputs):
         a = inputs[name]
         if name in padding.values and a.ndim >= 2:
-            key.append((name, a.dtype, length_bucket(a.shape[1]), a.shape[2:]))
+            key.append((name, a.dtype, a.shape[2:]))
         else:
             key.append((name, a.dtype, a.shape[1:]))
     return tuple(key)
+
+
+def ragged_length(inputs: Mapping[str, np.ndarray], padding: Padding) -> int:
+    """The length a batch pads this request to at least: its longest ragged input."""
+    return max((a.shape[1] for name, a in inputs.items() if name in padding.values and a.ndim >= 2), default=0)
 
 
 def with_mask(inputs: Mapping[str, np.ndarray], padding: Padding) -> Tensors:
@@ -94,4 +96,4 @@ def pad_batch(parts: Sequence[Mapping[str, np.ndarray]], padding: Padding) -> Te
     return batch
 
 
-__all__ = ["Padding", "length_bucket", "pad_batch", "ragged_key", "with_mask"]
+__all__ = ["Padding", "pad_batch", "ragged_key", "ragged_length", "with_mask"]

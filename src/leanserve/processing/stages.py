@@ -62,6 +62,11 @@ Run = Callable[[list[Item]], Sequence[Tensors]]
 Key = Callable[[Item], tuple[object, ...]]
 Forward = Callable[[Item, Tensors], None]
 Record = Callable[[list[Item], float], None]
+# Which queued requests run next (indices, the oldest first), at most this many rows: :func:`choose`
+# by default; the ragged engine's choice weighs padding against runs (grouping.py).
+Choose = Callable[[Sequence[Item], int], list[int]]
+# A batch's useful work for the batch-size tuner (rows by default; tokens for a ragged engine).
+Work = Callable[[list[Item]], float]
 
 
 def choose(pending: Sequence[Item], key: Key, max_rows: int) -> list[int]:
@@ -128,15 +133,18 @@ class Stage:
         forward: Forward,
         record: Record,
         tuner: BatchSizeTuner | None = None,
+        choose_batch: Choose | None = None,
+        work: Work | None = None,
     ) -> None:
         self.model = model
         self.name = name
         self._run = run
-        self._key = key
         self._max_rows = max_rows
         self._forward = forward
         self._record = record
         self._tuner = tuner
+        self._choose: Choose = choose_batch or (lambda pending, limit: choose(pending, key, limit))
+        self._batch_work = work
         self._pending: deque[Item] = deque()
         self._running: list[Item] = []
         self._token: object | None = None  # the running call; None when idle
@@ -190,7 +198,7 @@ class Stage:
             if not live:
                 return
         limit = self._tuner.limit() if self._tuner is not None else self._max_rows
-        indices = choose(self._pending, self._key, limit)
+        indices = self._choose(self._pending, limit)
         if indices[-1] == len(indices) - 1:
             batch = [self._pending.popleft() for _ in indices]
         else:
@@ -243,7 +251,8 @@ class Stage:
             return  # abandoned: every request of it was answered already
         self._record(batch, seconds)
         if self._tuner is not None and seconds > 0:
-            self._tuner.observe(sum(i.rows for i in batch), seconds)
+            work = self._batch_work(batch) if self._batch_work is not None else None
+            self._tuner.observe(sum(i.rows for i in batch), seconds, work)
         self._idle()
         for item, result in zip(batch, results, strict=True):
             if item.answered:
@@ -298,4 +307,4 @@ class Stage:
         return InferenceFailed(f"model {self.model!r}: step {self.name!r} failed: {type(e).__name__}: {e}")
 
 
-__all__ = ["Done", "Item", "Stage", "answer", "choose", "late"]
+__all__ = ["Choose", "Done", "Item", "Stage", "Work", "answer", "choose", "late"]
