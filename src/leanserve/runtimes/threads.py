@@ -15,7 +15,7 @@ worker catches each without a futex wake-up; between two requests (the event loo
 client sends, the loop decodes: a millisecond or more) it sleeps and leaves the core to them.
 Measured on the 2-core machine with all-MiniLM-L6-v2 (2 threads, 128 tokens, in process, settings
 alternating round by round; benchmarks/engine_threads.py): with sleeping workers a one-row run made
-~380 futex calls and took a median of 20.5 ms on a quiet machine, 31 ms under other helpers' load;
+~350 futex calls and took a median of 20.5 ms on a quiet machine, 31 ms under other helpers' load;
 with a 50 us spin ~25 futex calls, 19.1 ms and 19.0 ms (ONNX Runtime's own spin: 19.3 and 21 ms).
 Where the machine was busy, the endless spin fell to 20 items/s at batch 32 while the short spin
 kept 44-48 like sleeping workers, and it used no more CPU per run than they did.
