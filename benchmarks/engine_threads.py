@@ -38,9 +38,9 @@ from serving import PY, SENTENCE, free_port, start_server, v2_body, wrk_script
 
 from leanserve.config import RuntimeOptions
 from leanserve.runtimes.onnx import session_options
+from leanserve.timing import thread_cpu_seconds
 
 HERE = Path(__file__).resolve().parent
-TICK = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass(frozen=True)
@@ -118,17 +118,6 @@ def engine(model: Path, setting: Setting, feed: dict[str, np.ndarray], seconds: 
     }
 
 
-def thread_ticks(pid: int) -> dict[int, int]:
-    ticks = {}
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        ticks[int(task.name)] = int(fields[11]) + int(fields[12])  # utime + stime
-    return ticks
-
-
 def model_stats(port: int) -> dict[str, Any]:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/models/minilm/stats", timeout=5) as r:
         doc: dict[str, Any] = json.loads(r.read())
@@ -159,16 +148,16 @@ def served(
     try:
         wrk_script(url, script, 8, 1.0)
         for c in (1, 32):
-            ticks0, stats0 = thread_ticks(proc.pid), model_stats(port)
+            cpu0, stats0 = thread_cpu_seconds(proc.pid), model_stats(port)
             load, total = wrk_script(url, script, c, duration)
-            ticks1, stats1 = thread_ticks(proc.pid), model_stats(port)
-            used = {tid: ticks1[tid] - ticks0.get(tid, 0) for tid in ticks1}
-            loop = used.pop(proc.pid, 0)
+            cpu1, stats1 = thread_cpu_seconds(proc.pid), model_stats(port)
+            used = {tid: cpu1[tid] - cpu0.get(tid, 0.0) for tid in cpu1}
+            loop = used.pop(proc.pid, 0.0)
             others = sorted(used.values(), reverse=True)
             inf0, inf1 = stats0["inference_stats"], stats1["inference_stats"]
             runs = stats1["execution_count"] - stats0["execution_count"]
             answered = inf1["success"]["count"] - inf0["success"]["count"]
-            ms = 1000.0 / TICK
+            ms = 1000.0
             out[c] = {
                 "req_per_s": load.requests_per_s,
                 "p50_ms": load.p50_ms,
