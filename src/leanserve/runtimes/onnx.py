@@ -100,7 +100,6 @@ class OnnxRuntime:
             raise ConfigError(str(path), None, f"ONNX Runtime cannot load the model: {e}") from e
         # What this session runs with, threads and spinning resolved (the registry may choose again).
         self.options = resolved_options(options)
-        self.thread_plan = thread_plan(options)
         self._inputs = tuple(_tensor(a) for a in self._session.get_inputs())
         self._outputs = tuple(_tensor(a) for a in self._session.get_outputs())
         self._output_names = [t.name for t in self._outputs]
