@@ -164,7 +164,8 @@ async def test_cheap_models_run_inline_and_expensive_ones_off_the_loop() -> None
 
 async def test_the_engine_gets_the_next_batch_before_the_loop_answers_the_last() -> None:
     """Under a standing queue the engine thread must not wait while the loop encodes and sends answers."""
-    batcher = _batcher(RecordingRuntime(delay=0.02))
+    runtime = RecordingRuntime(delay=0.02)
+    batcher = _batcher(runtime)
     loop = asyncio.get_running_loop()
     queued_when_answered: list[int] = []
     answered: list[asyncio.Future[None]] = [loop.create_future() for _ in range(2)]
@@ -181,7 +182,8 @@ async def test_the_engine_gets_the_next_batch_before_the_loop_answers_the_last()
     await asyncio.sleep(0)  # the first flush hands it over
     batcher.submit({"x": np.ones((1, 4), np.float32)}, 1, done(1))  # waits while the engine is busy
     await asyncio.gather(*answered)
-    # When the first request was answered, the second had already left the queue for the engine.
+    # Two runs, and when the first request was answered the second had already left the queue for the engine.
+    assert runtime.batches == [1, 1]
     assert queued_when_answered == [0, 0]
     await batcher.close()
 
