@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import pytest
@@ -159,6 +159,32 @@ async def test_cheap_models_run_inline_and_expensive_ones_off_the_loop() -> None
     for _ in range(3):
         await batcher.infer({"x": np.ones((1, 4), np.float32)}, 1)
     assert threading.current_thread().name not in slow.threads
+    await batcher.close()
+
+
+async def test_the_engine_gets_the_next_batch_before_the_loop_answers_the_last() -> None:
+    """Under a standing queue the engine thread must not wait while the loop encodes and sends answers."""
+    runtime = RecordingRuntime(delay=0.02)
+    batcher = _batcher(runtime)
+    loop = asyncio.get_running_loop()
+    queued_when_answered: list[int] = []
+    answered: list[asyncio.Future[None]] = [loop.create_future() for _ in range(2)]
+
+    def done(i: int) -> Callable[[object, object], None]:
+        def record(outputs: object, error: object) -> None:
+            assert error is None
+            queued_when_answered.append(batcher.queued)
+            answered[i].set_result(None)
+
+        return record
+
+    batcher.submit({"x": np.ones((1, 4), np.float32)}, 1, done(0))  # runs on the engine thread (not measured yet)
+    await asyncio.sleep(0)  # the first flush hands it over
+    batcher.submit({"x": np.ones((1, 4), np.float32)}, 1, done(1))  # waits while the engine is busy
+    await asyncio.gather(*answered)
+    # Two runs, and when the first request was answered the second had already left the queue for the engine.
+    assert runtime.batches == [1, 1]
+    assert queued_when_answered == [0, 0]
     await batcher.close()
 
 

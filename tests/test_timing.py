@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
+import threading
 import time
 
 import numpy as np
@@ -14,6 +16,7 @@ from leanserve.timing import (
     environment,
     percentile,
     percentiles,
+    thread_cpu_seconds,
     time_for,
     time_runs,
 )
@@ -50,6 +53,26 @@ def test_cpu_meter_reads_cpu_over_wall_time() -> None:
         pass
     reading, wall = meter.read(), time.perf_counter() - began
     assert reading >= 0.9 * 0.05 / wall  # other threads of the process may add to it, never subtract
+
+
+def test_thread_cpu_seconds_tells_the_busy_thread_from_the_idle_one() -> None:
+    stop = threading.Event()
+    idle = threading.Thread(target=stop.wait)
+    idle.start()
+    try:
+        before = thread_cpu_seconds(os.getpid())
+        spent = cpu_seconds()
+        while cpu_seconds() - spent < 0.1:  # this thread burns 0.1 s of CPU
+            pass
+        after = thread_cpu_seconds(os.getpid())
+    finally:
+        stop.set()
+        idle.join()
+    assert {threading.get_native_id(), idle.native_id} <= after.keys()
+    burnt = after[threading.get_native_id()] - before[threading.get_native_id()]
+    assert burnt >= 0.05  # /proc counts in clock ticks (10 ms)
+    assert after[idle.native_id] - before[idle.native_id] < burnt
+    assert thread_cpu_seconds(2**22 + 12345) == {}  # no such process
 
 
 def test_environment() -> None:

@@ -103,7 +103,9 @@ class RuntimeOptions:
     # instead of sleeping. With several threads a model like MiniLM runs dozens of parallel
     # sections per inference, and waking sleeping workers for each costs 10-20% of its latency;
     # spinning costs CPU that other models on the same cores could use, and the event loop's core.
-    # Unset: only when a core is left over for the event loop (see runtimes.threads).
+    # Unset: ONNX Runtime's spin when a core is left over for the event loop, else a 50 us spin
+    # before sleeping, which catches a run's next section and frees the core between runs (see
+    # runtimes.threads). true: ONNX Runtime's spin; false: workers sleep at once.
     allow_spinning: bool | None = None
     # Longest one engine run may take (0: no limit). ONNX Runtime cancels a run past it between two
     # operators (RunOptions.terminate) and its requests get 504; a run that does not come back even

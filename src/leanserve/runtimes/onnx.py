@@ -15,8 +15,8 @@ from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument, Invalid
 from ..config import RuntimeOptions
 from ..errors import ConfigError, DeadlineExceeded, InferenceFailed, InvalidInput
 from ..protocol.datatypes import datatype_from_onnx
-from . import EngineTensor
-from .threads import available_cores, plan_threads
+from . import EngineTensor, default_engine_threads
+from .threads import ThreadPlan, available_cores, plan_threads
 
 # Preference order when the model does not name providers: the fastest one present wins.
 _PREFERRED_PROVIDERS = (
@@ -53,20 +53,33 @@ def choose_providers(requested: Sequence[str], available: Sequence[str]) -> list
     return chosen or ["CPUExecutionProvider"]
 
 
+def thread_plan(options: RuntimeOptions) -> ThreadPlan:
+    """The threads and spinning a session of ``options`` runs with (before its cost is measured).
+
+    The cores are this process's share where a launcher set one (``serve --workers``, a Ray
+    replica): its engine takes them all, so none is left over for its event loop.
+    """
+    cores = default_engine_threads() or available_cores()
+    return plan_threads(None, cores, options.intra_op_threads, options.allow_spinning)
+
+
 def resolved_options(options: RuntimeOptions) -> RuntimeOptions:
     """``options`` with the threads and spinning that will run: the user's, else the policy's first guess."""
-    plan = plan_threads(None, available_cores(), options.intra_op_threads, options.allow_spinning)
+    plan = thread_plan(options)
     return replace(options, intra_op_threads=plan.threads, allow_spinning=plan.spinning)
 
 
 def session_options(options: RuntimeOptions) -> ort.SessionOptions:
-    options = resolved_options(options)
+    """ONNX Runtime's session options for ``options``: the ones a served model runs with (and a fair ceiling)."""
+    plan = thread_plan(options)
     so = ort.SessionOptions()
     so.graph_optimization_level = _GRAPH_LEVELS[options.graph_optimization]
-    so.intra_op_num_threads = options.intra_op_threads
+    so.intra_op_num_threads = plan.threads
     if options.inter_op_threads:
         so.inter_op_num_threads = options.inter_op_threads
-    so.add_session_config_entry("session.intra_op.allow_spinning", "1" if options.allow_spinning else "0")
+    so.add_session_config_entry("session.intra_op.allow_spinning", "1" if plan.spinning else "0")
+    if plan.spinning and plan.spin_microseconds is not None:
+        so.add_session_config_entry("session.intra_op.spin_duration_us", str(plan.spin_microseconds))
     so.log_severity_level = 3
     return so
 
