@@ -351,8 +351,9 @@ def served(
         target = direct / 2
         first = pairs[0]["direct"][0]
         connections = max(1, round(target * (THINK_MS + first.p50_ms) / 1e3))
-        probe = wrk(url, CONTROL, body, connections, max(2.0, shadow_duration), THINK_MS)
-        connections = max(1, round(connections * target / probe.requests_per_s))
+        for _ in range(2):  # two steps: the first probe's rate is off by 10-20% (a warm-up, the rounding)
+            probe = wrk(url, CONTROL, body, connections, max(2.0, shadow_duration), THINK_MS)
+            connections = max(1, round(connections * target / probe.requests_per_s))
         print(
             f"\n== the control at half capacity ({target:.0f} req/s: {connections} connections, "
             f"{THINK_MS} ms between requests), {shadow_rounds} rounds of {shadow_duration:.0f} s per side",
