@@ -49,6 +49,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from serving import Load, environment, free_port, post, start_server, v2_body, write_tiny_mlp
 
+from leanserve.timing import thread_cpu_seconds
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 PY = sys.executable
@@ -291,9 +293,8 @@ def wait_until_ready(url: str, timeout: float = 60.0) -> None:
 
 
 def cpu_seconds(pid: int) -> float:
-    """A process's user and system CPU time so far (all its threads), from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """A server's CPU time so far: its threads' together (the server's threads live as long as it)."""
+    return sum(thread_cpu_seconds(pid).values())
 
 
 def wrk_measured(
