@@ -284,32 +284,56 @@ class Router:
             except LeanserveError:
                 pass  # the arm's own decode fails the same way, and counts it there
         parameters = request.parameters if request is not None else None
+        # The unit is looked for only when the request carries something it could be in: hashing
+        # is for requests that send one (without, the arm is a random draw).
         unit = alias.unit(ctx.headers, parameters) if ctx.headers or parameters else None
-        recorder = alias.recorder
-        i = recorder.assign(unit)
-        model = alias.arms[i].model
+        i = alias.recorder.assign(unit)
+        model = alias.models[i]
         version = alias.versions[i]
         label = alias.labels[i]
         ctx.experiment = alias.name
         ctx.arm = label or self._label(model, version)
+        if alias.plain:  # no feedback and no shadow: the common answer, with the least to do per request
+            plain = _plain_answer(alias, i, ctx, start, done)
+            self._route(ctx, model, version, request if request is not None else wire, plain, start)
+            return
         key = response_id = None
         if alias.feedback:
             # The feedback key: the unit when there is one (units are what the experiment assigns),
             # else the response id, which the answer then carries.
             response_id = request.id if request is not None and request.id else ctx.request_id
             key = unit if unit is not None else response_id
+        answered = self._answer(alias, i, ctx, start, done, request, unit, key, response_id)
+        # Not decoded (too large, or malformed): the direct path says why, and counts it for the arm.
+        self._route(ctx, model, version, request if request is not None else wire, answered, start)
+
+    def _answer(
+        self,
+        alias: Alias,
+        i: int,
+        ctx: RequestContext,
+        start: float,
+        done: ResultCallback,
+        request: InferRequest | None,
+        unit: str | None,
+        key: str | None,
+        response_id: str | None,
+    ) -> ResultCallback:
+        """:func:`_plain_answer` for an experiment that keeps feedback keys or sends shadow copies."""
 
         def answered(result: InferResult | None, error: LeanserveError | None) -> None:
+            recorder = alias.recorder
             if result is not None:
                 recorder.record(i, time.perf_counter() - start, True, key)
                 alias.successes[i] += 1
                 result.model_name = alias.name
                 if response_id is not None:
                     result.id = response_id
+                label = alias.labels[i]
                 if label is not None and not result.parameters:
-                    result.parameters = alias.parameters[i]  # made once: {"leanserve_arm": label}
+                    result.parameters = alias.parameters[i]
                 else:
-                    arm = ctx.arm = label or f"{model}:{result.model_version}"
+                    arm = ctx.arm = label or f"{alias.models[i]}:{result.model_version}"
                     result.parameters = {**result.parameters, ARM_PARAMETER: arm}
             else:
                 status = error.status  # type: ignore[union-attr]
@@ -320,8 +344,7 @@ class Router:
             if alias.shadow and request is not None:
                 self._mirror(alias, ctx, unit, request, result)
 
-        # Not decoded (too large, or malformed): the direct path says why, and counts it for the arm.
-        self._route(ctx, model, version, request if request is not None else wire, answered, start)
+        return answered
 
     def _label(self, model: str, version: str | None) -> str:
         """``model:version`` of an arm, its default version resolved (a failed answer names it too)."""
@@ -455,6 +478,32 @@ class _ShadowCopy:
     def shed(self) -> None:
         self.alias.copies_pending -= 1
         self.alias.recorder.shed()
+
+
+def _plain_answer(alias: Alias, i: int, ctx: RequestContext, start: float, done: ResultCallback) -> ResultCallback:
+    """The callback ending a request that arm ``i`` of a split or canary answers (no feedback, no
+    shadow): count it for the arm and name the alias and the arm in the answer. Made here rather
+    than in :meth:`Router._infer_alias` so that it closes over these five names only: a closure's
+    variables are cells made at every call of the function that defines it, on every path."""
+
+    def answered(result: InferResult | None, error: LeanserveError | None) -> None:
+        if result is not None:
+            alias.recorder.record(i, time.perf_counter() - start, True)
+            alias.successes[i] += 1
+            result.model_name = alias.name
+            label = alias.labels[i]
+            if label is not None and not result.parameters:
+                result.parameters = alias.parameters[i]  # made once: {"leanserve_arm": label}
+            else:
+                arm = ctx.arm = label or f"{alias.models[i]}:{result.model_version}"
+                result.parameters = {**result.parameters, ARM_PARAMETER: arm}
+        else:
+            status = error.status  # type: ignore[union-attr]
+            alias.recorder.record(i, time.perf_counter() - start, status < 500)
+            alias.count_failure(i, status)
+        done(result, error)
+
+    return answered
 
 
 def _outputs(result: InferResult) -> dict[str, np.ndarray]:

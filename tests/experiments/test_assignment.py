@@ -51,6 +51,9 @@ def test_edges_and_empty_slices() -> None:
     assert split.arm_at(0.0) == 0 and split.arm_at(0.4999) == 0 and split.arm_at(0.5) == 2
     assert split.arm_at(0.9999999) == 2 and split.share(1) == 0
     assert {only(1, 3).arm_at(x) for x in (0.0, 0.5, 0.999)} == {1}
+    # A unit's hash can round up to exactly 1.0: it falls in the last slice, not past it.
+    assert split.arm_at(1.0) == 2 and canary_split(5).arm_at(1.0) == 0
+    assert split.slots == (0, 1, 2, 2)
     with pytest.raises(ValueError, match="positive sum"):
         Split.from_weights([0, 0])
     with pytest.raises(ValueError, match="once"):

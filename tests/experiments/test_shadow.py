@@ -65,6 +65,22 @@ async def test_at_idle_every_copy_runs_in_order() -> None:
     assert log == [f"run {i}" for i in range(5)]
 
 
+async def test_an_idle_turn_runs_a_burst_of_copies_and_then_lets_their_work_run() -> None:
+    loop = asyncio.get_running_loop()
+    queue, log = ShadowQueue(burst=2), []
+
+    class Copy(Job):
+        def run(self) -> None:
+            super().run()
+            loop.call_soon(log.append, f"work {self.name}")  # the copy's batch, in the next turn
+
+    for i in range(5):
+        queue.submit(Copy(log, str(i)))
+    await settle(queue)
+    # Two copies per idle turn, together; their work ran before the queue judged another turn.
+    assert log == ["run 0", "run 1", "work 0", "work 1", "run 2", "run 3", "work 2", "work 3", "run 4", "work 4"]
+
+
 async def test_no_copy_runs_while_every_turn_serves_control_work() -> None:
     queue, log = ShadowQueue(), []
     control = busy_turns(0.0002, 200, log)  # 200 turns, each 200 us of work

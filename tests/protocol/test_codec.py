@@ -357,6 +357,11 @@ def test_public_names_are_sorted_and_importable() -> None:
         InferResult("m", "1", [InferOutput("y", np.ones(2, np.float32), parameters={"k": 1})]),
         InferResult("m", "1", [InferOutput("y", np.ones(2, np.float32))], id="r1"),
         InferResult("m", "1", [InferOutput("y", np.ones(2, np.float32))], parameters={"p": True}),
+        InferResult(
+            "ab", "2", [InferOutput("y", np.ones(2, np.float32))], id='q"\u00e9', parameters={"leanserve_arm": "m:2"}
+        ),
+        InferResult("m", "1", [InferOutput("y", np.ones(1, np.float32))], parameters={"n": np.int64(3), "l": [1.5]}),
+        InferResult("m", "1", [InferOutput("y", np.ones(2, np.float32), binary_data=True)], parameters={"p": 1}),
         InferResult("m", "1", []),
     ],
 )
@@ -366,6 +371,14 @@ def test_the_common_answer_is_encoded_as_the_general_encoder_would(
     fast = encode_infer_result(result)
     monkeypatch.setattr(codec, "_plain_result", lambda result: None)
     assert fast == encode_infer_result(result)
+
+
+def test_an_answer_with_an_id_and_parameters_takes_the_fast_way() -> None:
+    # An experiment's answers name their arm in a parameter (and carry an id when feedback is
+    # expected): the common answer of an alias, encoded the fast way like a direct one.
+    outputs = [InferOutput("y", np.ones(2, np.float32))]
+    assert codec._plain_result(InferResult("ab", "1", outputs, id="r", parameters={"leanserve_arm": "m:1"}))
+    assert codec._plain_result(InferResult("ab", "1", outputs, parameters={"leanserve_arm": "m:1"}))
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ from leanserve.errors import ModelNotReady, Overloaded, Unauthorized
 from leanserve.protocol import Limits
 from leanserve.registry import ModelRegistry
 from leanserve.router import InferBody, RequestContext, Router
-from leanserve.server.handlers import Handlers, Reply, error_reply
+from leanserve.server.handlers import Handlers, Reply, arm_header, error_reply
 from tests.fixtures.onnx_models import write_marked_model
 
 
@@ -54,3 +54,8 @@ def test_repository_index_filters_by_readiness(handlers: Handlers, body: bytes, 
     assert reply.status == status
     if names is not None:
         assert [e["name"] for e in orjson.loads(reply.body)] == names
+
+
+def test_the_arm_header_is_made_once_per_arm() -> None:
+    assert arm_header("digits:2") == ((b"x-leanserve-arm", b"digits:2"),)
+    assert arm_header("digits:2") is arm_header("digits:2")  # shared by the arm's answers

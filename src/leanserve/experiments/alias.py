@@ -35,6 +35,9 @@ class Alias:
         self.shadow = config.mode == "shadow"
         self.feedback = config.uses_feedback  # answers carry an id, outcomes keep their key
         self.arms = config.arms
+        self.models = [a.model for a in config.arms]
+        # Nothing to do after the answer but count it: no feedback key to keep, no shadow copy to send.
+        self.plain = not self.shadow and not self.feedback
         # The version argument Router.infer takes for each arm: None asks for the default version.
         self.versions: list[str | None] = [None if a.version is None else str(a.version) for a in config.arms]
         # "model:version" of each arm; None where the version is the model's default, resolved per answer.

@@ -16,7 +16,7 @@ import hashlib
 import random
 from bisect import bisect_right
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from itertools import accumulate
 
@@ -39,6 +39,12 @@ class Split:
 
     order: tuple[int, ...]  # the arm owning each slice, in layout order
     uppers: tuple[float, ...]  # each slice's upper end, cumulative; the last exactly 1.0
+    # ``order`` and its last arm once more: ``slots[bisect_right(uppers, point)]`` is the arm of any
+    # point in [0, 1], 1.0 included (a unit's hash can round up to it), with no bounds check.
+    slots: tuple[int, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "slots", (*self.order, self.order[-1]))
 
     @classmethod
     def from_weights(cls, weights: Sequence[float], order: Sequence[int] | None = None) -> Split:
@@ -65,7 +71,7 @@ class Split:
     def arm_at(self, point: float) -> int:
         # bisect_right: a point on a boundary belongs to the slice that starts there, so an arm
         # of weight 0 (an empty slice) is never chosen.
-        return self.order[min(bisect_right(self.uppers, point), len(self.uppers) - 1)]
+        return self.slots[bisect_right(self.uppers, point)]
 
 
 def canary_split(share_percent: float) -> Split:

@@ -9,11 +9,14 @@ queue instead, and a probe looks for a moment when the server is idle:
   has polled the sockets and run whatever they brought (requests parsed, batches run inline,
   answers written). The time between scheduling and running is how long that turn took: about a
   microsecond when the turn found nothing (uvloop; two on asyncio), 30 us or more when it served a
-  request. Only a turn shorter than :data:`IDLE_TURN_S` may run a copy, one copy per idle turn, so
-  a copy never runs ahead of control work that was ready, and a control request that arrives
-  during one waits for that one copy at most. After a busy turn the probe waits
-  :data:`BUSY_RETRY_S` before it looks again: probing every turn would keep the loop from ever
-  sleeping in its poll, a spinning core that the rest of the machine (the clients included) pays for.
+  request. Only a turn shorter than :data:`IDLE_TURN_S` may run copies, at most :data:`BURST` of them
+  per idle turn, so a copy never runs ahead of control work that was ready, and a control request
+  that arrives meanwhile waits for that burst at most. A burst rather than one copy: idle turns are
+  rare on a busy server, and the copies of one turn reach the candidate's batcher together, where
+  they can share an engine run (one copy per idle turn sent 3% of a 100% mirror at half capacity,
+  benchmarks/RESULTS.md). After a busy turn the probe waits :data:`BUSY_RETRY_S` before it looks
+  again: probing every turn would keep the loop from ever sleeping in its poll, a spinning core
+  that the rest of the machine (the clients included) pays for.
 - A copy also waits while its job says it is not ready (its control has requests in flight: an
   engine running off the loop is busy with control work), and a younger copy whose control is idle
   goes first; when no copy is ready the probe looks again after :data:`BUSY_RETRY_S` rather than
@@ -35,6 +38,7 @@ from collections.abc import Callable
 from typing import Final, Protocol
 
 IDLE_TURN_S: Final = 10e-6  # a loop turn this short found no other work
+BURST: Final = 8  # copies run in one idle turn, at most
 # After a busy turn, or with no job ready: look again after this long (uvloop's timers count whole ms).
 BUSY_RETRY_S: Final = 0.002
 MAX_WAIT_S: Final = 1.0  # a copy that found no idle moment in this long is shed
@@ -58,16 +62,18 @@ class Job(Protocol):
 
 
 class ShadowQueue:
-    """Jobs run one per idle event-loop turn, the oldest ready one first; shed after waiting ``max_wait_s``."""
+    """Jobs run up to ``burst`` per idle event-loop turn, the oldest ready first; shed after ``max_wait_s``."""
 
     def __init__(
         self,
         max_wait_s: float = MAX_WAIT_S,
         idle_turn_s: float = IDLE_TURN_S,
         clock: Callable[[], float] = time.perf_counter,
+        burst: int = BURST,
     ) -> None:
         self.max_wait_s = max_wait_s
         self.idle_turn_s = idle_turn_s
+        self.burst = burst
         self.clock = clock
         self._jobs: deque[Job] = deque()
         self._armed_at: float | None = None  # when the probe was scheduled (None: it is not)
@@ -117,15 +123,20 @@ class ShadowQueue:
             # kept it spinning, and the CPU it took from the machine showed in the control's tail).
             self._timer = self._loop.call_later(BUSY_RETRY_S, self._wake)  # type: ignore[union-attr]
             return
-        job = next((j for j in jobs if j.ready()), None)  # the oldest whose control is not busy
-        if job is None:
+        ran = 0
+        while ran < self.burst:
+            job = next((j for j in jobs if j.ready()), None)  # the oldest whose control is not busy
+            if job is None:
+                break
+            if job is jobs[0]:
+                jobs.popleft()
+            else:
+                jobs.remove(job)
+            self._call(job.run)
+            ran += 1
+        if not ran:
             self._timer = self._loop.call_later(BUSY_RETRY_S, self._wake)  # type: ignore[union-attr]
             return
-        if job is jobs[0]:
-            jobs.popleft()
-        else:
-            jobs.remove(job)
-        self._call(job.run)
         if jobs:
             self._skip = True
             self._arm()
@@ -146,4 +157,4 @@ class ShadowQueue:
             self._call(self._jobs.popleft().shed)
 
 
-__all__ = ["BUSY_RETRY_S", "IDLE_TURN_S", "MAX_WAIT_S", "Job", "ShadowQueue"]
+__all__ = ["BURST", "BUSY_RETRY_S", "IDLE_TURN_S", "MAX_WAIT_S", "Job", "ShadowQueue"]

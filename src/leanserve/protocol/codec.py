@@ -101,10 +101,9 @@ def _plain_request(raw_inputs: object, limits: Limits) -> InferRequest | None:
 
 def encode_infer_result(result: InferResult) -> tuple[bytes, int | None]:
     """The response body, and the JSON header's length when binary outputs follow it (else None)."""
-    if result.id is None and not result.parameters:
-        plain = _plain_result(result)
-        if plain is not None:
-            return plain, None
+    plain = _plain_result(result)
+    if plain is not None:
+        return plain, None
     doc: dict[str, Any] = {"model_name": result.model_name, "model_version": result.model_version}
     if result.id is not None:
         doc["id"] = result.id
@@ -126,9 +125,10 @@ def encode_infer_result(result: InferResult) -> tuple[bytes, int | None]:
     return _dump(doc, blobs)
 
 
-# Pre-encoded pieces of the common answer (JSON outputs, no id or parameters), per model version
-# and per output: a model answers with the same few again and again. Bounded, so that a client
-# cannot grow them (output names come from the model, but model names from many versions could).
+# Pre-encoded pieces of the common answer (JSON outputs), per model version and per output: a
+# model answers with the same few again and again. Bounded, so that a client cannot grow them
+# (output names come from the model, but model names from many versions could). An id and
+# parameters (an experiment's answer names its arm in them) are encoded per answer between them.
 _RESULT_HEADS: dict[tuple[str, str], bytes] = {}
 _OUTPUT_HEADS: dict[tuple[str, str], bytes] = {}
 _MAX_HEADS = 1024
@@ -141,8 +141,15 @@ def _plain_result(result: InferResult) -> bytes | None:
     if head is None:
         if len(_RESULT_HEADS) >= _MAX_HEADS:
             _RESULT_HEADS.clear()
-        head = _RESULT_HEADS[key] = orjson.dumps({"model_name": key[0], "model_version": key[1]})[:-1] + b',"outputs":['
+        head = _RESULT_HEADS[key] = orjson.dumps({"model_name": key[0], "model_version": key[1]})[:-1]
     parts = [head]
+    # In the general encoder's order: model_name, model_version, id, parameters, outputs.
+    if result.id is not None:
+        parts += [b',"id":', orjson.dumps(result.id)]
+    if result.parameters:
+        parts += [b',"parameters":', orjson.dumps(result.parameters, option=_DUMPS_OPTIONS)]
+    parts.append(b',"outputs":[')
+    first = len(parts)
     for out in result.outputs:
         array = out.data
         datatype = datatype_of(array)
@@ -155,7 +162,7 @@ def _plain_result(result: InferResult) -> bytes | None:
                 _OUTPUT_HEADS.clear()
             entry = _OUTPUT_HEADS[name_key] = orjson.dumps({"name": out.name, "datatype": datatype})[:-1] + b',"shape":'
         parts += [
-            entry if len(parts) == 1 else b"," + entry,
+            entry if len(parts) == first else b"," + entry,
             orjson.dumps(array.shape),
             b',"data":',
             orjson.dumps(array.ravel(), option=_DUMPS_OPTIONS),

@@ -64,6 +64,21 @@ def _result_reply(result: InferResult) -> Reply:
     return Reply(200, body, JSON if header_length is None else OCTET, header_length)
 
 
+# The response header naming each arm, made once per arm rather than encoded per answer. Bounded:
+# arm labels come from the experiments' configuration, but a default version resolves per answer.
+_ARM_HEADERS: dict[str, Headers] = {}
+
+
+def arm_header(arm: str) -> Headers:
+    """``((b"x-leanserve-arm", b"model:version"),)`` for an arm's label."""
+    header = _ARM_HEADERS.get(arm)
+    if header is None:
+        if len(_ARM_HEADERS) >= 1024:
+            _ARM_HEADERS.clear()
+        header = _ARM_HEADERS[arm] = ((ARM_HEADER, arm.encode()),)
+    return header
+
+
 class Handlers:
     def __init__(self, registry: ModelRegistry, router: Router, tokens: Tokens | None = None) -> None:
         self.registry = registry
@@ -97,7 +112,7 @@ class Handlers:
                 except LeanserveError as e:
                     reply = error_reply(e)
             if ctx.arm:  # through an experiment alias: name the arm that answered
-                reply.headers += ((ARM_HEADER, ctx.arm.encode()),)
+                reply.headers = reply.headers + arm_header(ctx.arm) if reply.headers else arm_header(ctx.arm)
             respond(reply)
 
         self.router.infer(ctx, model, version, wire, done)

@@ -415,7 +415,11 @@ class HttpProtocol(asyncio.Protocol):
             if not reply.headers:
                 transport.write(_OK_HEAD % (reply.content_type, len(reply.body)) + reply.body)
             else:
-                extra = b"".join([name + b": " + value + b"\r\n" for name, value in reply.headers])
+                headers = reply.headers
+                if len(headers) == 1:  # an experiment's arm: one header, without a list to join
+                    extra = headers[0][0] + b": " + headers[0][1] + b"\r\n"
+                else:
+                    extra = b"".join([name + b": " + value + b"\r\n" for name, value in headers])
                 transport.write(_OK_HEAD_WITH % (reply.content_type, len(reply.body), extra) + reply.body)
             if self._queue:
                 self._next()
