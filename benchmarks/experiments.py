@@ -484,9 +484,11 @@ def print_summary(result: dict[str, Any]) -> None:
                 "of the direct path's requests per CPU-second"
             )
         cost = hp["http_alias_cost"]["after"]
+        # Stricter than the figure (throughput at c32, below): the Python front end alone, no
+        # socket or kernel time, so the alias's few microseconds weigh more here.
         print(
-            f"  {'PASS' if cost <= 0.05 else 'MISS'}  alias vs direct in process, whole front end: costs {cost:.1%} "
-            "(target <= 5%)"
+            f"  {'PASS' if cost <= 0.05 else 'OVER'}  alias vs direct in process, Python front end alone (stricter): "
+            f"costs {cost:.1%} (5% wanted)"
         )
     a = result["alias"]
     ok = a["cost"] <= 0.05
