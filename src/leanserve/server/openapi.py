@@ -90,6 +90,18 @@ def _schemas() -> dict[str, Any]:
     tensor_data = {"description": "Row-major values, flat or nested as the shape", "type": "array", "items": {}}
     shape = {"type": "array", "items": {"type": "integer", "minimum": 0}}
     datatype = {"type": "string", "enum": list(DATATYPES)}
+    # A tensor in a request and in a response: the same fields (the protocol's request input and response output).
+    tensor = {
+        "type": "object",
+        "required": ["name", "shape", "datatype"],
+        "properties": {
+            "name": {"type": "string"},
+            "shape": shape,
+            "datatype": datatype,
+            "parameters": parameters,
+            "data": _ref("tensor_data"),
+        },
+    }
     return {
         "object": {"type": "object", "additionalProperties": True},
         "parameters": parameters,
@@ -125,17 +137,7 @@ def _schemas() -> dict[str, Any]:
                 "parameters": parameters,
             },
         },
-        "request_input": {
-            "type": "object",
-            "required": ["name", "shape", "datatype"],
-            "properties": {
-                "name": {"type": "string"},
-                "shape": shape,
-                "datatype": datatype,
-                "parameters": parameters,
-                "data": _ref("tensor_data"),
-            },
-        },
+        "request_input": tensor,
         "request_output": {
             "type": "object",
             "required": ["name"],
@@ -162,17 +164,7 @@ def _schemas() -> dict[str, Any]:
                 "outputs": {"type": "array", "items": _ref("request_output")},
             },
         },
-        "response_output": {
-            "type": "object",
-            "required": ["name", "shape", "datatype"],
-            "properties": {
-                "name": {"type": "string"},
-                "shape": shape,
-                "datatype": datatype,
-                "parameters": parameters,
-                "data": _ref("tensor_data"),
-            },
-        },
+        "response_output": tensor,
         "inference_response": {
             "type": "object",
             "required": ["model_name", "outputs"],
