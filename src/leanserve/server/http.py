@@ -16,7 +16,7 @@ import re
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, Final, cast
 from urllib.parse import unquote
 
 import httptools
@@ -54,6 +54,11 @@ _OK_HEAD_WITH = b"HTTP/1.1 200 OK\r\ncontent-type: %s\r\ncontent-length: %d\r\n%
 # made-up URLs cannot grow it.
 _INFER_TARGETS: dict[bytes, tuple[str, str | None] | None] = {}
 _INFER_TARGETS_MAX = 4096
+# After a 503 that asks the client to come back later (Retry-After), the connection's next request
+# waits this long before it is read: a client that resends at once would otherwise turn an overload
+# into a flood of refusals whose CPU (its own and the server's) comes out of the engine's cores.
+# The 503 itself goes out at once, and so does the first answer on every new connection.
+RETRY_HOLD_SECONDS: Final = 0.1
 
 ASGIApp = Callable[..., Any]
 # At shutdown an idle kept-alive connection stays open this long: its client may be sending its
@@ -137,6 +142,7 @@ class HttpProtocol(asyncio.Protocol):
         self._closing = False  # no more requests: close once the current one is answered
         self._rejected = False  # an over-limit message: ignore its remaining bytes
         self._paused = False
+        self._hold: asyncio.TimerHandle | None = None  # the connection's next request waits (a 503's retry)
         self._asgi_task: asyncio.Task[None] | None = None
         self._client: tuple[str, int] | None = None
         # For the timeout sweeper (timeouts.py), which samples them: no clock is read per request.
@@ -190,6 +196,9 @@ class HttpProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._tracker.connections.discard(self)
         self._transport = None
+        if self._hold is not None:
+            self._hold.cancel()
+            self._hold = None
         if self._caller is not None:
             self._caller.gone = True
         self._queue.clear()
@@ -447,8 +456,23 @@ class HttpProtocol(asyncio.Protocol):
         if not keep_alive:
             transport.close()
             return
+        if reply.status == 503 and reply.headers and reply.headers[0][0] == b"retry-after":
+            self._active = True  # held: what arrives meanwhile queues, as behind a request in progress
+            self._hold = asyncio.get_running_loop().call_later(RETRY_HOLD_SECONDS, self._release)
+            return
         if self._queue:
             self._next()
+
+    def _release(self) -> None:
+        """The hold after a 503 is over: read the next request, or close if the server is stopping."""
+        self._hold = None
+        self._active = False
+        if self._transport is None:
+            return
+        if self._queue:
+            self._next()
+        elif self._closing:
+            self._transport.close()
 
     def _fail(self, status: int, message: str) -> None:
         """A request that cannot be parsed or is over a limit: answer and close the connection."""
@@ -463,6 +487,10 @@ class HttpProtocol(asyncio.Protocol):
         self._rejected = True
         self._queue.clear()
         self._closing = True
+        if self._hold is not None:  # nothing in progress, only the hold after a 503: answer now
+            self._hold.cancel()
+            self._hold = None
+            self._active = False
         if self._transport is not None and not self._active:
             self._send(Reply(status, encode_error(message)), keep_alive=False)
 
