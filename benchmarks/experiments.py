@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serving import Load, environment, free_port, post, start_server, v2_body, write_tiny_mlp
+from serving import Load, environment, free_port, post, start_server, v2_body, write_tiny_mlp, wrk_script
 
 from leanserve.timing import thread_cpu_seconds
 
@@ -243,32 +243,9 @@ def wrk(url: str, paths: list[str], body: bytes, concurrency: int, duration: flo
     script += "request = function()\n  i = i % #paths + 1\n  return wrk.format(nil, paths[i])\nend\n"
     if think_ms:
         script += f"delay = function() return {think_ms} end\n"
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
-        f.write(script)
-    try:
-        threads = 1 if concurrency < 8 else 2
-        out = subprocess.run(
-            [
-                "wrk",
-                f"-t{threads}",
-                f"-c{concurrency}",
-                f"-d{max(1, round(duration))}s",
-                "--latency",
-                "-s",
-                f.name,
-                url,
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-    finally:
-        os.unlink(f.name)
-    from serving import _percentile
-
-    rps = float(out.split("Requests/sec:")[1].split()[0])
-    errors = int(out.split("Non-2xx or 3xx responses:")[1].split()[0]) if "Non-2xx" in out else 0
-    return Load(concurrency, rps, _percentile(out, "50%"), _percentile(out, "99%"), errors)
+    # One wrk thread below 8 connections: the shadow's calibration runs a few paced connections,
+    # and a second client thread would take CPU from the server it measures.
+    return wrk_script(url, script, concurrency, duration, threads=1 if concurrency < 8 else 2)[0]
 
 
 DIRECT = ["/v2/models/tiny/versions/1/infer", "/v2/models/tiny/versions/2/infer"]

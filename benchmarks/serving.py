@@ -211,14 +211,21 @@ def wrk(url: str, body: bytes, concurrency: int, duration: float) -> Load:
 
 
 def wrk_script(
-    url: str, script: str, concurrency: int, duration: float, timeout_s: float | None = None
+    url: str,
+    script: str,
+    concurrency: int,
+    duration: float,
+    timeout_s: float | None = None,
+    threads: int | None = None,
 ) -> tuple[Load, int]:
     """wrk driven by a Lua ``script`` at ``concurrency``: its load (socket errors counted as errors)
     and the number of requests it sent. ``timeout_s``: wrk's per-request timeout (its default, 2 s,
-    when None); a request over it counts as an error."""
+    when None); a request over it counts as an error. ``threads``: wrk's threads (by default one
+    at concurrency 1, else two)."""
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False, encoding="utf-8") as f:
         f.write(script)
-    threads = 1 if concurrency == 1 else 2
+    if threads is None:
+        threads = 1 if concurrency == 1 else 2
     seconds = max(1, round(duration))
     try:
         out = subprocess.run(

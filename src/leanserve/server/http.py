@@ -456,7 +456,7 @@ class HttpProtocol(asyncio.Protocol):
         if not keep_alive:
             transport.close()
             return
-        if reply.status == 503 and reply.headers and reply.headers[0][0] == b"retry-after":
+        if reply.status == 503 and any(name == b"retry-after" for name, _ in reply.headers):
             self._active = True  # held: what arrives meanwhile queues, as behind a request in progress
             self._hold = asyncio.get_running_loop().call_later(RETRY_HOLD_SECONDS, self._release)
             return
