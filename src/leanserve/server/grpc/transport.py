@@ -1,12 +1,13 @@
 """gRPC's unary calls over HTTP/2 on the event loop: an asyncio protocol around ``h2``'s state machine.
 
 Why not grpcio's server: measured on the tiny model at 32 concurrent calls, grpcio's asyncio server
-spent about 370 us of CPU per call, almost all of it in its own native layers (a completion-queue
-poller thread, a task and batch operations per call), ten times what leanserve's HTTP/1.1 front
-end spends per request (benchmarks/RESULTS.md, "gRPC beside Triton"). ``h2`` (the HTTP/2 state
-machine of the hyper project) does the protocol's work (frames, HPACK, flow control, SETTINGS,
-PING) and leaves the I/O to us, so that a call is a few method calls on the loop that also serves
-HTTP, as :mod:`..http` does for HTTP/1.1: no thread, no task per call.
+spent about 365 us of server CPU per call, almost all of it in its own native layers (a
+completion-queue poller thread, a task and batch operations per call); this transport spends
+about 140 us (benchmarks/RESULTS.md, "gRPC beside Triton"). ``h2`` (the HTTP/2 state machine of
+the hyper project) does the protocol's work (frames, HPACK, flow control, SETTINGS, PING) and
+leaves the I/O to us, so that a call is a few method calls on the loop that also serves HTTP, as
+:mod:`..http` does for HTTP/1.1: no thread, no task per call, and one write for the answers of a
+batch.
 
 Served: unary calls (one message each way), which is every method of the inference service that
 leanserve serves; a streaming call is answered UNIMPLEMENTED by the service like any unknown
@@ -53,6 +54,10 @@ Reply = Callable[[bytes | Status], None]
 _CONFIG: Final = h2.config.H2Configuration(
     client_side=False,
     header_encoding=None,  # bytes in and out: no decoding of headers nobody reads
+    # h2's character checks of every inbound header cost a tenth of a call's CPU; the server reads
+    # only :path, grpc-timeout, grpc-encoding (parsed here, anything else refused) and metadata
+    # that it compares, never echoes or logs.
+    validate_inbound_headers=False,
     validate_outbound_headers=False,  # ours are constants, well formed
     normalize_outbound_headers=False,
 )
@@ -127,7 +132,7 @@ class _Stream:
             self.pending = frame(outcome)
             self.trailers = _OK_TRAILERS
             conn.send_pending(self)
-        conn.flush()
+        conn.flush_soon()
 
 
 class GrpcConnection(asyncio.Protocol):
@@ -140,6 +145,7 @@ class GrpcConnection(asyncio.Protocol):
         self.peer = ""
         self.closed = False
         self.last_stream: int | None = None  # after GOAWAY: the last stream we still serve
+        self.flush_scheduled = False
 
     # ---- asyncio ----------------------------------------------------------------------------
 
@@ -212,10 +218,8 @@ class GrpcConnection(asyncio.Protocol):
         if self.last_stream is not None and stream_id > self.last_stream:
             self.h2.reset_stream(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)  # after GOAWAY: retry elsewhere
             return
-        stream = _Stream(self, stream_id, list(event.headers or ()))
-        self.streams[stream_id] = stream
-        if event.stream_ended is not None:  # no body at all: answered as a message cut short
-            self._dispatch(stream)
+        # Dispatched at StreamEnded, which h2 reports after this event when the headers end the stream.
+        self.streams[stream_id] = _Stream(self, stream_id, list(event.headers or ()))
 
     def _data(self, event: h2.events.DataReceived) -> None:
         stream = self.streams.get(event.stream_id)
@@ -313,7 +317,14 @@ class GrpcConnection(asyncio.Protocol):
             self.flush()
             self.close()  # gone away and drained
 
+    def flush_soon(self) -> None:
+        """Flush once this turn of the loop is over: the answers of one batch leave in one write."""
+        if not self.flush_scheduled:
+            self.flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush)
+
     def flush(self) -> None:
+        self.flush_scheduled = False
         data = self.h2.data_to_send()
         if data and self.transport is not None and not self.closed:
             self.transport.write(data)
