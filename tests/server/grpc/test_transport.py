@@ -212,3 +212,17 @@ def test_calls_from_threads_on_separate_channels_all_answer(server: RunningServe
     with ThreadPoolExecutor(4) as pool:
         assert sum(pool.map(calls, [25] * 8)) == 200
     assert threading.active_count() < 50
+
+
+def test_a_client_that_goes_away_mid_call_leaves_the_server_serving(
+    server: RunningServer, client: grpcclient.InferenceServerClient
+) -> None:
+    raw = RawClient(server.grpc_address)
+    raw.call(INFER, infer_request("slow", np.ones((1, 4), np.float32), "FP32"))
+    time.sleep(0.05)
+    raw.h2.close_connection()  # GOAWAY from the client, its call still running
+    raw.sock.sendall(raw.h2.data_to_send())
+    time.sleep(0.5)  # the call finishes with nobody to answer
+    raw.sock.close()
+    y = client.infer("slow", [grpc_input("x", np.ones((1, 4), np.float32), "FP32")]).as_numpy("y")
+    assert y is not None and y.shape == (1, 3)

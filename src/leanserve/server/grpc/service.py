@@ -195,12 +195,16 @@ class GrpcFrontEnd:
             ctx.gone = True  # the client cancelled the call: the batcher drops the request before the engine
 
         def done(result: InferResult | None, error: LeanserveError | None) -> None:
-            self._count_grpc(ctx, name, version, result, error)
-            if error is not None:
-                reply(_status_of(error))
-            else:
-                assert result is not None
-                reply(encode_infer_result(result).SerializeToString())
+            # Called by the batcher for each request of a batch: nothing may escape into its loop.
+            try:
+                self._count_grpc(ctx, name, version, result, error)
+                if error is not None:
+                    reply(_status_of(error))
+                else:
+                    assert result is not None
+                    reply(encode_infer_result(result).SerializeToString())
+            except Exception as e:
+                reply(_failed("ModelInfer", e))
 
         call.cancel = gone
         self.router.infer(ctx, name, version, request, done)

@@ -124,14 +124,19 @@ class _Stream:
         if conn.closed:
             return
         h2c = conn.h2
-        if isinstance(outcome, Status):
-            h2c.send_headers(self.id, _RESPONSE_HEADERS + outcome.trailers(), end_stream=True)
+        try:
+            if isinstance(outcome, Status):
+                h2c.send_headers(self.id, _RESPONSE_HEADERS + outcome.trailers(), end_stream=True)
+                conn.finished(self)
+            else:
+                h2c.send_headers(self.id, _RESPONSE_HEADERS)
+                self.pending = frame(outcome)
+                self.trailers = _OK_TRAILERS
+                conn.send_pending(self)
+        except h2.exceptions.ProtocolError as e:  # the stream or connection closed meanwhile: nobody to tell
+            log.debug("gRPC answer on stream %d not sent: %s", self.id, e)
             conn.finished(self)
-        else:
-            h2c.send_headers(self.id, _RESPONSE_HEADERS)
-            self.pending = frame(outcome)
-            self.trailers = _OK_TRAILERS
-            conn.send_pending(self)
+            return
         conn.flush_soon()
 
 
@@ -173,6 +178,10 @@ class GrpcConnection(asyncio.Protocol):
         self.flush()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._lost()
+
+    def _lost(self) -> None:
+        """No answer can reach the client any more: each call in flight is cancelled."""
         self.closed = True
         self.server.connections.discard(self)
         for stream in list(self.streams.values()):
@@ -205,8 +214,11 @@ class GrpcConnection(asyncio.Protocol):
                     self._cancel(stream)
             elif kind is h2.events.WindowUpdated:
                 self._window(event.stream_id)  # type: ignore[attr-defined]
-            elif kind is h2.events.ConnectionTerminated:
+            elif kind is h2.events.RemoteSettingsChanged:
+                self._window(0)  # a larger initial window grows every stream's without a WINDOW_UPDATE
+            elif kind is h2.events.ConnectionTerminated:  # the client's GOAWAY: it reads no more answers
                 self.flush()
+                self._lost()
                 self.close()
                 return
         self.flush()
