@@ -338,7 +338,7 @@ class GrpcConnection(asyncio.Protocol):
     def flush(self) -> None:
         self.flush_scheduled = False
         data = self.h2.data_to_send()
-        if data and self.transport is not None and not self.closed:
+        if data and self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
 
     # ---- shutdown ---------------------------------------------------------------------------
