@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 from hyperframe.frame import DataFrame, Frame, GoAwayFrame, HeadersFrame
-from tritonclient.grpc import service_pb2
+from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from leanserve.protocol import Limits
 from leanserve.server.grpc.wire import frame
@@ -226,3 +226,23 @@ def test_a_client_that_goes_away_mid_call_leaves_the_server_serving(
     raw.sock.close()
     y = client.infer("slow", [grpc_input("x", np.ones((1, 4), np.float32), "FP32")]).as_numpy("y")
     assert y is not None and y.shape == (1, 3)
+
+
+def test_a_stream_that_stays_open_is_told_at_once_that_streaming_is_not_served(server: RunningServer) -> None:
+    """tritonclient's start_stream keeps its stream open: the refusal must not wait for its end."""
+    release = threading.Event()
+
+    def requests() -> Iterator[service_pb2.ModelInferRequest]:
+        yield service_pb2.ModelInferRequest(model_name="mlp")
+        release.wait(20)
+
+    with grpc.insecure_channel(server.grpc_address) as channel:
+        responses = service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelStreamInfer(requests(), timeout=30)
+        start = time.monotonic()
+        with pytest.raises(grpc.RpcError) as info:
+            next(responses)
+        waited = time.monotonic() - start
+        release.set()
+    error: grpc.Call = info.value  # type: ignore[assignment]
+    assert error.code() == grpc.StatusCode.UNIMPLEMENTED and "ModelInfer" in (error.details() or "")
+    assert waited < 10

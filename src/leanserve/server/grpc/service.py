@@ -87,7 +87,7 @@ class GrpcFrontEnd:
 
     # ---- the service ------------------------------------------------------------------------
 
-    def _service(self) -> dict[bytes, Handler]:
+    def _service(self) -> dict[bytes, Handler | Status]:
         pb = service_pb2
         served: dict[str, tuple[Method, Any]] = {
             "ServerLive": (self.server_live, pb.ServerLiveRequest),
@@ -103,14 +103,14 @@ class GrpcFrontEnd:
             "RepositoryModelLoad": (self.repository_model_load, pb.RepositoryModelLoadRequest),
             "RepositoryModelUnload": (self.repository_model_unload, pb.RepositoryModelUnloadRequest),
         }
-        handlers: dict[bytes, Handler] = {}
+        handlers: dict[bytes, Handler | Status] = {}
         for name, (method, request) in served.items():
             handlers[_path(name)] = _answered(method, request)
         for name, (waited_method, request) in waited.items():
             handlers[_path(name)] = _awaited(waited_method, request)
         handlers[_path("ModelInfer")] = self.model_infer
-        for name, why in _UNSERVED.items():
-            handlers[_path(name)] = _unimplemented(name, why)
+        for name, why in _UNSERVED.items():  # answered as soon as the call's headers come
+            handlers[_path(name)] = Status(UNIMPLEMENTED, f"{name} is not served by leanserve: {why}")
         return handlers
 
     def server_live(self, request: Any, call: Call) -> Any:
@@ -301,13 +301,6 @@ def _awaited(method: AsyncMethod, message_type: Any) -> Handler:
 
         task = asyncio.get_running_loop().create_task(run())
         call.cancel = task.cancel
-
-    return handle
-
-
-def _unimplemented(name: str, why: str) -> Handler:
-    def handle(data: bytes, call: Call, reply: Reply) -> None:
-        reply(Status(UNIMPLEMENTED, f"{name} is not served by leanserve: {why}"))
 
     return handle
 

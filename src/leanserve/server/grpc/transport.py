@@ -86,31 +86,39 @@ class Call:
     ``cancel``, when the method sets it, is called once if the client goes before the answer
     (RST_STREAM, the connection lost, the server stopping)."""
 
-    __slots__ = ("cancel", "deadline", "metadata", "peer")
+    __slots__ = ("cancel", "deadline", "encoding", "metadata", "peer")
 
-    def __init__(self, metadata: list[tuple[bytes, bytes]], deadline: float | None, peer: str) -> None:
+    def __init__(
+        self, metadata: list[tuple[bytes, bytes]], deadline: float | None, peer: str, encoding: bytes | None = None
+    ) -> None:
         self.metadata = metadata  # (lower-case key, value), HTTP/2's and gRPC's own headers left out
         self.deadline = deadline  # event-loop time, from grpc-timeout
         self.peer = peer
+        self.encoding = encoding  # grpc-encoding: how the request's message is compressed
         self.cancel: Callable[[], object] | None = None
 
 
 Handler = Callable[[bytes, Call, Reply], None]
-Resolve = Callable[[bytes], Handler | None]
+# A path's handler; or the status that answers it as soon as its headers come (a method not served:
+# a streaming client would otherwise wait for an answer that comes only once it ends its stream).
+Resolve = Callable[[bytes], Handler | Status | None]
+
+
+def _nothing(message: bytes, call: Call, reply: Reply) -> None:
+    """The handler of a stream answered at its headers: never called."""
 
 
 class _Stream:
     """One call: the request's headers and body as they come, then the answer as flow control lets it go."""
 
-    __slots__ = ("answered", "body", "call", "conn", "encoding", "headers", "id", "pending", "trailers")
+    __slots__ = ("answered", "body", "call", "conn", "handler", "id", "pending", "trailers")
 
-    def __init__(self, conn: GrpcConnection, stream_id: int, headers: list[tuple[bytes, bytes]]) -> None:
+    def __init__(self, conn: GrpcConnection, stream_id: int, handler: Handler, call: Call) -> None:
         self.conn = conn
         self.id = stream_id
-        self.headers = headers
+        self.handler = handler
+        self.call = call
         self.body = bytearray()
-        self.encoding: bytes | None = None
-        self.call: Call | None = None
         self.answered = False
         self.pending = b""  # framed answer that the client's window did not take yet
         self.trailers: list[tuple[bytes, bytes]] = []
@@ -230,8 +238,29 @@ class GrpcConnection(asyncio.Protocol):
         if self.last_stream is not None and stream_id > self.last_stream:
             self.h2.reset_stream(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)  # after GOAWAY: retry elsewhere
             return
+        path = b""
+        timeout: float | None = None
+        encoding: bytes | None = None
+        metadata: list[tuple[bytes, bytes]] = []
+        for key, value in event.headers or ():
+            if key not in _RESERVED:
+                metadata.append((key, value))
+            elif key == b":path":
+                path = value
+            elif key == b"grpc-timeout":
+                timeout = timeout_seconds(value)
+            elif key == b"grpc-encoding":
+                encoding = value
+        deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
+        call = Call(metadata, deadline, self.peer, encoding)
+        target = self.server.resolve(path)
+        if target is None:
+            target = Status(UNIMPLEMENTED, f"Method not found: {path.decode('latin-1')}")
+        if isinstance(target, Status):  # answered now, whatever the client still sends
+            self._refuse(_Stream(self, stream_id, _nothing, call), target)
+            return
         # Dispatched at StreamEnded, which h2 reports after this event when the headers end the stream.
-        self.streams[stream_id] = _Stream(self, stream_id, list(event.headers or ()))
+        self.streams[stream_id] = _Stream(self, stream_id, target, call)
 
     def _data(self, event: h2.events.DataReceived) -> None:
         stream = self.streams.get(event.stream_id)
@@ -244,49 +273,35 @@ class GrpcConnection(asyncio.Protocol):
         limit = self.server.max_message_bytes
         if len(stream.body) > limit + PREFIX:
             length = max(int.from_bytes(stream.body[1:PREFIX], "big"), limit + 1)
-            stream.reply(Status(RESOURCE_EXHAUSTED, too_large(length, limit)))
-            stream.body = bytearray()
-            if not self.closed:
-                # Answered: tell the client to stop sending the rest (NO_ERROR after a full answer).
-                with contextlib.suppress(h2.exceptions.StreamClosedError):
-                    self.h2.reset_stream(stream.id, h2.errors.ErrorCodes.NO_ERROR)
+            self._refuse(stream, Status(RESOURCE_EXHAUSTED, too_large(length, limit)))
+
+    def _refuse(self, stream: _Stream, status: Status) -> None:
+        """Answer before the request has ended, and tell the client to stop sending the rest
+        (RST_STREAM with NO_ERROR: the answer is complete)."""
+        stream.reply(status)
+        stream.body = bytearray()
+        if not self.closed:
+            with contextlib.suppress(h2.exceptions.StreamClosedError):
+                self.h2.reset_stream(stream.id, h2.errors.ErrorCodes.NO_ERROR)
 
     def _dispatch(self, stream: _Stream) -> None:
-        path = b""
-        timeout = None
-        metadata: list[tuple[bytes, bytes]] = []
-        for key, value in stream.headers:
-            if key not in _RESERVED:
-                metadata.append((key, value))
-            elif key == b":path":
-                path = value
-            elif key == b"grpc-timeout":
-                timeout = timeout_seconds(value)
-            elif key == b"grpc-encoding":
-                stream.encoding = value
-        stream.headers = []
-        handler = self.server.resolve(path)
-        if handler is None:
-            stream.reply(Status(UNIMPLEMENTED, f"Method not found: {path.decode('latin-1')}"))
-            return
+        call = stream.call
         try:
-            message = unframe(stream.body, stream.encoding, self.server.max_message_bytes)
+            message = unframe(stream.body, call.encoding, self.server.max_message_bytes)
         except WireError as e:
             stream.reply(Status(e.code, str(e)))
             return
         stream.body = bytearray()
-        deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
-        stream.call = Call(metadata, deadline, self.peer)
         try:
-            handler(message, stream.call, stream.reply)
+            stream.handler(message, call, stream.reply)
         except Exception as e:  # a bug in a handler: the call is answered, the connection goes on
-            log.exception("gRPC %s failed", path.decode("latin-1"))
+            log.exception("gRPC call on stream %d failed", stream.id)
             stream.reply(Status(INTERNAL, f"internal error: {type(e).__name__}: {e}"))
 
     def _cancel(self, stream: _Stream, status: Status | None = None) -> None:
         """The client will not get an answer (or gets ``status``): the call's method is told to stop."""
         call = stream.call
-        if call is not None and call.cancel is not None and not stream.answered:
+        if call.cancel is not None and not stream.answered:
             cancel, call.cancel = call.cancel, None
             cancel()
         if status is not None:
