@@ -25,11 +25,8 @@ _TIMEOUT_UNITS: Final[dict[int, float]] = {
 }
 # The compressions a client may use for its messages (grpc-encoding); answers go uncompressed.
 ENCODINGS: Final = b"identity,deflate,gzip"
-# Codes of the protocol (grpc/status.h) used by the transport itself.
-OK: Final = 0
-CANCELLED: Final = 1
-UNKNOWN: Final = 2
-INVALID_ARGUMENT: Final = 3
+# Codes of the protocol (grpc/status.h) that the transport answers itself; the service's errors
+# go through status.py.
 RESOURCE_EXHAUSTED: Final = 8
 UNIMPLEMENTED: Final = 12
 INTERNAL: Final = 13
