@@ -151,22 +151,33 @@ class Served:
     env: dict[str, str] = field(default_factory=dict)
 
 
-def leanserve_repo(model: Model, root: Path, window_ms: float) -> Path:
+def leanserve_repo(model: Model, root: Path, window_ms: float, overload_wait_ms: float | None = None) -> Path:
+    """``overload_wait_ms``: the model's shedding setting (None: leanserve's default)."""
     folder = root / model.name
     (folder / "1").mkdir(parents=True, exist_ok=True)
     shutil.copy(model.onnx, folder / "1" / "model.onnx")
+    shedding = "" if overload_wait_ms is None else f"overload_wait_ms = {overload_wait_ms}\n"
     (folder / "model.toml").write_text(
-        f"max_batch_size = {MAX_BATCH}\n[dynamic_batching]\nmax_queue_delay_ms = {window_ms}\n"
+        f"max_batch_size = {MAX_BATCH}\n[dynamic_batching]\nmax_queue_delay_ms = {window_ms}\n{shedding}"
         f"[runtime]\nintra_op_threads = {model.threads}\n"
     )
     return root
 
 
-def served(peer: str, model: Model, port: int, work: Path, window_ms: float, grpc_port: int = 0) -> Served:
-    """The command line, path and body of ``peer`` serving ``model`` on ``port``."""
+def served(
+    peer: str,
+    model: Model,
+    port: int,
+    work: Path,
+    window_ms: float,
+    grpc_port: int = 0,
+    overload_wait_ms: float | None = None,
+) -> Served:
+    """The command line, path and body of ``peer`` serving ``model`` on ``port`` (``overload_wait_ms``:
+    leanserve's shedding setting, None for its default)."""
     v2_path = f"/v2/models/{model.name}/infer"
     if peer == "leanserve":
-        repo = leanserve_repo(model, work / "repo", window_ms)
+        repo = leanserve_repo(model, work / "repo", window_ms, overload_wait_ms)
         cmd = [str(Path(PY).with_name("leanserve")), "serve", str(repo), "--port", str(port), "--log-level", "warning"]
         if grpc_port:
             cmd += ["--grpc-port", str(grpc_port)]

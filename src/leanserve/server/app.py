@@ -116,7 +116,7 @@ class Server:
         log.info("listening on http://%s:%d", self.host, self.bound_port)
         self._sweeper.start()
         if self.grpc_port is not None:
-            # Imported here: an HTTP-only server does not pay for grpcio and the protocol's messages.
+            # Imported here: an HTTP-only server does not pay for h2, grpcio and the protocol's messages.
             from .grpc import GrpcFrontEnd
 
             self._grpc = GrpcFrontEnd(self.handlers, self.limits)

@@ -1,9 +1,12 @@
 """The Open Inference Protocol over gRPC: ``inference.GRPCInferenceService`` of KServe V2 / Triton.
 
-``leanserve serve REPO --grpc-port 8001`` (or ``Server(..., grpc_port=8001)``) serves it with
-``grpc.aio`` on the event loop that serves HTTP, so that both front ends reach models through the
-same :class:`~leanserve.router.Router`: one registry, one batcher per version (gRPC and HTTP
-requests share batches), one set of statistics.
+``leanserve serve REPO --grpc-port 8001`` (or ``Server(..., grpc_port=8001)``) serves it over
+HTTP/2 on the event loop that serves HTTP, so that both front ends reach models through the same
+:class:`~leanserve.router.Router`: one registry, one batcher per version (gRPC and HTTP requests
+share batches), one set of statistics. The modules: :mod:`.wire` (gRPC's framing, timeouts and
+status trailers), :mod:`.transport` (HTTP/2 with ``h2``, and why not grpcio's server),
+:mod:`.service` (the methods), :mod:`.codec` and :mod:`.messages` (protobuf in and out),
+:mod:`.status` (errors to status codes).
 
 Why the messages come from tritonclient rather than a vendored ``.proto``: tritonclient's wheel
 ships the code generated from Triton's ``grpc_service.proto`` and ``model_config.proto``

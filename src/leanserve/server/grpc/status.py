@@ -3,7 +3,7 @@
 The code follows the error's HTTP status, so that a request refused over HTTP with 404 is
 refused over gRPC with ``NOT_FOUND``, with the same message (``str(error)``: the message and its
 hint). Triton answers a request that is too large with ``INVALID_ARGUMENT`` (its core has no
-code for size); leanserve answers ``RESOURCE_EXHAUSTED``, the code grpcio itself gives a message
+code for size); leanserve answers ``RESOURCE_EXHAUSTED``, the code gRPC libraries give a message
 over ``grpc.max_receive_message_length``, so that "too large" reads the same whichever layer
 catches it.
 """
