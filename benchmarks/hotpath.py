@@ -1,6 +1,7 @@
 """The hot path's CPU per request, in process, before and after a change.
 
-    .venv/bin/python benchmarks/hotpath.py [--before-ref REF] [--rounds 6] [--calls 4000] [--wrk 4]
+    .venv/bin/python benchmarks/hotpath.py [--before-ref REF] [--rounds 6] [--calls 4000]
+        [--wrk 4] [--wrk-concurrency 1,32]
 
 On a shared machine, requests per second under wrk swing with whatever else runs; the CPU one
 request costs the server does not. This drives the fast front end (:class:`HttpProtocol`) with
@@ -14,8 +15,11 @@ this working tree:
 
 With ``--wrk SECONDS`` it also runs the limit server (``../shared/reference/limit_server.py``),
 leanserve at the ref and leanserve from this tree, alternating, each as a process under wrk at
-concurrency 32, and reports each server's CPU time per request answered (from /proc): a server
-bound by its event loop's core serves in inverse proportion to it, whatever else the machine runs.
+each of ``--wrk-concurrency`` (default 32), and reports each server's CPU time per request answered
+(from /proc): a server bound by its event loop's core serves in inverse proportion to it, whatever
+else the machine runs. Its p50 and p99 there too: at concurrency 1 latency is the figure, and the
+three servers' medians over the same alternating rounds compare them (``--before-ref 734b20c^``
+is the code issue 9 was filed against).
 
 Each in-process figure is the process's CPU time (``time.process_time``, every thread) per request, the
 best of twenty short passes: other processes only ever add time (on a loaded machine they do even
@@ -184,22 +188,31 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def server_cpu(name: str, cmd: list[str], env: dict[str, str], url: str, body: bytes, seconds: float) -> dict[str, Any]:
-    """One server at concurrency 32 under wrk: its CPU time per request answered, and the load's figures."""
+def server_cpu(
+    name: str, cmd: list[str], env: dict[str, str], url: str, body: bytes, seconds: float, concurrency: int = 32
+) -> dict[str, Any]:
+    """One server under wrk: its CPU time per request answered, and the load's figures."""
     proc, _ = start_server(cmd, url, body)
     try:
-        wrk(url, body, 32, 1.0)  # warm-up
+        wrk(url, body, concurrency, 1.0)  # warm-up
         before = _cpu_seconds(proc.pid)
-        load = wrk(url, body, 32, seconds)
+        load = wrk(url, body, concurrency, seconds)
         used = _cpu_seconds(proc.pid) - before
     finally:
         proc.terminate()
         proc.wait(timeout=30)
     answered = load.requests_per_s * max(1, round(seconds))
-    return {"server": name, "cpu_us_per_request": used / answered * 1e6, "requests_per_s": load.requests_per_s}
+    return {
+        "server": name,
+        "concurrency": concurrency,
+        "cpu_us_per_request": used / answered * 1e6,
+        "requests_per_s": load.requests_per_s,
+        "p50_ms": load.p50_ms,
+        "p99_ms": load.p99_ms,
+    }
 
 
-def under_wrk(before_ref: str, rounds: int, seconds: float) -> dict[str, Any]:
+def under_wrk(before_ref: str, rounds: int, seconds: float, concurrency: int = 32) -> dict[str, Any]:
     """The limit server, leanserve at ``before_ref`` and this tree, alternating, each as its own process."""
     with tempfile.TemporaryDirectory() as tmp:
         repo = tiny_repository(Path(tmp) / "repo")
@@ -225,17 +238,22 @@ def under_wrk(before_ref: str, rounds: int, seconds: float) -> dict[str, Any]:
                     cmd = [leanserve, "serve", str(repo), "--port", str(port), "--log-level", "warning"]
                     tree = before / "src" if name == "before" else ROOT / "src"
                     env = {**os.environ, "PYTHONPATH": str(tree)}
-                runs[name].append(server_cpu(name, cmd, env, url, body, seconds))
+                runs[name].append(server_cpu(name, cmd, env, url, body, seconds, concurrency))
                 f = runs[name][-1]
                 print(
-                    f"  round {r + 1} {name:6}: {f['cpu_us_per_request']:.1f} us of CPU a request, "
-                    f"{f['requests_per_s']:,.0f} req/s",
+                    f"  c{concurrency} round {r + 1} {name:6}: {f['cpu_us_per_request']:.1f} us of CPU a request, "
+                    f"{f['requests_per_s']:,.0f} req/s, p50 {f['p50_ms']:.3f} ms, p99 {f['p99_ms']:.2f} ms",
                     flush=True,
                 )
     return {
         "before_ref": before_ref,
+        "concurrency": concurrency,
         "runs": runs,
         **{name: statistics.median(x["cpu_us_per_request"] for x in runs[name]) for name in names},
+        "medians": {
+            name: {key: statistics.median(x[key] for x in runs[name]) for key in ("requests_per_s", "p50_ms", "p99_ms")}
+            for name in names
+        },
     }
 
 
@@ -248,21 +266,34 @@ def main() -> int:
     parser.add_argument(
         "--wrk", type=float, default=0.0, metavar="SECONDS", help="also each server under wrk at c32 for this long"
     )
+    parser.add_argument(
+        "--wrk-concurrency",
+        type=lambda s: [int(x) for x in s.split(",")],
+        default=[32],
+        help="the levels of --wrk, comma-separated (default 32)",
+    )
     args = parser.parse_args()
-    summary = measure(args.before_ref, args.rounds, args.calls)
+    # --calls 0: only the servers under wrk (a ref from before the in-process harness's API cannot run it).
+    summary = measure(args.before_ref, args.rounds, args.calls) if args.calls > 0 else {"before_ref": args.before_ref}
     if args.wrk > 0:
-        summary["under_wrk"] = under_wrk(args.before_ref, args.rounds, args.wrk)
-    for level in ("c1", "c32"):
+        summary["under_wrk"] = {
+            f"c{c}": under_wrk(args.before_ref, args.rounds, args.wrk, c) for c in args.wrk_concurrency
+        }
+    for level in ("c1", "c32") if args.calls > 0 else ():
         f = summary[level]
         print(
             f"{level:4} CPU per request: {f['before_us']:.2f} us before ({args.before_ref}), "
             f"{f['after_us']:.2f} us after ({f['change']:+.1%})"
         )
-    if "under_wrk" in summary:
-        w = summary["under_wrk"]
+    for level, w in summary.get("under_wrk", {}).items():
         print(
-            "under wrk at c32, server CPU per request: "
-            + ", ".join(f"{name} {w[name]:.1f} us" for name in ("limit", "before", "after") if name in w)
+            f"under wrk at {level}, medians over the rounds: "
+            + "; ".join(
+                f"{name} {w[name]:.1f} us of CPU a request, {w['medians'][name]['requests_per_s']:,.0f} req/s, "
+                f"p50 {w['medians'][name]['p50_ms']:.3f} ms, p99 {w['medians'][name]['p99_ms']:.2f} ms"
+                for name in ("limit", "before", "after")
+                if name in w
+            )
         )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(summary, indent=1))
