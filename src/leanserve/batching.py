@@ -359,7 +359,6 @@ class Batcher:
         now = time.perf_counter()
         self._backlog = bool(self._pending)
         waits = [now - r.enqueued for r in batch]
-        self._stats.record_queue_waits(waits)
         min_wait = min(waits, default=float("inf"))
         dropped = False
         for r in batch:
@@ -368,10 +367,17 @@ class Batcher:
                 break
         if (self._backlog or self._codel.overloaded) and self._shedding:
             # A queue stands behind this batch: let the controlled delay judge it.
-            threshold = self._codel.observe(now, min_wait, self._single_cost or self._row_cost or 0.0)
+            row_seconds = self._row_seconds()
+            backlog = self._queued_rows * row_seconds if row_seconds is not None else 0.0
+            threshold = self._codel.observe(now, min_wait, self._single_cost or self._row_cost or 0.0, backlog)
+            if threshold is not None and not self.overloaded:
+                # Overloaded from this flush on: this batch too takes no longer than the target.
+                batch = self._trim(batch, admission.overload_rows(limit, self._codel.target, row_seconds))
+                del waits[len(batch) :]  # the rest wait on: counted when they are taken
             self.overloaded = threshold is not None
             if threshold is not None:
                 batch = self._shed(batch, now, threshold)
+        self._stats.record_queue_waits(waits)
         if dropped:
             batch = self._drop_departed(batch)
         if not batch:  # every caller of this batch was gone or shed: nothing to run
@@ -420,6 +426,19 @@ class Batcher:
             self._codel.refused()
             self._answer(r, None, admission.shed(now - r.enqueued, target))
         return kept
+
+    def _trim(self, batch: list[QueuedRequest], max_rows: int) -> list[QueuedRequest]:
+        """The batch cut to ``max_rows``; the newest requests beyond go back to the queue's head, in order."""
+        rows = 0
+        for i, r in enumerate(batch):
+            rows += r.rows
+            if rows > max_rows and i > 0:
+                for back in reversed(batch[i:]):
+                    self._pending.appendleft(back)
+                    self._queued_rows += back.rows
+                self._backlog = True
+                return batch[:i]
+        return batch
 
     def _drop_departed(self, batch: list[QueuedRequest]) -> list[QueuedRequest]:
         """Answer, without running them, the requests whose client has gone or whose deadline passed."""
