@@ -115,10 +115,21 @@ def test_the_floor_is_the_least_target() -> None:
 def test_a_standing_queue_is_judged_an_interval_after_its_wait_first_went_above_the_target() -> None:
     codel = ControlledDelay(0.1)  # target 100 ms, interval 200 ms
     assert codel.observe(0.0, 0.05, 0.0) is None
-    assert codel.observe(0.15, 0.15, 0.0) is None  # above from here
+    assert not codel.above
+    assert codel.observe(0.15, 0.15, 0.0) is None  # above from here: batches are capped meanwhile
+    assert codel.above
     assert codel.observe(0.30, 0.25, 0.0) is None  # 150 ms above: not yet an interval
     assert codel.observe(0.36, 0.30, 0.0) == pytest.approx(0.2)  # 210 ms above: standing
-    assert codel.overloaded
+    assert codel.overloaded and not codel.above
+
+
+def test_a_queue_that_empties_is_no_longer_above_the_target() -> None:
+    codel = ControlledDelay(0.1)
+    assert codel.observe(0.0, 0.15, 0.0) is None and codel.above
+    codel.idle()
+    assert not codel.above
+    assert codel.observe(0.15, 0.15, 0.0) is None  # a new wait above: the interval starts again
+    assert codel.observe(0.30, 0.15, 0.0) is None
 
 
 def test_a_queue_that_cannot_drain_within_an_interval_is_an_overload_at_once() -> None:

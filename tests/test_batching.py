@@ -379,6 +379,28 @@ async def test_the_batch_that_finds_the_queue_overloaded_is_cut_to_the_target() 
     await batcher.close()
 
 
+async def test_while_waits_are_above_the_target_batches_are_cut_to_it_before_any_verdict() -> None:
+    runtime = _PerRow(delay=0.01)
+    batcher = _batcher(runtime, max_batch=32, adaptive_batch_size=False)  # target 100 ms
+    one = {"x": np.ones((1, 4), np.float32)}
+    for _ in range(3):  # measure a one-row run and the cost per row (10 ms)
+        await batcher.infer(one, 1)
+        await asyncio.gather(batcher.infer(one, 1), batcher.infer(one, 1))
+    runtime.batches.clear()
+    calls = [asyncio.ensure_future(batcher.infer(one, 1)) for _ in range(15)]  # 150 ms of work
+    await asyncio.sleep(0.02)
+    # These wait for the first batch (over the target), and their flush takes all that is queued:
+    # no backlog, but their waits put the queue above the target.
+    calls += [asyncio.ensure_future(batcher.infer(one, 1)) for _ in range(15)]
+    await asyncio.sleep(0.18)
+    calls += [asyncio.ensure_future(batcher.infer(one, 1)) for _ in range(15)]  # during the second batch
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    assert runtime.batches[:2] == [15, 15]
+    assert runtime.batches[2] <= 10  # what the target allows, not the 15 queued
+    assert all(not isinstance(r, Exception) or isinstance(r, Overloaded) for r in results)
+    await batcher.close()
+
+
 async def test_a_lightly_loaded_model_is_never_shed() -> None:
     batcher = _batcher(RecordingRuntime(delay=0.002), max_batch=4)
     for _ in range(50):

@@ -165,7 +165,17 @@ class ControlledDelay:
     oscillation measured on MiniLM under 200 impatient clients).
     """
 
-    __slots__ = ("_above_since", "_floor", "_interval_end", "_left_at", "_min_wait", "_refused", "overloaded", "target")
+    __slots__ = (
+        "_above_since",
+        "_floor",
+        "_interval_end",
+        "_left_at",
+        "_min_wait",
+        "_refused",
+        "above",
+        "overloaded",
+        "target",
+    )
 
     def __init__(self, floor_seconds: float) -> None:
         self._floor = floor_seconds
@@ -176,6 +186,9 @@ class ControlledDelay:
         self._refused = 0  # overloaded: requests refused or shed in the current interval
         self._left_at = -math.inf  # when the last overload ended
         self.overloaded = False
+        # Not yet overloaded, but the last flush found even its shortest wait above the target:
+        # the batcher caps batches at the target meanwhile, as while overloaded.
+        self.above = False
 
     def refused(self) -> None:
         """One request refused or shed because of overload (keeps the overloaded state for another interval)."""
@@ -192,6 +205,7 @@ class ControlledDelay:
         if not self.overloaded:
             if min_wait <= target:
                 self._above_since = None
+                self.above = False
                 return None
             if self._above_since is None:
                 self._above_since = now
@@ -200,8 +214,10 @@ class ControlledDelay:
                 and backlog_seconds <= interval
                 and now - self._left_at > MEMORY_INTERVALS * interval
             ):
+                self.above = True
                 return None
             self.overloaded = True
+            self.above = False
             self._above_since = None
             self._min_wait = min_wait
             self._refused = 0
@@ -224,6 +240,7 @@ class ControlledDelay:
     def idle(self) -> None:
         """The queue emptied: no wait stands above the target (an overload ends only by an interval's verdict)."""
         self._above_since = None
+        self.above = False
 
 
 __all__ = [

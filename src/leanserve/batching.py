@@ -351,9 +351,12 @@ class Batcher:
                 self._flush_handle = self._loop.call_later(delay, self._flush)
                 return
         limit = self._tuner.limit() if self._tuner is not None else self._max_rows
-        if self.overloaded:
+        if self.overloaded or self._codel.above:
             # While a queue stands, a batch takes no longer than the target: the rows/s a larger
-            # batch might add are worth nothing to callers who gave up waiting for it.
+            # batch might add are worth nothing to callers who gave up waiting for it. So too while
+            # the waits are above the target before the verdict: a batch that takes everything
+            # queued leaves no backlog to judge, and at twice MiniLM's capacity such batches grew
+            # to 15 rows (300 ms) and doubled every wait before the queue was judged standing.
             limit = admission.overload_rows(limit, self._codel.target, self._row_seconds())
         batch = self._pop(take_batch(self._pending, limit))
         now = time.perf_counter()
@@ -365,8 +368,9 @@ class Batcher:
             if r.caller is not None and (r.caller.gone or r.caller.deadline is not None):
                 dropped = True
                 break
-        if (self._backlog or self._codel.overloaded) and self._shedding:
-            # A queue stands behind this batch: let the controlled delay judge it.
+        if (self._backlog or self._codel.overloaded or min_wait > self._codel.target) and self._shedding:
+            # A queue stands behind this batch, or this batch waited over the target: let the
+            # controlled delay judge it.
             row_seconds = self._row_seconds()
             backlog = self._queued_rows * row_seconds if row_seconds is not None else 0.0
             threshold = self._codel.observe(now, min_wait, self._single_cost or self._row_cost or 0.0, backlog)
@@ -583,7 +587,7 @@ class Batcher:
                 # Requests that piled up while busy have waited already: flush right away.
                 self._flush_handle = self._loop.call_soon(self._flush)
         else:
-            if self._backlog or self._codel.overloaded:
+            if self._backlog or self._codel.overloaded or self._codel.above:
                 self._codel.idle()
             self._backlog = False
             self._idle.set()
