@@ -47,6 +47,9 @@ def test_while_overloaded_a_new_request_expected_to_wait_over_the_target_is_refu
     assert over_target(9, 0.01, 0.1) is None
     refused = over_target(50, 0.01, 0.1)
     assert isinstance(refused, Overloaded) and refused.retry_after == 1
+    # What is left of the batch running is waited for too.
+    assert over_target(5, 0.01, 0.1, running_seconds=0.04) is None
+    assert isinstance(over_target(5, 0.01, 0.1, running_seconds=0.08), Overloaded)
 
 
 def test_retry_after_is_whole_seconds_and_at_least_one() -> None:

@@ -97,14 +97,19 @@ def departed() -> ClientGone:
     return ClientGone("the client hung up before its request reached the model: not computed")
 
 
-def over_target(queued_rows: int, row_seconds: float | None, target: float) -> Overloaded | None:
+def over_target(
+    queued_rows: int, row_seconds: float | None, target: float, running_seconds: float = 0.0
+) -> Overloaded | None:
     """While the queue is standing: refuse a new request whose expected wait is already over the target.
 
+    The wait is the queued rows' engine time and what is left of the batch running
+    (``running_seconds``): leaving the batch out admitted requests that waited a batch longer than
+    the target (at twice MiniLM's capacity, batch in progress + queue + own batch: three targets).
     Refused before it is decoded or queued, so a flood of retries costs the server little.
     """
     if row_seconds is None:
         return None
-    wait = queued_rows * row_seconds
+    wait = queued_rows * row_seconds + running_seconds
     if wait <= target:
         return None
     return Overloaded(

@@ -253,6 +253,7 @@ class Batcher:
         # every request (before decoding), and a property would be a call each time.
         self.overloaded = False
         self._backlog = False  # requests were left queued at the last flush
+        self._running_until = 0.0  # while overloaded: when the batch running is expected to end (perf_counter)
         self.dropped = stats.dropped  # by reason, kept with the version's other statistics
 
     @property
@@ -265,7 +266,8 @@ class Batcher:
 
     def refusal(self) -> LeanserveError | None:
         """While :attr:`overloaded`: the 503 for a new request that would wait over the target, else None."""
-        refused = admission.over_target(self._queued_rows, self._row_seconds(), self._codel.target)
+        running = self._running_until - time.perf_counter() if self._busy else 0.0
+        refused = admission.over_target(self._queued_rows, self._row_seconds(), self._codel.target, max(0.0, running))
         if refused is not None:
             self.dropped["overload"] += 1
             self._codel.refused()
@@ -397,6 +399,8 @@ class Batcher:
             self._finish(_Done(batch, [e] * len(batch), 0.0))
             return
         estimate = self._estimate(sum(r.rows for r in batch))
+        if self.overloaded and estimate is not None:
+            self._running_until = now + estimate  # what over_target counts as still ahead of a new request
         if estimate is not None and estimate < self._inline_below:
             self._finish(self._execute(_Job(batch, inputs)))
         else:
