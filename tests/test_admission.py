@@ -47,6 +47,9 @@ def test_while_overloaded_a_new_request_expected_to_wait_over_the_target_is_refu
     assert over_target(9, 0.01, 0.1) is None
     refused = over_target(50, 0.01, 0.1)
     assert isinstance(refused, Overloaded) and refused.retry_after == 1
+    # What is left of the batch running is waited for too.
+    assert over_target(5, 0.01, 0.1, running_seconds=0.04) is None
+    assert isinstance(over_target(5, 0.01, 0.1, running_seconds=0.08), Overloaded)
 
 
 def test_retry_after_is_whole_seconds_and_at_least_one() -> None:
@@ -110,3 +113,58 @@ def test_the_floor_is_the_least_target() -> None:
     codel = ControlledDelay(0.1)
     assert _feed(codel, [0.09] * 30, step=0.05) == [None] * 30
     assert _feed(codel, [0.3] * 30, step=0.05, start=10.0)[-1] == pytest.approx(0.2)
+
+
+def test_a_standing_queue_is_judged_an_interval_after_its_wait_first_went_above_the_target() -> None:
+    codel = ControlledDelay(0.1)  # target 100 ms, interval 200 ms
+    assert codel.observe(0.0, 0.05, 0.0) is None
+    assert not codel.above
+    assert codel.observe(0.15, 0.15, 0.0) is None  # above from here: batches are capped meanwhile
+    assert codel.above
+    assert codel.observe(0.30, 0.25, 0.0) is None  # 150 ms above: not yet an interval
+    assert codel.observe(0.36, 0.30, 0.0) == pytest.approx(0.2)  # 210 ms above: standing
+    assert codel.overloaded and not codel.above
+
+
+def test_a_queue_that_empties_is_no_longer_above_the_target() -> None:
+    codel = ControlledDelay(0.1)
+    assert codel.observe(0.0, 0.15, 0.0) is None and codel.above
+    codel.idle()
+    assert not codel.above
+    assert codel.observe(0.15, 0.15, 0.0) is None  # a new wait above: the interval starts again
+    assert codel.observe(0.30, 0.15, 0.0) is None
+
+
+def test_a_queue_that_cannot_drain_within_an_interval_is_an_overload_at_once() -> None:
+    codel = ControlledDelay(0.1)
+    # Its wait above the target and 500 ms of engine time still queued: no burst drains that within 200 ms.
+    assert codel.observe(0.0, 0.15, 0.0, backlog_seconds=0.5) == pytest.approx(0.2)
+    # A burst with long waits whose rest drains within the interval is left to drain.
+    codel = ControlledDelay(0.1)
+    assert codel.observe(0.0, 0.15, 0.0, backlog_seconds=0.15) is None
+    # And a long backlog behind short waits is not a standing queue yet.
+    assert codel.observe(0.01, 0.05, 0.0, backlog_seconds=5.0) is None
+    assert not codel.overloaded
+
+
+def _overload_then_leave(codel: ControlledDelay) -> float:
+    """Into the overloaded state and out again; the time it ended."""
+    assert _feed(codel, [0.3] * 6, step=0.05)[-1] is not None
+    verdicts = _feed(codel, [0.01] * 12, step=0.05, start=1.0)
+    assert verdicts[-1] is None and not codel.overloaded
+    return 1.0 + 11 * 0.05
+
+
+def test_a_standing_queue_soon_after_an_overload_is_shed_at_once() -> None:
+    codel = ControlledDelay(0.1)
+    left = _overload_then_leave(codel)
+    # Within 16 intervals of the last overload, one flush above the target is enough.
+    assert codel.observe(left + 1.0, 0.15, 0.0) == pytest.approx(0.2)
+
+
+def test_long_after_an_overload_a_queue_must_stand_a_whole_interval_again() -> None:
+    codel = ControlledDelay(0.1)
+    left = _overload_then_leave(codel)
+    later = left + 16 * 0.2 + 1.0
+    assert codel.observe(later, 0.15, 0.0) is None
+    assert codel.observe(later + 0.21, 0.15, 0.0) == pytest.approx(0.2)

@@ -347,6 +347,60 @@ async def test_a_standing_queue_is_shed_with_503_and_admitted_requests_wait_litt
     await batcher.close()
 
 
+class _PerRow(RecordingRuntime):
+    """An engine whose run takes ``delay`` per row (MiniLM on two cores: batching saves nothing)."""
+
+    def run(self, inputs: Mapping[str, np.ndarray], output_names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        x = inputs["x"]
+        self.batches.append(x.shape[0])
+        time.sleep(self.delay * x.shape[0])
+        return {"y": x * 2 + 1}
+
+
+async def test_the_batch_that_finds_the_queue_overloaded_is_cut_to_the_target() -> None:
+    runtime = _PerRow(delay=0.01)
+    batcher = _batcher(runtime, max_batch=12, adaptive_batch_size=False)  # the defaults: 100 ms floor
+    one = {"x": np.ones((1, 4), np.float32)}
+    for _ in range(3):  # measure a one-row run and the cost per row (10 ms)
+        await batcher.infer(one, 1)
+        await asyncio.gather(batcher.infer(one, 1), batcher.infer(one, 1))
+    runtime.batches.clear()
+    # 60 requests at once: the first batch takes 12 rows (120 ms). At the next flush their
+    # successors have waited over the target and 360 ms of work is still queued, more than an
+    # interval (200 ms) can drain: overloaded at once, and this batch too is cut to the ~100 ms
+    # the target allows instead of running 12 rows; what waited over twice the target is shed.
+    results = await asyncio.gather(*(batcher.infer(one, 1) for _ in range(60)), return_exceptions=True)
+    assert runtime.batches[0] == 12
+    assert batcher.overloaded or batcher.dropped["overload"] > 0
+    assert 1 <= runtime.batches[1] < 12
+    shed = [r for r in results if isinstance(r, Overloaded)]
+    assert shed and len(shed) == batcher.dropped["overload"]
+    assert len(results) - len(shed) == sum(runtime.batches)  # every request answered once: ran or shed
+    await batcher.close()
+
+
+async def test_while_waits_are_above_the_target_batches_are_cut_to_it_before_any_verdict() -> None:
+    runtime = _PerRow(delay=0.01)
+    batcher = _batcher(runtime, max_batch=32, adaptive_batch_size=False)  # target 100 ms
+    one = {"x": np.ones((1, 4), np.float32)}
+    for _ in range(3):  # measure a one-row run and the cost per row (10 ms)
+        await batcher.infer(one, 1)
+        await asyncio.gather(batcher.infer(one, 1), batcher.infer(one, 1))
+    runtime.batches.clear()
+    calls = [asyncio.ensure_future(batcher.infer(one, 1)) for _ in range(15)]  # 150 ms of work
+    await asyncio.sleep(0.02)
+    # These wait for the first batch (over the target), and their flush takes all that is queued:
+    # no backlog, but their waits put the queue above the target.
+    calls += [asyncio.ensure_future(batcher.infer(one, 1)) for _ in range(15)]
+    await asyncio.sleep(0.18)
+    calls += [asyncio.ensure_future(batcher.infer(one, 1)) for _ in range(15)]  # during the second batch
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    assert runtime.batches[:2] == [15, 15]
+    assert runtime.batches[2] <= 10  # what the target allows, not the 15 queued
+    assert all(not isinstance(r, Exception) or isinstance(r, Overloaded) for r in results)
+    await batcher.close()
+
+
 async def test_a_lightly_loaded_model_is_never_shed() -> None:
     batcher = _batcher(RecordingRuntime(delay=0.002), max_batch=4)
     for _ in range(50):

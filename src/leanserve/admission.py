@@ -31,12 +31,15 @@ TIMEOUT_PARAMETER: Final = "timeout"
 # CoDel's interval: how long the shortest wait must stay above the target before shedding starts.
 # At least 100 ms (CoDel's own), and a few targets, so one slow batch is never mistaken for a queue.
 MIN_INTERVAL_SECONDS: Final = 0.1
-INTERVALS_PER_TARGET: Final = 4
+INTERVALS_PER_TARGET: Final = 2
 # The target is at least this many single-request engine runs: a request that waited for the run
 # in progress and then its own waited for the engine, not for a queue. In runs of the model rather
 # than in batches: under a long queue batches grow (and take longer), and a target that grew with
 # them would let the queue grow further. While overloaded, batches are capped to the target too.
 TARGET_RUNS: Final = 2.0
+# After an overload ends, a standing queue within this many intervals is an overload again at once.
+# CoDel's own figure for "dropping recently".
+MEMORY_INTERVALS: Final = 16
 
 
 def timeout_deadline(parameters: Mapping[str, object], now: float) -> float | None:
@@ -94,14 +97,19 @@ def departed() -> ClientGone:
     return ClientGone("the client hung up before its request reached the model: not computed")
 
 
-def over_target(queued_rows: int, row_seconds: float | None, target: float) -> Overloaded | None:
+def over_target(
+    queued_rows: int, row_seconds: float | None, target: float, running_seconds: float = 0.0
+) -> Overloaded | None:
     """While the queue is standing: refuse a new request whose expected wait is already over the target.
 
+    The wait is the queued rows' engine time and what is left of the batch running
+    (``running_seconds``): leaving the batch out admitted requests that waited a batch longer than
+    the target (at twice MiniLM's capacity, batch in progress + queue + own batch: three targets).
     Refused before it is decoded or queued, so a flood of retries costs the server little.
     """
     if row_seconds is None:
         return None
-    wait = queued_rows * row_seconds
+    wait = queued_rows * row_seconds + running_seconds
     if wait <= target:
         return None
     return Overloaded(
@@ -143,46 +151,101 @@ class ControlledDelay:
     the queue is not standing. ``floor_seconds`` is the least target (``overload_wait_ms``);
     ``run_seconds`` passed to :meth:`observe` is the measured engine time of a one-request run.
 
+    Entering the overloaded state takes the shortest wait staying above the target for a whole
+    interval, counted from the first flush that found it above (CoDel's ``first_above_time``):
+    in fixed windows, a window that opened with a short wait had to pass before the next could
+    give a verdict, so a queue at twice the model's capacity stood for up to two intervals before
+    anything was refused (0.9 s on MiniLM, waits of 430 ms admitted). It takes no interval when
+    the requests still queued are already expected to take the engine longer than an interval: a
+    burst is what drains within an interval, and that queue cannot (on MiniLM, two batches of 12
+    and 15 rows ran 550 ms before the interval was up). Re-entering within
+    ``MEMORY_INTERVALS`` of the last overload takes one flush above the target (CoDel resumes
+    dropping at once too): the load that overloaded the model is most likely still there, and
+    waiting another interval let the queue grow back each time (re-entries admitted waits of
+    620 ms, in batches of 15 rows, on MiniLM at twice its capacity).
+
     Leaving the overloaded state takes a whole interval in which nothing had to be refused (or
     shed) and a short wait was seen: while shedding works, the requests it admits wait little, and
     judging by their waits alone let the queue grow back for an interval, then shed again (an
     oscillation measured on MiniLM under 200 impatient clients).
     """
 
-    __slots__ = ("_floor", "_interval_end", "_min_wait", "_refused", "overloaded", "target")
+    __slots__ = (
+        "_above_since",
+        "_floor",
+        "_interval_end",
+        "_left_at",
+        "_min_wait",
+        "_refused",
+        "above",
+        "overloaded",
+        "target",
+    )
 
     def __init__(self, floor_seconds: float) -> None:
         self._floor = floor_seconds
         self.target = floor_seconds
-        self._interval_end = 0.0  # 0: no interval open
-        self._min_wait = math.inf
-        self._refused = 0  # requests refused or shed in the current interval
+        self._above_since: float | None = None  # not overloaded: when the shortest wait went above the target
+        self._interval_end = 0.0  # overloaded: when the current interval's verdict is due
+        self._min_wait = math.inf  # overloaded: the shortest wait in the current interval
+        self._refused = 0  # overloaded: requests refused or shed in the current interval
+        self._left_at = -math.inf  # when the last overload ended
         self.overloaded = False
+        # Not yet overloaded, but the last flush found even its shortest wait above the target:
+        # the batcher caps batches at the target meanwhile, as while overloaded.
+        self.above = False
 
     def refused(self) -> None:
         """One request refused or shed because of overload (keeps the overloaded state for another interval)."""
         self._refused += 1
 
-    def observe(self, now: float, min_wait: float, run_seconds: float) -> float | None:
+    def observe(self, now: float, min_wait: float, run_seconds: float, backlog_seconds: float = 0.0) -> float | None:
+        """The wait over which queued requests are shed now, or None: not overloaded.
+
+        ``backlog_seconds`` is the engine time the requests left queued are expected to take.
+        """
         target = max(self._floor, TARGET_RUNS * run_seconds)
         self.target = target
-        if min_wait < self._min_wait:
-            self._min_wait = min_wait
-        if self._interval_end == 0.0:
-            self._interval_end = now + max(MIN_INTERVAL_SECONDS, INTERVALS_PER_TARGET * target)
-        elif now >= self._interval_end:
-            # One verdict per interval: overloaded while even its shortest wait stayed above target,
-            # or while shedding had to refuse requests to keep it below.
-            self.overloaded = self._min_wait > target or (self.overloaded and self._refused > 0)
+        interval = max(MIN_INTERVAL_SECONDS, INTERVALS_PER_TARGET * target)
+        if not self.overloaded:
+            if min_wait <= target:
+                self._above_since = None
+                self.above = False
+                return None
+            if self._above_since is None:
+                self._above_since = now
+            if (
+                now - self._above_since < interval
+                and backlog_seconds <= interval
+                and now - self._left_at > MEMORY_INTERVALS * interval
+            ):
+                self.above = True
+                return None
+            self.overloaded = True
+            self.above = False
+            self._above_since = None
             self._min_wait = min_wait
             self._refused = 0
-            self._interval_end = now + max(MIN_INTERVAL_SECONDS, INTERVALS_PER_TARGET * target)
-        return 2 * target if self.overloaded else None
+            self._interval_end = now + interval
+            return 2 * target
+        if min_wait < self._min_wait:
+            self._min_wait = min_wait
+        if now >= self._interval_end:
+            # One verdict per interval: overloaded while even its shortest wait stayed above target,
+            # or while shedding had to refuse requests to keep it below.
+            self.overloaded = self._min_wait > target or self._refused > 0
+            if not self.overloaded:
+                self._left_at = now
+                return None
+            self._min_wait = min_wait
+            self._refused = 0
+            self._interval_end = now + interval
+        return 2 * target
 
     def idle(self) -> None:
-        """The queue emptied: start a new interval (an overload ends only by an interval's verdict)."""
-        self._interval_end = 0.0
-        self._min_wait = math.inf
+        """The queue emptied: no wait stands above the target (an overload ends only by an interval's verdict)."""
+        self._above_since = None
+        self.above = False
 
 
 __all__ = [

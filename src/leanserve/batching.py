@@ -253,6 +253,7 @@ class Batcher:
         # every request (before decoding), and a property would be a call each time.
         self.overloaded = False
         self._backlog = False  # requests were left queued at the last flush
+        self._running_until = 0.0  # while overloaded: when the batch running is expected to end (perf_counter)
         self.dropped = stats.dropped  # by reason, kept with the version's other statistics
 
     @property
@@ -265,7 +266,8 @@ class Batcher:
 
     def refusal(self) -> LeanserveError | None:
         """While :attr:`overloaded`: the 503 for a new request that would wait over the target, else None."""
-        refused = admission.over_target(self._queued_rows, self._row_seconds(), self._codel.target)
+        running = self._running_until - time.perf_counter() if self._busy else 0.0
+        refused = admission.over_target(self._queued_rows, self._row_seconds(), self._codel.target, max(0.0, running))
         if refused is not None:
             self.dropped["overload"] += 1
             self._codel.refused()
@@ -351,27 +353,37 @@ class Batcher:
                 self._flush_handle = self._loop.call_later(delay, self._flush)
                 return
         limit = self._tuner.limit() if self._tuner is not None else self._max_rows
-        if self.overloaded:
+        if self.overloaded or self._codel.above:
             # While a queue stands, a batch takes no longer than the target: the rows/s a larger
-            # batch might add are worth nothing to callers who gave up waiting for it.
+            # batch might add are worth nothing to callers who gave up waiting for it. So too while
+            # the waits are above the target before the verdict: a batch that takes everything
+            # queued leaves no backlog to judge, and at twice MiniLM's capacity such batches grew
+            # to 15 rows (300 ms) and doubled every wait before the queue was judged standing.
             limit = admission.overload_rows(limit, self._codel.target, self._row_seconds())
         batch = self._pop(take_batch(self._pending, limit))
         now = time.perf_counter()
         self._backlog = bool(self._pending)
         waits = [now - r.enqueued for r in batch]
-        self._stats.record_queue_waits(waits)
         min_wait = min(waits, default=float("inf"))
         dropped = False
         for r in batch:
             if r.caller is not None and (r.caller.gone or r.caller.deadline is not None):
                 dropped = True
                 break
-        if (self._backlog or self._codel.overloaded) and self._shedding:
-            # A queue stands behind this batch: let the controlled delay judge it.
-            threshold = self._codel.observe(now, min_wait, self._single_cost or self._row_cost or 0.0)
+        if (self._backlog or self._codel.overloaded or min_wait > self._codel.target) and self._shedding:
+            # A queue stands behind this batch, or this batch waited over the target: let the
+            # controlled delay judge it.
+            row_seconds = self._row_seconds()
+            backlog = self._queued_rows * row_seconds if row_seconds is not None else 0.0
+            threshold = self._codel.observe(now, min_wait, self._single_cost or self._row_cost or 0.0, backlog)
+            if threshold is not None and not self.overloaded:
+                # Overloaded from this flush on: this batch too takes no longer than the target.
+                batch = self._trim(batch, admission.overload_rows(limit, self._codel.target, row_seconds))
+                del waits[len(batch) :]  # the rest wait on: counted when they are taken
             self.overloaded = threshold is not None
             if threshold is not None:
                 batch = self._shed(batch, now, threshold)
+        self._stats.record_queue_waits(waits)
         if dropped:
             batch = self._drop_departed(batch)
         if not batch:  # every caller of this batch was gone or shed: nothing to run
@@ -387,6 +399,8 @@ class Batcher:
             self._finish(_Done(batch, [e] * len(batch), 0.0))
             return
         estimate = self._estimate(sum(r.rows for r in batch))
+        if self.overloaded and estimate is not None:
+            self._running_until = now + estimate  # what over_target counts as still ahead of a new request
         if estimate is not None and estimate < self._inline_below:
             self._finish(self._execute(_Job(batch, inputs)))
         else:
@@ -420,6 +434,19 @@ class Batcher:
             self._codel.refused()
             self._answer(r, None, admission.shed(now - r.enqueued, target))
         return kept
+
+    def _trim(self, batch: list[QueuedRequest], max_rows: int) -> list[QueuedRequest]:
+        """The batch cut to ``max_rows``; the newest requests beyond go back to the queue's head, in order."""
+        rows = 0
+        for i, r in enumerate(batch):
+            rows += r.rows
+            if rows > max_rows and i > 0:
+                for back in reversed(batch[i:]):
+                    self._pending.appendleft(back)
+                    self._queued_rows += back.rows
+                self._backlog = True
+                return batch[:i]
+        return batch
 
     def _drop_departed(self, batch: list[QueuedRequest]) -> list[QueuedRequest]:
         """Answer, without running them, the requests whose client has gone or whose deadline passed."""
@@ -564,7 +591,7 @@ class Batcher:
                 # Requests that piled up while busy have waited already: flush right away.
                 self._flush_handle = self._loop.call_soon(self._flush)
         else:
-            if self._backlog or self._codel.overloaded:
+            if self._backlog or self._codel.overloaded or self._codel.above:
                 self._codel.idle()
             self._backlog = False
             self._idle.set()

@@ -1,7 +1,8 @@
-"""After a 503 that says Retry-After, the connection's next request waits RETRY_HOLD_SECONDS.
+"""Two come-back-later 503s (Retry-After) on one connection go out RETRY_HOLD_SECONDS apart.
 
-A real HttpProtocol on a loopback socket, in front of handlers that answer as told: the 503 goes out
-at once, the next request on that connection is read only after the hold, other statuses hold nothing.
+A real HttpProtocol on a loopback socket, in front of handlers that answer as told: the first 503
+goes out at once, a second refusal on that connection waits for the hold, a request admitted after a
+503 is answered at once, other statuses hold nothing.
 """
 
 from __future__ import annotations
@@ -70,12 +71,22 @@ async def _exchange(replies: list[Reply]) -> tuple[_Handlers, list[float], list[
     return handlers, answered, statuses
 
 
-async def test_a_retry_after_503_holds_the_connections_next_request() -> None:
+async def test_a_second_retry_after_503_waits_for_the_hold() -> None:
     busy = Reply(503, b'{"error":"overloaded"}', headers=((b"retry-after", b"1"),))
-    handlers, answered, statuses = await _exchange([busy, Reply(200, b"{}")])
+    handlers, answered, statuses = await _exchange([busy, busy])
+    assert statuses == [b"HTTP/1.1 503 Service Unavailable"] * 2
+    # Both were dispatched at once (the client sent them together); the second refusal waited.
+    assert handlers.arrived[1] - handlers.arrived[0] < RETRY_HOLD_SECONDS / 2
+    # A lower bound only: load can make the second answer later, never earlier.
+    assert answered[1] - answered[0] >= RETRY_HOLD_SECONDS * 0.95
+
+
+async def test_a_request_admitted_after_a_503_is_not_held() -> None:
+    busy = Reply(503, b'{"error":"overloaded"}', headers=((b"retry-after", b"1"),))
+    _, answered, statuses = await _exchange([busy, Reply(200, b"{}")])
     assert statuses == [b"HTTP/1.1 503 Service Unavailable", b"HTTP/1.1 200 OK"]
-    # A lower bound only: load can make the second request later, never earlier.
-    assert handlers.arrived[1] - answered[0] >= RETRY_HOLD_SECONDS * 0.95
+    # An open-loop client reusing the connection for an unrelated request must not pay the hold.
+    assert answered[1] - answered[0] < RETRY_HOLD_SECONDS / 2
 
 
 async def test_other_answers_hold_nothing() -> None:
@@ -97,14 +108,18 @@ async def test_other_answers_hold_nothing() -> None:
 
 async def test_a_hold_ends_with_the_connection() -> None:
     busy = Reply(503, b'{"error":"overloaded"}', headers=((b"retry-after", b"1"),))
-    handlers = _Handlers([busy, Reply(200, b"{}")])
+    handlers = _Handlers([busy, busy, Reply(200, b"{}")])
     protocol = HttpProtocol(handlers, lambda *a: None, Limits(), ConnectionTracker())  # type: ignore[arg-type]
-    protocol.connection_made(_Transport())  # type: ignore[arg-type]
-    protocol.data_received(REQUEST + REQUEST)
-    assert len(handlers.arrived) == 1 and protocol.busy  # held: shutdown waits for it
+    transport = _Transport()
+    protocol.connection_made(transport)  # type: ignore[arg-type]
+    protocol.data_received(REQUEST + REQUEST + REQUEST)
+    # The second refusal is held, the third request queued behind it: shutdown waits for them.
+    assert len(handlers.arrived) == 2 and protocol.busy
+    assert transport.written.count(b"HTTP/1.1 ") == 1
     protocol.connection_lost(None)
     await asyncio.sleep(RETRY_HOLD_SECONDS * 1.5)
-    assert len(handlers.arrived) == 1  # the queued request of a gone client was never dispatched
+    assert len(handlers.arrived) == 2  # the queued request of a gone client was never dispatched
+    assert transport.written.count(b"HTTP/1.1 ") == 1
 
 
 class _Transport:

@@ -54,10 +54,12 @@ _OK_HEAD_WITH = b"HTTP/1.1 200 OK\r\ncontent-type: %s\r\ncontent-length: %d\r\n%
 # made-up URLs cannot grow it.
 _INFER_TARGETS: dict[bytes, tuple[str, str | None] | None] = {}
 _INFER_TARGETS_MAX = 4096
-# After a 503 that asks the client to come back later (Retry-After), the connection's next request
-# waits this long before it is read: a client that resends at once would otherwise turn an overload
-# into a flood of refusals whose CPU (its own and the server's) comes out of the engine's cores.
-# The 503 itself goes out at once, and so does the first answer on every new connection.
+# Two come-back-later 503s (with Retry-After) on one connection go out at least this far apart: a
+# client that resends at once would otherwise turn an overload into a flood of refusals whose CPU
+# (its own and the server's) comes out of the engine's cores. Only the refusal waits: a request
+# admitted after a 503 goes straight on (holding the connection's next request instead delayed the
+# admitted ones of an open-loop client that reuses connections by up to this much), and a
+# connection's first refusal goes out at once.
 RETRY_HOLD_SECONDS: Final = 0.1
 
 ASGIApp = Callable[..., Any]
@@ -142,7 +144,8 @@ class HttpProtocol(asyncio.Protocol):
         self._closing = False  # no more requests: close once the current one is answered
         self._rejected = False  # an over-limit message: ignore its remaining bytes
         self._paused = False
-        self._hold: asyncio.TimerHandle | None = None  # the connection's next request waits (a 503's retry)
+        self._hold: asyncio.TimerHandle | None = None  # a 503 waiting for RETRY_HOLD_SECONDS after the last
+        self._refused_at = -RETRY_HOLD_SECONDS  # loop time the connection's last come-back-later 503 was sent
         self._asgi_task: asyncio.Task[None] | None = None
         self._client: tuple[str, int] | None = None
         # For the timeout sweeper (timeouts.py), which samples them: no clock is read per request.
@@ -412,7 +415,7 @@ class HttpProtocol(asyncio.Protocol):
             lambda reply: self._send(reply, keep_alive),
         )
 
-    def _send(self, reply: Reply, keep_alive: bool) -> None:
+    def _send(self, reply: Reply, keep_alive: bool, held: bool = False) -> None:
         transport = self._transport
         self._active = False
         if transport is None:
@@ -433,6 +436,15 @@ class HttpProtocol(asyncio.Protocol):
             if self._queue:
                 self._next()
             return
+        if keep_alive and reply.status == 503 and any(name == b"retry-after" for name, _ in reply.headers):
+            now = asyncio.get_running_loop().time()
+            due = self._refused_at + RETRY_HOLD_SECONDS
+            if not held and now < due:
+                # What arrives meanwhile queues, as behind a request in progress.
+                self._active = True
+                self._hold = asyncio.get_running_loop().call_later(due - now, self._release, reply, keep_alive)
+                return
+            self._refused_at = now
         head = [
             status_line(reply.status),
             b"content-type: ",
@@ -456,23 +468,13 @@ class HttpProtocol(asyncio.Protocol):
         if not keep_alive:
             transport.close()
             return
-        if reply.status == 503 and any(name == b"retry-after" for name, _ in reply.headers):
-            self._active = True  # held: what arrives meanwhile queues, as behind a request in progress
-            self._hold = asyncio.get_running_loop().call_later(RETRY_HOLD_SECONDS, self._release)
-            return
         if self._queue:
             self._next()
 
-    def _release(self) -> None:
-        """The hold after a 503 is over: read the next request, or close if the server is stopping."""
+    def _release(self, reply: Reply, keep_alive: bool) -> None:
+        """A held 503's time has come: send it (``_send`` then reads the next request, or closes)."""
         self._hold = None
-        self._active = False
-        if self._transport is None:
-            return
-        if self._queue:
-            self._next()
-        elif self._closing:
-            self._transport.close()
+        self._send(reply, keep_alive, held=True)
 
     def _fail(self, status: int, message: str) -> None:
         """A request that cannot be parsed or is over a limit: answer and close the connection."""
@@ -487,10 +489,6 @@ class HttpProtocol(asyncio.Protocol):
         self._rejected = True
         self._queue.clear()
         self._closing = True
-        if self._hold is not None:  # nothing in progress, only the hold after a 503: answer now
-            self._hold.cancel()
-            self._hold = None
-            self._active = False
         if self._transport is not None and not self._active:
             self._send(Reply(status, encode_error(message)), keep_alive=False)
 
