@@ -168,3 +168,17 @@ def test_long_after_an_overload_a_queue_must_stand_a_whole_interval_again() -> N
     later = left + 16 * 0.2 + 1.0
     assert codel.observe(later, 0.15, 0.0) is None
     assert codel.observe(later + 0.21, 0.15, 0.0) == pytest.approx(0.2)
+
+
+def test_long_waits_in_front_of_little_engine_work_are_no_overload() -> None:
+    # A tiny model on a starved event loop: waits of 300 ms, but the queue holds 0.2 ms of engine
+    # work; refusing requests would not shorten those waits.
+    codel = ControlledDelay(0.1)
+    for i in range(10):
+        assert codel.observe(i * 0.1, 0.3, 0.00001, backlog_seconds=0.0001, work_seconds=0.0002) is None
+    assert not codel.overloaded and not codel.above
+    # Even within the memory of an earlier overload, where one flush above the target would do.
+    left = _overload_then_leave(codel)
+    assert codel.observe(left + 0.5, 0.3, 0.00001, work_seconds=0.0002) is None
+    # The same waits with the engine's work over the target are a standing queue, as before.
+    assert codel.observe(left + 0.6, 0.3, 0.00001, work_seconds=0.15) == pytest.approx(0.2)

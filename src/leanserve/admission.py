@@ -199,16 +199,27 @@ class ControlledDelay:
         """One request refused or shed because of overload (keeps the overloaded state for another interval)."""
         self._refused += 1
 
-    def observe(self, now: float, min_wait: float, run_seconds: float, backlog_seconds: float = 0.0) -> float | None:
+    def observe(
+        self,
+        now: float,
+        min_wait: float,
+        run_seconds: float,
+        backlog_seconds: float = 0.0,
+        work_seconds: float | None = None,
+    ) -> float | None:
         """The wait over which queued requests are shed now, or None: not overloaded.
 
-        ``backlog_seconds`` is the engine time the requests left queued are expected to take.
+        ``backlog_seconds`` is the engine time the requests left queued are expected to take;
+        ``work_seconds`` that and the batch being taken (None: not measured yet). Work under the
+        target means the waits did not come from the engine's queue but from the event loop
+        itself being starved of CPU (a tiny model's queue, 32 rows of 5 us, cannot stand for
+        100 ms): refusing requests would not shorten them, so that is no overload.
         """
         target = max(self._floor, TARGET_RUNS * run_seconds)
         self.target = target
         interval = max(MIN_INTERVAL_SECONDS, INTERVALS_PER_TARGET * target)
         if not self.overloaded:
-            if min_wait <= target:
+            if min_wait <= target or (work_seconds is not None and work_seconds < target):
                 self._above_since = None
                 self.above = False
                 return None

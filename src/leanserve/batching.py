@@ -375,7 +375,8 @@ class Batcher:
             # controlled delay judge it.
             row_seconds = self._row_seconds()
             backlog = self._queued_rows * row_seconds if row_seconds is not None else 0.0
-            threshold = self._codel.observe(now, min_wait, self._single_cost or self._row_cost or 0.0, backlog)
+            work = backlog + sum(r.rows for r in batch) * row_seconds if row_seconds is not None else None
+            threshold = self._codel.observe(now, min_wait, self._single_cost or self._row_cost or 0.0, backlog, work)
             if threshold is not None and not self.overloaded:
                 # Overloaded from this flush on: this batch too takes no longer than the target.
                 batch = self._trim(batch, admission.overload_rows(limit, self._codel.target, row_seconds))
