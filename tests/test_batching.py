@@ -10,7 +10,16 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 import pytest
 
-from leanserve.batching import Batcher, BatchSizeTuner, QueuedRequest, batch_key, flush_delay, split_rows, take_batch
+from leanserve.batching import (
+    Batcher,
+    BatchSizeTuner,
+    QueuedRequest,
+    batch_key,
+    flush_delay,
+    runs_inline,
+    split_rows,
+    take_batch,
+)
 from leanserve.config import DynamicBatching
 from leanserve.errors import DeadlineExceeded, InferenceFailed, InvalidInput, ModelNotReady, Overloaded
 from leanserve.runtimes import EngineTensor
@@ -39,6 +48,16 @@ def test_flush_delay_is_zero_by_default_and_waits_for_companions_when_asked() ->
     assert flush_delay(10.004, 10.0, 1, 32, cfg) == pytest.approx(0.001)
     assert flush_delay(10.0, 10.0, 32, 32, cfg) == 0.0  # full: go
     assert flush_delay(10.0, 10.0, 8, 32, DynamicBatching(5, (4, 8))) == 0.0  # preferred size reached
+
+
+def test_runs_inline_only_what_was_measured_cheap_and_never_with_a_run_timeout() -> None:
+    assert runs_inline(0.00002, 0.0003, 0.0)  # a tiny model's run: cheaper than the hand-off
+    assert not runs_inline(None, 0.0003, 0.0)  # not measured yet: the thread
+    assert not runs_inline(0.0003, 0.0003, 0.0)  # as dear as the hand-off: the thread
+    assert not runs_inline(0.02, 0.0003, 0.0)
+    # With runtime.timeout_ms the watchdog must be able to answer for a run that never returns,
+    # which it cannot when that run holds the event loop.
+    assert not runs_inline(0.00002, 0.0003, 0.5)
 
 
 def test_split_rows_gives_each_caller_its_rows_and_refuses_a_wrong_batch_dimension() -> None:
@@ -159,6 +178,15 @@ async def test_cheap_models_run_inline_and_expensive_ones_off_the_loop() -> None
     for _ in range(3):
         await batcher.infer({"x": np.ones((1, 4), np.float32)}, 1)
     assert threading.current_thread().name not in slow.threads
+    await batcher.close()
+
+
+async def test_a_cheap_model_with_a_run_timeout_stays_on_the_engine_thread() -> None:
+    cheap = RecordingRuntime()
+    batcher = Batcher(cheap, 8, DynamicBatching(), ModelStats("m", 1), run_timeout=1.0)
+    for _ in range(5):
+        await batcher.infer({"x": np.ones((1, 4), np.float32)}, 1)
+    assert threading.current_thread().name not in cheap.threads
     await batcher.close()
 
 

@@ -11,7 +11,7 @@ Latency rules, in order of importance:
 - While the engine is busy, requests pile up; the next batch takes as many as fit.
 - Requests whose non-batch dimensions or datatypes differ are never mixed.
 - A batch measured to be cheap (a small model) runs inline on the event loop: a thread hand-off
-  costs more than the inference itself.
+  costs more than the inference itself (:func:`runs_inline` decides).
 """
 
 from __future__ import annotations
@@ -94,6 +94,18 @@ def take_batch(pending: Sequence[QueuedRequest], max_rows: int) -> list[int]:
             chosen.append(i)
             rows += r.rows
     return chosen
+
+
+def runs_inline(estimate: float | None, inline_below: float, run_timeout: float) -> bool:
+    """Whether a batch expected to take ``estimate`` engine seconds runs on the event loop itself.
+
+    Only a batch measured to be cheaper than the thread hand-off (``inline_below``: a wake-up of the
+    engine thread, a GIL transfer, a self-pipe write back) runs inline; one not yet measured goes to
+    the thread. Never with a run timeout (``runtime.timeout_ms``): ONNX Runtime's cancellation would
+    still work on the loop, but the watchdog for a run that never returns could not, since the loop
+    it runs on would be the one stuck.
+    """
+    return run_timeout <= 0 and estimate is not None and estimate < inline_below
 
 
 def flush_delay(now: float, oldest_enqueued: float, queued_rows: int, max_rows: int, config: DynamicBatching) -> float:
@@ -386,8 +398,7 @@ class Batcher:
                 e = InferenceFailed(f"could not assemble the batch: {type(e).__name__}: {e}")
             self._finish(_Done(batch, [e] * len(batch), 0.0))
             return
-        estimate = self._estimate(sum(r.rows for r in batch))
-        if estimate is not None and estimate < self._inline_below:
+        if runs_inline(self._estimate(sum(r.rows for r in batch)), self._inline_below, self._run_timeout):
             self._finish(self._execute(_Job(batch, inputs)))
         else:
             self._ensure_thread()
@@ -578,6 +589,7 @@ __all__ = [
     "QueuedRequest",
     "batch_key",
     "flush_delay",
+    "runs_inline",
     "split_rows",
     "take_batch",
 ]
