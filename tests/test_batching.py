@@ -68,6 +68,21 @@ def test_split_rows_gives_each_caller_its_rows_and_refuses_a_wrong_batch_dimensi
         split_rows(out, [2, 3])
 
 
+def test_split_rows_one_row_each_gives_the_same_views_as_slicing() -> None:
+    y = np.arange(12, dtype=np.float32).reshape(4, 3)
+    z = np.arange(4, dtype=np.int64)  # a 1-D output: each request's part keeps its batch dimension
+    for outputs in ({"y": y}, {"y": y, "z": z}):
+        parts = split_rows(outputs, [1, 1, 1, 1])
+        for i, part in enumerate(parts):
+            assert part.keys() == outputs.keys()
+            for name, array in outputs.items():
+                assert part[name].shape == array[i : i + 1].shape and part[name].flags.c_contiguous
+                np.testing.assert_array_equal(part[name], array[i : i + 1])
+    # Counts that add up to one a request but are not (an empty request beside a double one): the long way.
+    parts = split_rows({"y": y[:2]}, [0, 2])
+    assert [p["y"].shape for p in parts] == [(0, 3), (2, 3)]
+
+
 class RecordingRuntime:
     """A deterministic engine (row-wise affine map) that records the batch sizes it ran."""
 
