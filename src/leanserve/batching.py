@@ -318,7 +318,8 @@ class Batcher:
                 ),
             )
             return
-        self._pending.append(QueuedRequest(inputs, rows, batch_key(inputs, self._max_rows > 0), done, caller=caller))
+        key = batch_key(inputs, self._max_rows > 0)
+        self._pending.append(QueuedRequest(inputs, rows, key, done, time.perf_counter(), caller))
         self._queued_rows += rows
         if self._idle_set:
             self._idle.clear()

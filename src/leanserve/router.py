@@ -194,7 +194,10 @@ class Router:
             return
         stats.in_flight += 1
         finish = self._finisher(ctx, lease, request, start, done)
-        batcher.submit({i.name: i.data for i in request.inputs}, rows, finish, ctx)
+        tensors = request.inputs
+        # Most models take one input: its dict without a comprehension.
+        inputs = {tensors[0].name: tensors[0].data} if len(tensors) == 1 else {i.name: i.data for i in tensors}
+        batcher.submit(inputs, rows, finish, ctx)
 
     def _run_processed(
         self,
