@@ -423,10 +423,11 @@ class HttpProtocol(asyncio.Protocol):
             model,
             version,
             InferBody(body, header_length, content_encoding),
-            lambda reply: self._send(reply, keep_alive),
+            # Kept alive (the common case): answered by _send itself, not through a closure around it.
+            self._send if keep_alive else lambda reply: self._send(reply, False),
         )
 
-    def _send(self, reply: Reply, keep_alive: bool) -> None:
+    def _send(self, reply: Reply, keep_alive: bool = True) -> None:
         transport = self._transport
         self._active = False
         if transport is None:
