@@ -10,7 +10,16 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 import pytest
 
-from leanserve.batching import Batcher, BatchSizeTuner, QueuedRequest, batch_key, flush_delay, split_rows, take_batch
+from leanserve.batching import (
+    Batcher,
+    BatchSizeTuner,
+    QueuedRequest,
+    batch_key,
+    flush_delay,
+    runs_inline,
+    split_rows,
+    take_batch,
+)
 from leanserve.config import DynamicBatching
 from leanserve.errors import DeadlineExceeded, InferenceFailed, InvalidInput, ModelNotReady, Overloaded
 from leanserve.runtimes import EngineTensor
@@ -41,12 +50,37 @@ def test_flush_delay_is_zero_by_default_and_waits_for_companions_when_asked() ->
     assert flush_delay(10.0, 10.0, 8, 32, DynamicBatching(5, (4, 8))) == 0.0  # preferred size reached
 
 
+def test_runs_inline_only_what_was_measured_cheap_and_never_with_a_run_timeout() -> None:
+    assert runs_inline(0.00002, 0.0003, 0.0)  # a tiny model's run: cheaper than the hand-off
+    assert not runs_inline(None, 0.0003, 0.0)  # not measured yet: the thread
+    assert not runs_inline(0.0003, 0.0003, 0.0)  # as dear as the hand-off: the thread
+    assert not runs_inline(0.02, 0.0003, 0.0)
+    # With runtime.timeout_ms the watchdog must be able to answer for a run that never returns,
+    # which it cannot when that run holds the event loop.
+    assert not runs_inline(0.00002, 0.0003, 0.5)
+
+
 def test_split_rows_gives_each_caller_its_rows_and_refuses_a_wrong_batch_dimension() -> None:
     out = {"y": np.arange(6).reshape(6, 1)}
     parts = split_rows(out, [1, 3, 2])
     assert [p["y"].ravel().tolist() for p in parts] == [[0], [1, 2, 3], [4, 5]]
     with pytest.raises(InferenceFailed, match="first dimension of 5"):
         split_rows(out, [2, 3])
+
+
+def test_split_rows_one_row_each_gives_the_same_views_as_slicing() -> None:
+    y = np.arange(12, dtype=np.float32).reshape(4, 3)
+    z = np.arange(4, dtype=np.int64)  # a 1-D output: each request's part keeps its batch dimension
+    for outputs in ({"y": y}, {"y": y, "z": z}):
+        parts = split_rows(outputs, [1, 1, 1, 1])
+        for i, part in enumerate(parts):
+            assert part.keys() == outputs.keys()
+            for name, array in outputs.items():
+                assert part[name].shape == array[i : i + 1].shape and part[name].flags.c_contiguous
+                np.testing.assert_array_equal(part[name], array[i : i + 1])
+    # Counts that add up to one a request but are not (an empty request beside a double one): the long way.
+    parts = split_rows({"y": y[:2]}, [0, 2])
+    assert [p["y"].shape for p in parts] == [(0, 3), (2, 3)]
 
 
 class RecordingRuntime:
@@ -159,6 +193,15 @@ async def test_cheap_models_run_inline_and_expensive_ones_off_the_loop() -> None
     for _ in range(3):
         await batcher.infer({"x": np.ones((1, 4), np.float32)}, 1)
     assert threading.current_thread().name not in slow.threads
+    await batcher.close()
+
+
+async def test_a_cheap_model_with_a_run_timeout_stays_on_the_engine_thread() -> None:
+    cheap = RecordingRuntime()
+    batcher = Batcher(cheap, 8, DynamicBatching(), ModelStats("m", 1), run_timeout=1.0)
+    for _ in range(5):
+        await batcher.infer({"x": np.ones((1, 4), np.float32)}, 1)
+    assert threading.current_thread().name not in cheap.threads
     await batcher.close()
 
 

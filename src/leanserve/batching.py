@@ -11,7 +11,7 @@ Latency rules, in order of importance:
 - While the engine is busy, requests pile up; the next batch takes as many as fit.
 - Requests whose non-batch dimensions or datatypes differ are never mixed.
 - A batch measured to be cheap (a small model) runs inline on the event loop: a thread hand-off
-  costs more than the inference itself.
+  costs more than the inference itself (:func:`runs_inline` decides).
 """
 
 from __future__ import annotations
@@ -96,6 +96,18 @@ def take_batch(pending: Sequence[QueuedRequest], max_rows: int) -> list[int]:
     return chosen
 
 
+def runs_inline(estimate: float | None, inline_below: float, run_timeout: float) -> bool:
+    """Whether a batch expected to take ``estimate`` engine seconds runs on the event loop itself.
+
+    Only a batch measured to be cheaper than the thread hand-off (``inline_below``: a wake-up of the
+    engine thread, a GIL transfer, a self-pipe write back) runs inline; one not yet measured goes to
+    the thread. Never with a run timeout (``runtime.timeout_ms``): ONNX Runtime's cancellation would
+    still work on the loop, but the watchdog for a run that never returns could not, since the loop
+    it runs on would be the one stuck.
+    """
+    return run_timeout <= 0 and estimate is not None and estimate < inline_below
+
+
 def flush_delay(now: float, oldest_enqueued: float, queued_rows: int, max_rows: int, config: DynamicBatching) -> float:
     """Seconds to keep waiting for companions before flushing (0: flush now)."""
     if config.max_queue_delay_ms <= 0 or max_rows <= 0:
@@ -178,6 +190,15 @@ def split_rows(outputs: Mapping[str, np.ndarray], row_counts: Sequence[int]) -> 
             )
     if len(row_counts) == 1:  # a lone request: its outputs are all its own
         return [dict(outputs)]
+    if total == len(row_counts) and 0 not in row_counts:
+        # One row each (one item per request, the common case): each output's rows as views in one
+        # pass of numpy's iterator, not a slice and a dict comprehension per request (0.44 -> 0.13 us).
+        if len(outputs) == 1:
+            for name, array in outputs.items():
+                return [{name: row} for row in array[:, None]]
+        names = list(outputs)
+        columns = [array[:, None] for array in outputs.values()]  # every one has `total` rows: checked above
+        return [dict(zip(names, rows, strict=True)) for rows in zip(*columns, strict=True)]
     parts: list[Tensors] = []
     start = 0
     for n in row_counts:
@@ -299,7 +320,8 @@ class Batcher:
                 ),
             )
             return
-        self._pending.append(QueuedRequest(inputs, rows, batch_key(inputs, self._max_rows > 0), done, caller=caller))
+        key = batch_key(inputs, self._max_rows > 0)
+        self._pending.append(QueuedRequest(inputs, rows, key, done, time.perf_counter(), caller))
         self._queued_rows += rows
         if self._idle_set:
             self._idle.clear()
@@ -402,7 +424,7 @@ class Batcher:
         estimate = self._estimate(sum(r.rows for r in batch))
         if self.overloaded and estimate is not None:
             self._running_until = now + estimate  # what over_target counts as still ahead of a new request
-        if estimate is not None and estimate < self._inline_below:
+        if runs_inline(estimate, self._inline_below, self._run_timeout):
             self._finish(self._execute(_Job(batch, inputs)))
         else:
             self._ensure_thread()
@@ -606,6 +628,7 @@ __all__ = [
     "QueuedRequest",
     "batch_key",
     "flush_delay",
+    "runs_inline",
     "split_rows",
     "take_batch",
 ]

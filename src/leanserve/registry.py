@@ -234,7 +234,12 @@ class ModelRegistry:
 
         Raises 404 for an unknown model or version, 503 for one that cannot load.
         """
-        slot = self._select(name, version)
+        model = self._models.get(name)
+        slot = model.default if model is not None and version is None else None
+        # The common request (a model's default version, ready) without the three calls of _select;
+        # a slot there that failed or was unloaded by the operator takes them, for their 503.
+        if slot is None or slot.failure or slot.operator_unloaded:
+            slot = self._select(name, version)
         lease = slot.lease
         if lease is None or slot.state is not State.READY:
             return None

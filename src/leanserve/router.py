@@ -194,7 +194,10 @@ class Router:
             return
         stats.in_flight += 1
         finish = self._finisher(ctx, lease, request, start, done)
-        batcher.submit({i.name: i.data for i in request.inputs}, rows, finish, ctx)
+        tensors = request.inputs
+        # Most models take one input: its dict without a comprehension.
+        inputs = {tensors[0].name: tensors[0].data} if len(tensors) == 1 else {i.name: i.data for i in tensors}
+        batcher.submit(inputs, rows, finish, ctx)
 
     def _run_processed(
         self,
@@ -512,7 +515,12 @@ def _outputs(result: InferResult) -> dict[str, np.ndarray]:
 
 def _result(lease: Lease, request: InferRequest, outputs: dict[str, np.ndarray]) -> InferResult:
     if request.outputs is None:
-        selected = [InferOutput(name, array, request.binary_data_output) for name, array in outputs.items()]
+        binary = request.binary_data_output
+        if len(outputs) == 1:  # most models answer with one output: its list without a comprehension
+            for name, array in outputs.items():
+                selected = [InferOutput(name, array, binary)]
+        else:
+            selected = [InferOutput(name, array, binary) for name, array in outputs.items()]
     else:
         selected = [
             InferOutput(o.name, outputs[o.name], o.binary_data or request.binary_data_output, dict(o.parameters))

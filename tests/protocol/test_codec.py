@@ -381,6 +381,13 @@ def test_an_answer_with_an_id_and_parameters_takes_the_fast_way() -> None:
     assert codec._plain_result(InferResult("ab", "1", outputs, parameters={"leanserve_arm": "m:1"}))
 
 
+@pytest.mark.parametrize("value", [b"true", b"false"])
+def test_a_json_bool_in_numeric_data_is_refused_on_the_common_path_too(value: bytes) -> None:
+    body = b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 2], "data": [0.5, %s]}]}' % value
+    with pytest.raises(InvalidInput, match="cannot hold boolean"):
+        decode_infer_request(body, None, Limits())
+
+
 @pytest.mark.parametrize(
     "body",
     [
@@ -394,7 +401,7 @@ def test_an_answer_with_an_id_and_parameters_takes_the_fast_way() -> None:
 )
 def test_the_common_request_decodes_as_the_general_decoder_would(body: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
     fast = decode_infer_request(body, None, Limits())
-    monkeypatch.setattr(codec, "_plain_request", lambda raw_inputs, limits: None)
+    monkeypatch.setattr(codec, "_plain_request", lambda *args: None)
     general = decode_infer_request(body, None, Limits())
     assert (fast.outputs, fast.id, fast.parameters, fast.binary_data_output) == (None, None, {}, False)
     assert (general.outputs, general.id, general.parameters, general.binary_data_output) == (None, None, {}, False)

@@ -43,7 +43,11 @@ def decode_infer_request(body: bytes, header_length: int | None, limits: Limits)
     header, binary = split_body(body, header_length)
     doc = _load_object(header, "request")
     if header_length is None and len(doc) == 1:
-        plain = _plain_request(doc.get("inputs"), limits)
+        # A JSON bool is the text true or false, so a body without an r and an l holds none. One-byte
+        # searches (memchr), where one for b"true" scans at 0.6 ns a byte: the common request's keys
+        # have neither letter; an input whose name has one only costs the check of every element.
+        bools = header.find(b"r") >= 0 or header.find(b"l") >= 0
+        plain = _plain_request(doc.get("inputs"), limits, bools)
         if plain is not None:
             return plain
     raw_inputs = doc.get("inputs")
@@ -70,9 +74,10 @@ def decode_infer_request(body: bytes, header_length: int | None, limits: Limits)
     return InferRequest(inputs, outputs, request_id, parameters, binary_data_output)
 
 
-def _plain_request(raw_inputs: object, limits: Limits) -> InferRequest | None:
+def _plain_request(raw_inputs: object, limits: Limits, bools: bool = True) -> InferRequest | None:
     """The common request, fast: only ``inputs``, each with exactly its name, datatype, shape and
     flat numeric data, all valid. None when it is anything else, and the general decoder decides.
+    ``bools`` False: the body holds no JSON ``true`` or ``false`` (see :func:`plain_tensor_from_json`).
     """
     if type(raw_inputs) is not list or not 0 < len(raw_inputs) <= limits.max_inputs:
         return None
@@ -92,7 +97,7 @@ def _plain_request(raw_inputs: object, limits: Limits) -> InferRequest | None:
         count = math.prod(dims)
         if count == 0:  # an empty tensor (or a shape like [2**62, 0]): the general decoder's checks
             return None
-        data = plain_tensor_from_json(datatype, dims, count, raw.get("data"), limits.max_tensor_elements)
+        data = plain_tensor_from_json(datatype, dims, count, raw.get("data"), limits.max_tensor_elements, bools)
         if data is None:
             return None
         inputs.append(InferInput._decoded(name, dims, datatype, data, {}))

@@ -54,6 +54,11 @@ _OK_HEAD_WITH = b"HTTP/1.1 200 OK\r\ncontent-type: %s\r\ncontent-length: %d\r\n%
 # made-up URLs cannot grow it.
 _INFER_TARGETS: dict[bytes, tuple[str, str | None] | None] = {}
 _INFER_TARGETS_MAX = 4096
+# Request headers the fast path reads besides Content-Length (and the router's, which it asks for):
+# most requests send none, and the fields they set are reset only after one that did.
+_NOTED_HEADERS: Final = frozenset(
+    {b"inference-header-content-length", b"content-encoding", b"x-request-id", b"authorization", b"expect"}
+)
 # Two come-back-later 503s (with Retry-After) on one connection go out at least this far apart: a
 # client that resends at once would otherwise turn an overload into a flood of refusals whose CPU
 # (its own and the server's) comes out of the engine's cores. Only the refusal waits: a request
@@ -94,13 +99,13 @@ class ConnectionTracker:
         return sum(1 for c in self.connections if c.busy or c.receiving)
 
 
-def _infer_target(path: bytes) -> tuple[str, str | None] | None:
-    """(model, version) of an inference URL path, or None when it is not one."""
+def _infer_target(url: bytes) -> tuple[str, str | None] | None:
+    """(model, version) of an inference URL (its path, or the path and a query), or None when it is not one."""
     try:
-        return _INFER_TARGETS[path]
+        return _INFER_TARGETS[url]
     except KeyError:
         pass
-    match = _INFER.match(path.decode("latin-1"))
+    match = _INFER.match(url.partition(b"?")[0].decode("latin-1"))
     target: tuple[str, str | None] | None = None
     if match is not None:
         model, version = match.group(1), match.group(2)
@@ -109,7 +114,7 @@ def _infer_target(path: bytes) -> tuple[str, str | None] | None:
         target = (model, version)
     if len(_INFER_TARGETS) >= _INFER_TARGETS_MAX:
         _INFER_TARGETS.clear()
-    _INFER_TARGETS[path] = target
+    _INFER_TARGETS[url] = target
     return target
 
 
@@ -136,6 +141,7 @@ class HttpProtocol(asyncio.Protocol):
         self._authorization: str | None = None
         self._length_value: bytes | None = None  # the first Content-Length
         self._expect_continue = False
+        self._noted = False  # a header of _NOTED_HEADERS or the router's was read since the last reset
         # The headers the router asks for (experiments' unit headers), a set it keeps up to date.
         self._context_names = handlers.router.unit_headers
         self._context_headers: tuple[tuple[str, str], ...] = ()
@@ -242,13 +248,15 @@ class HttpProtocol(asyncio.Protocol):
         self._header_bytes = 0
         self._body = []
         self._body_size = 0
-        self._header_length = None
-        self._content_encoding = None
-        self._request_id = None
-        self._authorization = None
         self._length_value = None
-        self._expect_continue = False
-        self._context_headers = ()
+        if self._noted:  # only a request that sent one of the rarer headers set these
+            self._header_length = None
+            self._content_encoding = None
+            self._request_id = None
+            self._authorization = None
+            self._expect_continue = False
+            self._context_headers = ()
+            self._noted = False
         self._messages += 1
         self._receiving = 1
 
@@ -270,7 +278,13 @@ class HttpProtocol(asyncio.Protocol):
         if name == b"content-length":
             if self._length_value is None:
                 self._length_value = value
-        elif name == b"inference-header-content-length":
+        elif name in _NOTED_HEADERS or name in self._context_names:
+            self._note(name, value)
+
+    def _note(self, name: bytes, value: bytes) -> None:
+        """A header the request path reads, other than Content-Length (on_message_begin resets these)."""
+        self._noted = True
+        if name == b"inference-header-content-length":
             self._header_length = value.decode("latin-1")
         elif name == b"content-encoding":
             self._content_encoding = value.decode("latin-1")
@@ -309,8 +323,8 @@ class HttpProtocol(asyncio.Protocol):
         method = self._parser.get_method()
         if method == b"POST" and not self._active and not self._queue and self._transport is not None:
             # The common case, an inference request on an idle connection, goes straight on: no
-            # queued request to build for it.
-            target = _infer_target(self._url.partition(b"?")[0])
+            # queued request to build for it (and its URL looked up whole: no query to cut off).
+            target = _infer_target(self._url)
             if target is not None:
                 self._active = True
                 self._infer(
@@ -412,10 +426,11 @@ class HttpProtocol(asyncio.Protocol):
             model,
             version,
             InferBody(body, header_length, content_encoding),
-            lambda reply: self._send(reply, keep_alive),
+            # Kept alive (the common case): answered by _send itself, not through a closure around it.
+            self._send if keep_alive else lambda reply: self._send(reply, False),
         )
 
-    def _send(self, reply: Reply, keep_alive: bool, held: bool = False) -> None:
+    def _send(self, reply: Reply, keep_alive: bool = True, held: bool = False) -> None:
         transport = self._transport
         self._active = False
         if transport is None:
