@@ -1,6 +1,6 @@
 """Every peer server beside leanserve, on the same models, in one run: `make bench-peers`.
 
-    .venv/bin/python benchmarks/peers.py [--duration 8] [--models tiny,digits,minilm] [--peers ...]
+    .venv/bin/python benchmarks/peers.py [--duration 8] [--models tiny,digits,minilm] [--peers ...] [--alone]
 
 Each peer is installed into its own virtual environment under benchmarks/.peers/ on first use
 (peer_envs.py) and served by the small module of its own under benchmarks/peers/: ONNX Runtime
@@ -347,11 +347,22 @@ def start_checked(
 def measure_model(
     model: Model, peers: list[str], args: argparse.Namespace, driver: str, work: Path, expect: np.ndarray
 ) -> list[PeerRun]:
-    """Every contender on ``model``: all started (one at a time), then each load level on each in turn.
+    """Every contender on ``model``: together (the default) or, with ``--alone``, one after another."""
+    if not args.alone:
+        return measure_together(model, peers, args, driver, work, expect)
+    return [run for peer in peers for run in measure_together(model, [peer], args, driver, work, expect)]
+
+
+def measure_together(
+    model: Model, peers: list[str], args: argparse.Namespace, driver: str, work: Path, expect: np.ndarray
+) -> list[PeerRun]:
+    """Contenders on ``model``: all started (one at a time), then each load level on each in turn.
 
     The machine's speed drifts (other jobs share it): taking a level on every contender back to
     back, rather than every level on one contender and then the next, keeps a level's ratios
-    between contenders measured under the same conditions.
+    between contenders measured under the same conditions. The price: the idle contenders' own
+    background work (Ray's controller, a JVM) shares the cores with the one measured, which an
+    engine running two threads (MiniLM) feels most; ``--alone`` runs each by itself instead.
     """
     running: list[Running] = []
     failed: list[PeerRun] = []
@@ -412,6 +423,9 @@ def main() -> int:
     parser.add_argument("--slo-p99", type=float, default=5.0, help="the p99 target of that search, ms")
     parser.add_argument("--slo-duration", type=float, default=2.0, help="seconds measured per rate tried")
     parser.add_argument("--install-only", action="store_true", help="make the peers' environments and stop")
+    parser.add_argument(
+        "--alone", action="store_true", help="each contender started, measured at every level and stopped in turn"
+    )
     parser.add_argument("--out", type=Path, default=OUT / "peers.json")
     args = parser.parse_args()
     peers = [p for p in args.peers.split(",") if p]
@@ -444,6 +458,7 @@ def main() -> int:
         "versions": peer_versions(peers),
         "driver": driver,
         "duration_s": args.duration,
+        "alone": args.alone,
         "window_ms": args.window_ms,
         "slo_p99_ms": args.slo_p99,
         "slo_models": args.slo_models,
