@@ -67,7 +67,10 @@ def test_provenance(digits_result: OptimizeResult) -> None:
     r = digits_result
     config = load_model_config(r.repository / "digits")
     written = {v.version: v for v in [r.original, *r.variants] if v.version is not None}
-    assert set(config.versions) == set(written) and len(written) >= 2  # the original and the chosen at least
+    assert set(config.versions) == set(written) and r.original.version in written
+    # A variant is written beside the original only when one measured faster: on digits the
+    # variants and the original run within noise of each other, so which wins is the machine's call.
+    assert len(written) >= (1 if r.served_original else 2)
     for version, o in config.versions.items():
         v, p = written[version], o.provenance
         assert o.label == p["variant"] == v.name and p["method"] == v.method
