@@ -269,16 +269,19 @@ def _failed(name: str, e: Exception) -> Status:
     return _status_of(ServerError(f"internal error: {type(e).__name__}: {e}"))
 
 
+def _raised(method: Method | AsyncMethod, e: Exception) -> Status:
+    """The status a method's exception answers: leanserve's own errors mapped, anything else a bug."""
+    return _status_of(e) if isinstance(e, LeanserveError) else _failed(getattr(method, "__name__", "method"), e)
+
+
 def _answered(method: Method, message_type: Any) -> Handler:
     """A handler that answers at once with what ``method`` returns (or the status of what it raises)."""
 
     def handle(data: bytes, call: Call, reply: Reply) -> None:
         try:
             response = method(_parsed(message_type, data), call)
-        except LeanserveError as e:
-            reply(_status_of(e))
         except Exception as e:
-            reply(_failed(getattr(method, "__name__", "method"), e))
+            reply(_raised(method, e))
         else:
             reply(response.SerializeToString())
 
@@ -292,10 +295,8 @@ def _awaited(method: AsyncMethod, message_type: Any) -> Handler:
         async def run() -> None:
             try:
                 response = await method(_parsed(message_type, data), call)
-            except LeanserveError as e:
-                reply(_status_of(e))
             except Exception as e:
-                reply(_failed(getattr(method, "__name__", "method"), e))
+                reply(_raised(method, e))
             else:
                 reply(response.SerializeToString())
 
