@@ -396,8 +396,10 @@ class Batcher:
             # A queue stands behind this batch, or this batch waited over the target: let the
             # controlled delay judge it.
             row_seconds = self._row_seconds()
-            backlog = self._queued_rows * row_seconds if row_seconds is not None else 0.0
-            work = backlog + sum(r.rows for r in batch) * row_seconds if row_seconds is not None else None
+            backlog, work = 0.0, None
+            if row_seconds is not None:  # the engine time queued behind this batch, and with it
+                backlog = self._queued_rows * row_seconds
+                work = backlog + sum(r.rows for r in batch) * row_seconds
             threshold = self._codel.observe(now, min_wait, self._single_cost or self._row_cost or 0.0, backlog, work)
             if threshold is not None and not self.overloaded:
                 # Overloaded from this flush on: this batch too takes no longer than the target.

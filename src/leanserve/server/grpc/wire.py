@@ -13,6 +13,8 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Final
 
+import grpc
+
 PREFIX: Final = 5  # compressed flag (1 byte) and the message's length (4 bytes, big-endian)
 # grpc-timeout's units (at most 8 digits, then one of these), in seconds.
 _TIMEOUT_UNITS: Final[dict[int, float]] = {
@@ -25,12 +27,12 @@ _TIMEOUT_UNITS: Final[dict[int, float]] = {
 }
 # The compressions a client may use for its messages (grpc-encoding); answers go uncompressed.
 ENCODINGS: Final = b"identity,deflate,gzip"
-# Codes of the protocol (grpc/status.h) that the transport answers itself; the service's errors
-# go through status.py.
-RESOURCE_EXHAUSTED: Final = 8
-UNIMPLEMENTED: Final = 12
-INTERNAL: Final = 13
-UNAVAILABLE: Final = 14
+# Codes of the protocol that the transport answers itself, as numbers on the wire; grpcio's enum
+# is the one list of them (status.py maps the service's errors onto it too).
+RESOURCE_EXHAUSTED: Final[int] = grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
+UNIMPLEMENTED: Final[int] = grpc.StatusCode.UNIMPLEMENTED.value[0]
+INTERNAL: Final[int] = grpc.StatusCode.INTERNAL.value[0]
+UNAVAILABLE: Final[int] = grpc.StatusCode.UNAVAILABLE.value[0]
 
 
 class WireError(Exception):
