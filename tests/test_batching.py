@@ -273,6 +273,25 @@ def test_tuner_finds_a_middle_optimum() -> None:
     assert tuner.limit() <= 16
 
 
+def test_tuner_counts_microseconds_of_difference_as_a_tie_and_keeps_the_larger_batch() -> None:
+    # A small MLP: 16-31 rows and 32 rows cost the same within noise (3.5 against 3.6 us a row).
+    # Judged by the strict minimum, batches would be capped at 31 and explored at 15, leaving
+    # rows of a full queue behind for the next cycle at every batch.
+    us = 1e-6
+    tuner = BatchSizeTuner(32)
+    sizes = _train(tuner, {1: 20 * us, 2: 12 * us, 4: 7 * us, 8: 4.5 * us, 16: 3.5 * us, 32: 3.6 * us}, 80, queued=32)
+    assert tuner.best() == 32
+    assert 15 not in sizes[-32:]
+    assert sizes[-32:].count(32) >= 28  # one size down now and then, to keep the smaller sizes measured
+
+
+def test_tuner_still_steps_back_for_a_model_whose_rows_cost_milliseconds() -> None:
+    # 0.5% a row is 100 us on a 20 ms row: a real size effect, not noise at the tie's scale.
+    tuner = BatchSizeTuner(32)
+    _train(tuner, {1: 0.0200, 2: 0.0201, 4: 0.0203, 8: 0.0205, 16: 0.021, 32: 0.022}, 60)
+    assert tuner.best() == 1
+
+
 @pytest.mark.parametrize(("told", "best"), [(False, 1), (True, 32)])
 def test_tuner_judges_useful_work_when_told_it(told: bool, best: int) -> None:
     # A ragged model: the batches of more rows happened to hold longer sentences, so each row cost
