@@ -163,6 +163,9 @@ PLAIN_CASES = [
     ("FP32", [2, 2], [1, 2.5, -3, 4e-3]),
     ("FP32", [1], [3.5e38]),  # overflows float32: the long way says so
     ("FP32", [1], [-3.5e38]),
+    ("FP32", [4096], [0.5] * 4095 + [3.5e38]),  # a large tensor is searched another way: the same answer
+    ("FP32", [4096], [-3.5e38] + [0.5] * 4095),
+    ("FP32", [64, 64], [0.25 * i for i in range(4096)]),
     ("FP32", [1], [None]),  # null is NaN, by the long way
     ("FP32", [2], [1.0, True]),
     ("FP32", [2], [1.0, "2"]),

@@ -13,6 +13,7 @@ infinities or the exact bit pattern of a NaN asks for binary data instead.
 from __future__ import annotations
 
 import array
+import re
 from typing import Any, Final
 
 import numpy as np
@@ -62,11 +63,12 @@ _ARRAY_CODES: Final[dict[str, str]] = {
 }
 _NUMBERS: Final[frozenset[type]] = frozenset({float, int})
 # float32 infinities, as bytes in native order: JSON has no infinity, so one in a converted
-# tensor is an overflow. A match across two elements only sends the tensor the long way.
-_INFINITIES: Final = (
-    np.array([np.inf], np.float32).tobytes(),
-    np.array([-np.inf], np.float32).tobytes(),
-)
+# tensor is an overflow. A match across two elements only sends the tensor the long way. One
+# regular expression over the array's buffer: 0.16 us for 64 elements, where two bytes.find
+# calls took 0.55 (their needles start with two zero bytes, frequent in floats). Past some
+# thousand elements numpy's isinf is the faster one (150k elements: 14 us against 180 us).
+_INFINITY: Final = re.compile(b"|".join(re.escape(np.array([v], np.float32).tobytes()) for v in (np.inf, -np.inf)))
+_SEARCH_BELOW: Final = 1024
 
 _KIND_HINTS: Final[dict[frozenset[type], str]] = {
     _ACCEPTED_TYPES["BOOL"]: "send true or false",
@@ -132,11 +134,10 @@ def plain_tensor_from_json(
         values = array.array(code, data)
     except (TypeError, OverflowError):
         return None
-    if code == "f":
-        raw = values.tobytes()
-        if _INFINITIES[0] in raw or _INFINITIES[1] in raw:
-            return None
-    return np.ndarray(shape, _NUMPY_BY_CODE[code], values)  # a view of the array's buffer, in one call
+    tensor = np.ndarray(shape, _NUMPY_BY_CODE[code], values)  # a view of the array's buffer, in one call
+    if code == "f" and (_INFINITY.search(values) if count < _SEARCH_BELOW else np.isinf(tensor).any()):
+        return None
+    return tensor
 
 
 def tensor_to_json(where: str, array: np.ndarray, datatype: str) -> Any:
