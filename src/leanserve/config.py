@@ -83,7 +83,7 @@ class DynamicBatching:
     max_queue_delay_ms: float = field(default=0.0, metadata={"minimum": 0.0})
     preferred_batch_sizes: tuple[int, ...] = field(default=(), metadata={"minimum": 1, "sort": True})
     max_queue_size: int = field(default=4096, metadata={"minimum": 1})
-    # Cap batches at the size measured to give the most rows per second (see batching.BatchSizeTuner).
+    # Cap batches at the size measured to give the most rows per second (see batch_size.BatchSizeTuner).
     adaptive_batch_size: bool = True
     # Overload (admission.py): the least wait the queue may keep standing before requests that waited
     # twice as long are refused with 503. The target is also at least two measured batch cycles, so

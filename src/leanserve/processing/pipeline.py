@@ -28,7 +28,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from ..batching import Batcher, BatchSizeTuner, batch_key, split_rows
+from ..batch_size import BatchSizeTuner
+from ..batching import Batcher, batch_key, split_rows
 from ..config import HandlerConfig, ModelConfig, TensorSpec
 from ..errors import InferenceFailed, InvalidInput, LeanserveError, Overloaded
 from ..protocol import InferRequest, validate_request

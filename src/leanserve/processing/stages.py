@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..batching import BatchSizeTuner
+from ..batch_size import BatchSizeTuner
 from ..errors import DeadlineExceeded, InferenceFailed, LeanserveError
 
 log = logging.getLogger("leanserve.processing")
