@@ -101,3 +101,42 @@ def test_requested_outputs() -> None:
     error = assert_invalid(request(*inputs, outputs=["scores", "logits"]), "unknown requested output 'logits'")
     assert error.hint == "the model's outputs are 'scores', 'label'"
     assert_invalid(request(*inputs, outputs=["label", "label"]), "output 'label' is requested more than once")
+
+
+ONE = (TensorSpec("image", "FP32", (3, -1)),)
+
+
+@pytest.mark.parametrize(
+    ("sent", "max_batch_size", "answer"),
+    [
+        (tensor("image", "FP32", (2, 3, 5)), 8, 2),
+        (tensor("image", "FP32", (8, 3, 0)), 8, 8),
+        (tensor("image", "FP32", (3, 7)), 0, 0),
+        (tensor("image", "FP32", (9, 3, 5)), 8, "input 'image': batch size 9 is outside 1..8"),
+        (tensor("image", "FP32", (0, 3, 5)), 8, "input 'image': batch size 0 is outside 1..8"),
+        (
+            tensor("image", "FP32", (2, 4, 5)),
+            8,
+            "input 'image': expected shape [n, 3, -1] with n the batch size, got [2, 4, 5]",
+        ),
+        (tensor("image", "FP32", (3,)), 8, "input 'image': expected shape [n, 3, -1] with n the batch size, got [3]"),
+        (tensor("image", "FP32", (1, 3, 7)), 0, "input 'image': expected shape [3, -1], got [1, 3, 7]"),
+        (tensor("image", "FP16", (2, 3, 5)), 8, "input 'image': expected datatype FP32, got FP16"),
+        (tensor("pixels", "FP32", (2, 3, 5)), 8, "unknown input 'pixels'"),
+    ],
+)
+def test_a_model_of_one_input_is_checked_as_any_other(sent: InferInput, max_batch_size: int, answer: int | str) -> None:
+    # The common case has a shorter way through validate_request: it must agree with the long one.
+    if isinstance(answer, int):
+        assert validate_request(request(sent), ONE, OUTPUTS, max_batch_size) == answer
+    else:
+        with pytest.raises(InvalidInput) as caught:
+            validate_request(request(sent), ONE, OUTPUTS, max_batch_size)
+        assert caught.value.message == answer
+    # Naming an output takes the long way: the same answer.
+    named = InferRequest([sent], [InferRequestedOutput("scores")])
+    if isinstance(answer, int):
+        assert validate_request(named, ONE, OUTPUTS, max_batch_size) == answer
+    else:
+        with pytest.raises(InvalidInput, match=answer.replace("[", r"\[").replace("]", r"\]")):
+            validate_request(named, ONE, OUTPUTS, max_batch_size)

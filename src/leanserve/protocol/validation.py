@@ -20,6 +20,21 @@ def validate_request(
     With batching, each input's shape is ``[n, *spec.shape]`` with the same ``1 <= n <=
     max_batch_size`` for every input; ``-1`` in a spec matches any size.
     """
+    if len(inputs) == 1 and len(request.inputs) == 1 and request.outputs is None:
+        # Most models take one input: checked without the mappings below. Anything amiss goes
+        # the general way, which says what.
+        sent, declared = request.inputs[0], inputs[0]
+        shape = sent.shape
+        if sent.name == declared.name and sent.datatype == declared.datatype:
+            if max_batch_size > 0:
+                if (
+                    len(shape) == len(declared.shape) + 1
+                    and 1 <= shape[0] <= max_batch_size
+                    and _matches(shape[1:], declared.shape)
+                ):
+                    return shape[0]
+            elif len(shape) == len(declared.shape) and _matches(shape, declared.shape):
+                return 0
     specs = {spec.name: spec for spec in inputs}
     batching = max_batch_size > 0
     batch_size = 0
