@@ -50,11 +50,20 @@ class BatchSizeTuner:
         self._samples[b] = self._samples.get(b, 0) + 1
 
     def best(self) -> int | None:
-        known = [b for b in self._cost if self._samples[b] >= self.MIN_SAMPLES]
-        if not known:
+        # Plain loops over the few sizes: called for every batch, at one request a batch too.
+        samples, least = self._samples, self.MIN_SAMPLES
+        cheapest = None
+        for b, cost in self._cost.items():
+            if samples[b] >= least and (cheapest is None or cost < cheapest):
+                cheapest = cost
+        if cheapest is None:
             return None
-        cheapest = min(self._cost[b] for b in known)
-        return max(b for b in known if self._cost[b] <= cheapest + self.TIE_SECONDS)
+        bound = cheapest + self.TIE_SECONDS
+        best = 0
+        for b, cost in self._cost.items():
+            if b > best and cost <= bound and samples[b] >= least:
+                best = b
+        return best
 
     def limit(self) -> int:
         """Most rows the next batch may take."""
