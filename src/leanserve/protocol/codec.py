@@ -43,19 +43,18 @@ def decode_infer_request(body: bytes, header_length: int | None, limits: Limits)
         )
     header, binary = split_body(body, header_length)
     doc = _load_object(header, "request")
+    raw_inputs = doc.get("inputs")
     if header_length is None and len(doc) == 1:
         # A JSON bool is the text true or false, so a body without an r and an l holds none. One-byte
         # searches (memchr), where one for b"true" scans at 0.6 ns a byte: the common request's keys
         # have neither letter; for one whose names have one, the letters t and f are counted, past
         # a few kilobytes (below, the pass over the elements' types costs less: 0.5 us for 64).
-        raw_inputs = doc.get("inputs")
         bools = (header.find(b"r") >= 0 or header.find(b"l") >= 0) and (
             len(header) < _COUNT_LETTERS_ABOVE or _may_hold_bools(header, raw_inputs)
         )
         plain = _plain_request(raw_inputs, limits, bools)
         if plain is not None:
             return plain
-    raw_inputs = doc.get("inputs")
     if type(raw_inputs) is not list:
         raise InvalidInput(
             "request needs an 'inputs' array"
