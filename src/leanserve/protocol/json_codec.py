@@ -122,8 +122,9 @@ def plain_tensor_from_json(
     None means "not this case", never "invalid": :func:`tensor_from_json` then decides, and names
     what is wrong. The checks are the same ones, done in fewer passes: one over the element types
     (for true and false), one conversion that refuses the rest, one search for an overflow.
-    ``bools`` False says the JSON text holds no ``true`` or ``false`` at all (the caller searched
-    the body's bytes, some ten times cheaper than the pass over 64 elements' types): that pass is skipped.
+    ``bools`` False says the JSON text holds no ``true`` or ``false`` at all (the caller read it off
+    the body's bytes, see ``codec.decode_infer_request``, far cheaper than the pass over the
+    elements' types): that pass is skipped.
     """
     code = _ARRAY_CODES.get(datatype)
     if code is None or type(data) is not list or len(data) != count or count > max_elements:

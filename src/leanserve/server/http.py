@@ -497,7 +497,7 @@ class HttpProtocol(asyncio.Protocol):
         if hook is not None:  # refused before any model was named: logged with none
             error = LeanserveError(message)
             error.status = status
-            target = _infer_target(self._url.partition(b"?")[0]) if self._url else None
+            target = _infer_target(self._url) if self._url else None
             model, version = target if target is not None else ("", None)
             hook(RequestContext(self._request_id or next_request_id(), self._client[0] if self._client else None),
                  model, version or "", error)  # fmt: skip
