@@ -243,9 +243,7 @@ def wrk(url: str, paths: list[str], body: bytes, concurrency: int, duration: flo
     script += "request = function()\n  i = i % #paths + 1\n  return wrk.format(nil, paths[i])\nend\n"
     if think_ms:
         script += f"delay = function() return {think_ms} end\n"
-    # One wrk thread below 8 connections: the shadow's calibration runs a few paced connections,
-    # and a second client thread would take CPU from the server it measures.
-    return wrk_script(url, script, concurrency, duration, threads=1 if concurrency < 8 else 2)[0]
+    return wrk_script(url, script, concurrency, duration)[0]
 
 
 DIRECT = ["/v2/models/tiny/versions/1/infer", "/v2/models/tiny/versions/2/infer"]
