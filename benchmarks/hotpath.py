@@ -192,7 +192,7 @@ def server_cpu(
     name: str, cmd: list[str], env: dict[str, str], url: str, body: bytes, seconds: float, concurrency: int = 32
 ) -> dict[str, Any]:
     """One server under wrk: its CPU time per request answered, and the load's figures."""
-    proc, _ = start_server(cmd, url, body)
+    proc, _ = start_server(cmd, url, body, env=env)
     try:
         wrk(url, body, concurrency, 1.0)  # warm-up
         before = _cpu_seconds(proc.pid)
@@ -225,6 +225,17 @@ def under_wrk(before_ref: str, rounds: int, seconds: float, concurrency: int = 3
         )
         subprocess.run(["tar", "-x", "-C", str(before)], input=archive.stdout, check=True)
         leanserve = str(Path(PY).with_name("leanserve"))
+        for tree in (before / "src", ROOT / "src"):
+            imported = subprocess.run(
+                [PY, "-c", "import leanserve; print(leanserve.__file__)"],
+                capture_output=True,
+                text=True,
+                check=True,
+                env={**os.environ, "PYTHONPATH": str(tree)},
+            ).stdout.strip()
+            # A server started without its tree's PYTHONPATH runs the installed (editable) package:
+            # "before" and "after" would be the same code, as they were here until 2026-12-05.
+            assert Path(imported).is_relative_to(tree), f"leanserve from {imported}, not {tree}"
         names = ["limit", "before", "after"] if LIMIT_SERVER.exists() else ["before", "after"]
         runs: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
         for r in range(rounds):

@@ -179,14 +179,15 @@ def post(url: str, body: bytes, timeout: float = 5.0) -> bytes:
 
 
 def start_server(
-    cmd: list[str], infer_url: str, body: bytes, timeout: float = 120.0
+    cmd: list[str], infer_url: str, body: bytes, timeout: float = 120.0, env: dict[str, str] | None = None
 ) -> tuple[subprocess.Popen[bytes], float]:
-    """Start a server process; returns it and its cold start (process start to first answer), seconds."""
+    """Start a server process (with ``env``, else this one's environment); returns it and its cold
+    start (process start to first answer), seconds."""
     t0 = time.perf_counter()
     # stderr to a file, not a pipe nobody reads once the server is up: a server that logs (a shed
     # request is a warning) would fill the pipe and block, and then never finish stopping.
     log = tempfile.TemporaryFile()  # noqa: SIM115 (lives as long as the server)
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, env=env)
     while time.perf_counter() - t0 < timeout:
         if proc.poll() is not None:
             log.seek(0)
