@@ -41,8 +41,9 @@ from leanserve.optimization.selection import choose
 from leanserve.optimization.sweep import tile
 from leanserve.repository import resolve_version
 from leanserve.runtimes import Runtime, load_runtime
+from leanserve.runtimes.threads import available_cores
 from leanserve.timing import environment as measured_environment
-from leanserve.timing import timed_calls, usable_cores
+from leanserve.timing import timed_calls
 
 HERE = Path(__file__).resolve().parent
 BIG_BATCH = 32
@@ -148,7 +149,7 @@ def loaded_versions(result: OptimizeResult, threads: int | None) -> Loaded:
     original = resolve_version(model_dir, config, original_version)
     runtime = chosen.config.runtime
     # Both engines get the same threads: the plan's for the chosen variant unless told otherwise.
-    n = threads or runtime.intra_op_threads or usable_cores()
+    n = threads or runtime.intra_op_threads or available_cores()
     return Loaded(original.path, chosen.path, chosen.config.platform, runtime, n, chosen.config.outputs[0].name)
 
 

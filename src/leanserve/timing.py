@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .runtimes.threads import available_cores
+
 # The one clock for durations: monotonic, sub-microsecond, comparable across threads of a process.
 now = time.perf_counter
 
@@ -180,14 +182,6 @@ class Environment:
     libraries: dict[str, str] = field(default_factory=dict)
 
 
-def usable_cores() -> int:
-    """The cores this process may run on: fewer than the machine's in a container or under taskset."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # no affinity mask outside Linux
-        return os.cpu_count() or 1
-
-
 def load_average() -> tuple[float, float, float] | None:
     """The 1, 5 and 15 minute load averages: how busy the machine was around a measurement."""
     try:
@@ -218,7 +212,7 @@ def environment(
     return Environment(
         cpu_model=model,
         logical_cores=os.cpu_count() or 1,
-        usable_cores=usable_cores(),
+        usable_cores=available_cores(),
         cpu_flags=tuple(f for f in _FLAGS_OF_INTEREST if f in flags),
         machine=f"{platform.system()} {platform.release()} {platform.machine()}",
         python=platform.python_version(),
@@ -243,5 +237,4 @@ __all__ = [
     "time_for",
     "time_runs",
     "timed_calls",
-    "usable_cores",
 ]

@@ -22,7 +22,8 @@ from .. import __version__
 from ..config import DynamicBatching, RuntimeOptions
 from ..errors import UsageError
 from ..runtimes import load_runtime
-from ..timing import Settings, environment, usable_cores
+from ..runtimes.threads import available_cores
+from ..timing import Settings, environment
 from . import fallback as fb
 from . import sources
 from .assess import Bench, judge, measure, predict, quick_p50
@@ -191,7 +192,7 @@ class _Run:
             eval_batch=eval_batch,
             dynamic_batch=dynamic,
             settings=settings,
-            threads=tuple(thread_candidates(usable_cores())),
+            threads=tuple(thread_candidates(available_cores())),
             batch_sizes=tuple(batch_candidates(dynamic, quick)),
             timing_inputs={k: v[:64] for k, v in parts.evaluation.inputs.items()},
             objective=objective,

@@ -41,6 +41,7 @@ from ..errors import ServerError, UsageError
 from ..protocol import Limits
 from ..registry import RegistryOptions
 from ..runtimes import ENGINE_THREADS_ENV
+from ..runtimes.threads import available_cores
 from .auth import Tokens
 from .experiments import ExperimentOptions
 from .observability import ObservabilityOptions
@@ -73,14 +74,6 @@ def plan_workers(requested: int | Literal["auto"], cpus: int, memory_budget: int
     if budget is not None and budget <= 0:
         raise UsageError(f"a memory budget of {memory_budget} bytes cannot be divided between {count} workers")
     return WorkerPlan(count, budget, max(1, cpus // count))
-
-
-def usable_cpus() -> int:
-    """Cores this process may run on (its affinity mask, where the OS has one)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def restart_delay(recent_failures: int) -> float:
@@ -328,5 +321,5 @@ class Supervisor:
 
 def serve_workers(spec: WorkerSpec, workers: int | Literal["auto"]) -> int:
     """Serve ``spec`` with ``workers`` processes until SIGTERM/SIGINT (the library's ``--workers``)."""
-    plan = plan_workers(workers, usable_cpus(), spec.options.memory_budget)
+    plan = plan_workers(workers, available_cores(), spec.options.memory_budget)
     return Supervisor(spec, plan).run()
