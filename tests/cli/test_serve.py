@@ -67,7 +67,23 @@ def test_limits_and_shutdown_grace_reach_the_server(tmp_path: Path, served: dict
     assert served["limits"] == Limits() and served["shutdown_grace_seconds"] == 30.0
 
 
-@pytest.mark.parametrize("flags", [["--shutdown-grace", "-1"], ["--max-url-bytes", "0"], ["--idle-timeout", "-3"]])
+def test_idle_polling_reaches_the_server_in_seconds(tmp_path: Path, served: dict[str, Any]) -> None:
+    assert main(["serve", str(tmp_path), "--idle-poll-us", "200"]) == 0
+    assert served["idle_poll_seconds"] == pytest.approx(200e-6)
+    assert main(["serve", str(tmp_path)]) == 0
+    assert served["idle_poll_seconds"] is None  # the server decides from its cores (idle_poll.py)
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--shutdown-grace", "-1"],
+        ["--max-url-bytes", "0"],
+        ["--idle-timeout", "-3"],
+        ["--idle-poll-us", "-1"],
+        ["--idle-poll-us", "20000"],
+    ],
+)
 def test_impossible_limits_are_usage_errors(
     tmp_path: Path, served: dict[str, Any], capsys: pytest.CaptureFixture[str], flags: list[str]
 ) -> None:

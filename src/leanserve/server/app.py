@@ -14,12 +14,14 @@ from typing import TYPE_CHECKING, Literal
 from ..protocol import Limits
 from ..registry import ModelRegistry, RegistryOptions
 from ..router import Router
+from ..runtimes.threads import available_cores
 from .asgi import MetricsSource, build_app
 from .auth import Tokens
 from .dashboard import Dashboard
 from .experiments import ExperimentEndpoints, ExperimentOptions, Experiments
 from .handlers import Handlers
 from .http import SHUTDOWN_LINGER_SECONDS, ConnectionTracker, HttpProtocol
+from .idle_poll import IdlePoll, idle_poll_seconds
 from .observability import Observability, ObservabilityOptions
 from .timeouts import TimeoutSweeper
 
@@ -48,6 +50,7 @@ class Server:
         experiments: ExperimentOptions | None = None,
         reuse_port: bool = False,
         metrics_source: MetricsSource | None = None,
+        idle_poll_seconds: float | None = None,
     ) -> None:
         self.repository = Path(repository)
         self.host = host
@@ -59,6 +62,9 @@ class Server:
         # SO_REUSEPORT: several worker processes listen on one port and the kernel spreads
         # connections between them (``serve --workers N``, :mod:`.workers`).
         self.reuse_port = reuse_port
+        # After each answer the loop polls this long before it sleeps (see idle_poll.py); None: 50 us
+        # where the server has two cores or more and no sibling workers, else 0 (off).
+        self.idle_poll_seconds = idle_poll_seconds
         self.registry = ModelRegistry(self.repository, options)
         self.router = Router(self.registry, self.limits)
         self.handlers = Handlers(self.registry, self.router, tokens)
@@ -101,9 +107,11 @@ class Server:
         loop = asyncio.get_running_loop()
         self.experiments.read()
         self.observability.start()  # before the first request: every failure is logged
+        poll_seconds = idle_poll_seconds(self.idle_poll_seconds, available_cores(), self.reuse_port)
+        idle_poll = IdlePoll(loop, poll_seconds) if poll_seconds > 0 else None
         try:
             self._server = await loop.create_server(
-                lambda: HttpProtocol(self.handlers, self.app, self.limits, self._tracker),
+                lambda: HttpProtocol(self.handlers, self.app, self.limits, self._tracker, idle_poll),
                 self.host,
                 self.port,
                 reuse_address=True,
@@ -225,13 +233,15 @@ def serve(
     workers: int | Literal["auto"] = 1,
     log_setup: tuple[str, str] | None = None,
     shutdown_grace_seconds: float = 30.0,
+    idle_poll_seconds: float | None = None,
 ) -> None:
     """Serve ``repository`` until SIGINT/SIGTERM; returns after a graceful shutdown.
 
     ``grpc_port`` also serves the protocol over gRPC there (off when None). ``workers`` > 1 (or
     "auto": one per core) serves from that many processes on one port (see :mod:`.workers`);
     ``log_setup`` is (level, format) for their logging. On a signal the server stops accepting and
-    answers what it accepted for at most ``shutdown_grace_seconds``.
+    answers what it accepted for at most ``shutdown_grace_seconds``. ``idle_poll_seconds``: how long
+    the event loop polls after an answer before it sleeps (see :mod:`.idle_poll`; None: its default).
     """
     if workers != 1:
         from .workers import WorkerSpec, serve_workers
@@ -251,6 +261,7 @@ def serve(
             level,
             log_format,
             shutdown_grace_seconds,
+            idle_poll_seconds,
         )
         serve_workers(spec, workers)
         return
@@ -266,5 +277,6 @@ def serve(
         observability=observability,
         grpc_port=grpc_port,
         experiments=experiments,
+        idle_poll_seconds=idle_poll_seconds,
     )
     run_event_loop(server.serve_until_signal())

@@ -25,6 +25,7 @@ from ..errors import HeadersTooLarge, InvalidInput, LeanserveError, PayloadTooLa
 from ..protocol import Limits, encode_error
 from ..router import InferBody, RequestContext, next_request_id
 from .handlers import Handlers, Reply
+from .idle_poll import IdlePoll
 from .timeouts import Phase, Progress
 
 log = logging.getLogger("leanserve.http")
@@ -123,7 +124,14 @@ def status_line(status: int) -> bytes:
 
 
 class HttpProtocol(asyncio.Protocol):
-    def __init__(self, handlers: Handlers, app: ASGIApp, limits: Limits, tracker: ConnectionTracker) -> None:
+    def __init__(
+        self,
+        handlers: Handlers,
+        app: ASGIApp,
+        limits: Limits,
+        tracker: ConnectionTracker,
+        idle_poll: IdlePoll | None = None,
+    ) -> None:
         self._handlers = handlers
         self._app = app
         self._limits = limits
@@ -162,6 +170,7 @@ class HttpProtocol(asyncio.Protocol):
         # drops it before the engine if it is still queued (harmless once it was answered).
         self._caller: RequestContext | None = None
         self._server: tuple[str, int] | None = None
+        self._idle_poll = idle_poll  # kicked by each answer (see idle_poll.py); None: the loop sleeps at once
 
     @property
     def busy(self) -> bool:
@@ -448,6 +457,8 @@ class HttpProtocol(asyncio.Protocol):
                 else:
                     extra = b"".join([name + b": " + value + b"\r\n" for name, value in headers])
                 transport.write(_OK_HEAD_WITH % (reply.content_type, len(reply.body), extra) + reply.body)
+            if self._idle_poll is not None:
+                self._idle_poll.kick()
             if self._queue:
                 self._next()
             return

@@ -110,6 +110,7 @@ class WorkerSpec:
     log_level: str | None = None  # None: the parent's logging is not configured again
     log_format: str = "text"
     shutdown_grace_seconds: float = 30.0
+    idle_poll_seconds: float | None = None  # None: off, as for any server sharing its cores (idle_poll.py)
 
 
 def worker_main(spec: WorkerSpec, index: int, directory: Path, engine_threads: int, conn: Connection) -> None:
@@ -149,6 +150,7 @@ async def _serve_worker(spec: WorkerSpec, index: int, directory: Path, conn: Con
         experiments=spec.experiments,
         reuse_port=True,
         metrics_source=merged,
+        idle_poll_seconds=spec.idle_poll_seconds,
     )
     siblings = Siblings(directory, index, server.handlers.metrics)
     loop = asyncio.get_running_loop()
