@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from leanserve.server.idle_poll import IDLE_POLL_SECONDS, IdlePoll, idle_poll_seconds
+from leanserve.server.idle_poll import IDLE_POLL_SECONDS, MISSES_TO_STOP, PROBE_EVERY, IdlePoll, idle_poll_seconds
 from tests.server.conftest import RunningServer
 
 BODY = json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]})
@@ -50,6 +50,37 @@ def test_polls_until_the_deadline_after_the_last_kick(monkeypatch: pytest.Monkey
         stopped_at = polls
         await asyncio.sleep(0.05)
         assert polls == stopped_at  # asleep: no more polls without a kick
+
+    asyncio.run(scenario())
+
+
+def test_polling_stops_when_it_catches_nothing_and_a_probe_starts_it_again() -> None:
+    """Requests far apart (open-loop load): polls that catch none stop it; every PROBE_EVERY-th answer polls
+    anyway, and a poll that catches a request starts it again."""
+
+    async def run_out(poller: IdlePoll) -> None:
+        while poller.active:
+            await asyncio.sleep(0.001)
+
+    async def scenario() -> None:
+        poller = IdlePoll(asyncio.get_running_loop(), 0.002)
+        for _ in range(MISSES_TO_STOP):
+            assert poller.polling
+            poller.kick()
+            assert poller.active
+            await run_out(poller)  # no other answer came: a miss
+        assert not poller.polling
+        for _ in range(PROBE_EVERY - 1):
+            poller.kick()
+            assert not poller.active  # the loop sleeps at once after these answers
+        poller.kick()  # the probe
+        assert poller.active
+        await asyncio.sleep(0)
+        poller.caught = True  # a request arrived while it polled (the front end says so)
+        await run_out(poller)
+        assert poller.polling  # polling again after every answer
+        poller.kick()
+        assert poller.active
 
     asyncio.run(scenario())
 

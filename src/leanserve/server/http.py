@@ -336,6 +336,8 @@ class HttpProtocol(asyncio.Protocol):
             target = _infer_target(self._url)
             if target is not None:
                 self._active = True
+                if self._idle_poll is not None:
+                    self._idle_poll.caught = True
                 self._infer(
                     target,
                     body,
