@@ -10,20 +10,28 @@ from pathlib import Path
 
 import pytest
 
-from leanserve.server.idle_poll import IDLE_POLL_SECONDS, MISSES_TO_STOP, PROBE_EVERY, IdlePoll, idle_poll_seconds
+from leanserve.server import Server
+from leanserve.server.idle_poll import IDLE_POLL_SECONDS, MISSES_TO_STOP, PROBE_EVERY, IdlePoll, idle_poll_seconds_for
 from tests.server.conftest import RunningServer
 
 BODY = json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]})
 
 
 def test_the_default_polls_only_with_cores_to_itself() -> None:
-    assert idle_poll_seconds(None, cpus=2, shares_cores=False) == IDLE_POLL_SECONDS
-    assert idle_poll_seconds(None, cpus=1, shares_cores=False) == 0.0  # the client's or the engine's core
-    assert idle_poll_seconds(None, cpus=16, shares_cores=True) == 0.0  # sibling workers
-    assert idle_poll_seconds(0.001, cpus=1, shares_cores=True) == 0.001  # asked for: as asked
-    assert idle_poll_seconds(0.0, cpus=16, shares_cores=False) == 0.0
+    assert idle_poll_seconds_for(None, cpus=2, shares_cores=False) == IDLE_POLL_SECONDS
+    assert idle_poll_seconds_for(None, cpus=1, shares_cores=False) == 0.0  # the client's or the engine's core
+    assert idle_poll_seconds_for(None, cpus=16, shares_cores=True) == 0.0  # sibling workers
+    assert idle_poll_seconds_for(0.001, cpus=1, shares_cores=True) == 0.001  # asked for: as asked
+    assert idle_poll_seconds_for(0.0, cpus=16, shares_cores=False) == 0.0
     with pytest.raises(ValueError, match="0 seconds"):
-        idle_poll_seconds(-1e-6, cpus=2, shares_cores=False)
+        idle_poll_seconds_for(-1e-6, cpus=2, shares_cores=False)
+
+
+def test_a_server_refuses_a_negative_poll_when_built(repository: Path) -> None:
+    with pytest.raises(ValueError, match="0 seconds"):
+        Server(repository, port=0, idle_poll_seconds=-1e-6)
+    assert Server(repository, port=0, idle_poll_seconds=0.0).idle_poll_seconds == 0.0
+    assert Server(repository, port=0, reuse_port=True).idle_poll_seconds == 0.0  # sibling workers share cores
 
 
 def test_polls_until_the_deadline_after_the_last_kick(monkeypatch: pytest.MonkeyPatch) -> None:

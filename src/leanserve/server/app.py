@@ -21,7 +21,7 @@ from .dashboard import Dashboard
 from .experiments import ExperimentEndpoints, ExperimentOptions, Experiments
 from .handlers import Handlers
 from .http import SHUTDOWN_LINGER_SECONDS, ConnectionTracker, HttpProtocol
-from .idle_poll import IdlePoll, idle_poll_seconds
+from .idle_poll import IdlePoll, idle_poll_seconds_for
 from .observability import Observability, ObservabilityOptions
 from .timeouts import TimeoutSweeper
 
@@ -64,7 +64,7 @@ class Server:
         self.reuse_port = reuse_port
         # After each answer the loop polls this long before it sleeps (see idle_poll.py); None: 50 us
         # where the server has two cores or more and no sibling workers, else 0 (off).
-        self.idle_poll_seconds = idle_poll_seconds
+        self.idle_poll_seconds = idle_poll_seconds_for(idle_poll_seconds, available_cores(), reuse_port)
         self.registry = ModelRegistry(self.repository, options)
         self.router = Router(self.registry, self.limits)
         self.handlers = Handlers(self.registry, self.router, tokens)
@@ -107,8 +107,7 @@ class Server:
         loop = asyncio.get_running_loop()
         self.experiments.read()
         self.observability.start()  # before the first request: every failure is logged
-        poll_seconds = idle_poll_seconds(self.idle_poll_seconds, available_cores(), self.reuse_port)
-        idle_poll = IdlePoll(loop, poll_seconds) if poll_seconds > 0 else None
+        idle_poll = IdlePoll(loop, self.idle_poll_seconds) if self.idle_poll_seconds > 0 else None
         try:
             self._server = await loop.create_server(
                 lambda: HttpProtocol(self.handlers, self.app, self.limits, self._tracker, idle_poll),

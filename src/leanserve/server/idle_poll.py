@@ -16,7 +16,7 @@ with polling after every answer. So, as haltpoll adapts its window, polling stop
 in :data:`PROBE_EVERY` polls again to see whether the traffic changed.
 
 Not where the loop shares its cores with siblings (``serve --workers``), nor on one core, where
-polling would take the time of the client or the engine: :func:`idle_poll_seconds` decides.
+polling would take the time of the client or the engine: :func:`idle_poll_seconds_for` decides.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ MISSES_TO_STOP: Final = 4
 PROBE_EVERY: Final = 32
 
 
-def idle_poll_seconds(requested: float | None, cpus: int, shares_cores: bool) -> float:
+def idle_poll_seconds_for(requested: float | None, cpus: int, shares_cores: bool) -> float:
     """How long the loop polls after an answer: ``requested`` when given (0: never), else the default
     where the process has ``cpus`` >= 2 cores and does not share them with sibling workers."""
     if requested is not None:
@@ -102,4 +102,4 @@ class IdlePoll:
             self._misses += 1
 
 
-__all__ = ["IDLE_POLL_SECONDS", "MISSES_TO_STOP", "PROBE_EVERY", "IdlePoll", "idle_poll_seconds"]
+__all__ = ["IDLE_POLL_SECONDS", "MISSES_TO_STOP", "PROBE_EVERY", "IdlePoll", "idle_poll_seconds_for"]
