@@ -45,6 +45,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from leanserve.config import RuntimeOptions, load_model_config
 from leanserve.runtimes.onnx import session_options, thread_plan
+from leanserve.runtimes.threads import available_cores
 from leanserve.timing import environment as measured_environment
 
 HERE = Path(__file__).resolve().parent
@@ -223,7 +224,7 @@ def wrk_threads(concurrency: int) -> int:
     longer tail than ``-t1``. The tail then measured wrk's own threads waiting for a core: batches
     of exactly 16 (one thread's connections) were the signature of one thread running late.
     """
-    return max(1, min(concurrency, len(os.sched_getaffinity(0)) // 2))
+    return max(1, min(concurrency, available_cores() // 2))
 
 
 def wrk_script(

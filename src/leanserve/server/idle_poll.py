@@ -46,8 +46,8 @@ class IdlePoll:
     """Keeps ``loop`` polling its sockets until ``seconds`` after the last :meth:`kick`, while that pays.
 
     A callback that schedules itself again makes the loop poll with a zero timeout instead of
-    sleeping; it stops at the deadline. A kick reads no clock (answers at concurrency 32 come 32 to
-    a loop turn): the callback, which runs every loop turn while polling, moves the deadline on. A
+    sleeping; it stops at the deadline. A kick while polling reads no clock (answers at concurrency
+    32 come 32 to a loop turn): the callback, which runs every loop turn while polling, moves the deadline on. A
     poll during which a request arrived (the front end sets :attr:`caught`) paid off (a hit); one
     that ran out without did not (a miss).
     """
